@@ -1,0 +1,3 @@
+from tegaki.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,258 @@
+"""The `tegaki` command: parse arguments, call the library, print.
+
+Nothing below this layer reads argv or the environment: this file turns $TEGAKI_DATA_DIR and
+$XDG_CACHE_HOME into arguments. Every user mistake ends as one line on stderr and exit status 2.
+Further commands (inspect, report, probe, predict, serve, export) live in tegaki/commands/, one
+module each with `register(subparsers)`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from tegaki import __version__
+from tegaki.errors import TegakiError
+
+DEFAULT_PRESET = "keras-lecture"
+COMMAND_MODULES = ("inspect", "report", "probe", "predict", "serve", "export")
+
+
+def data_kwargs(args) -> dict:
+    from tegaki.data.sources import default_cache_dir
+
+    return {"data_dir": getattr(args, "data_dir", None), "env_dir": os.environ.get("TEGAKI_DATA_DIR") or None,
+            "cache_dir": default_cache_dir(os.environ)}
+
+
+def err(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def load_data(args, name: str, fallback: bool = False, **kw):
+    from tegaki.data.sources import load_dataset
+
+    return load_dataset(name, fallback=fallback, log=err, **data_kwargs(args), **kw)
+
+
+# data ------------------------------------------------------------------------------------------
+def cmd_data(args) -> int:
+    from tegaki.data import sources
+
+    if args.action == "list":
+        for r in sources.list_datasets():
+            print(f"{r['name']:<16} {r['description']}")
+        return 0
+    if not args.name:
+        raise TegakiError(f"'tegaki data {args.action}' needs a dataset name, e.g. mnist (see 'tegaki data list')")
+    if args.action == "fetch":
+        files, where = sources.locate(args.name, **data_kwargs(args))
+        ds = load_data(args, args.name)
+        print(f"{args.name}: {len(ds.train_labels):,} train and {len(ds.test_labels):,} test images, "
+              f"checksums verified ({where})")
+        return 0
+    ds = load_data(args, args.name)
+    import numpy as np
+
+    print(f"dataset   {ds.name}")
+    print(f"source    {ds.provenance.get('source')}")
+    print(f"train     {ds.train_images.shape[0]:,} images {ds.train_images.shape[1]}x{ds.train_images.shape[2]}")
+    print(f"test      {ds.test_images.shape[0]:,} images")
+    print(f"classes   {', '.join(ds.classes)}")
+    print("per class (train / test):")
+    tr = np.bincount(ds.train_labels, minlength=len(ds.classes))
+    te = np.bincount(ds.test_labels, minlength=len(ds.classes))
+    for i, c in enumerate(ds.classes):
+        print(f"  {c:<12} {tr[i]:6d} / {te[i]:5d}")
+    for f, c in ds.provenance.get("files", {}).items():
+        print(f"  {f}: {', '.join(f'{k} {v}' for k, v in c.items()) or 'no checksum'}")
+    return 0
+
+
+# summary ---------------------------------------------------------------------------------------
+def cmd_summary(args) -> int:
+    from tegaki.spec import resolve_spec
+
+    spec = resolve_spec(args.ref)
+    print(spec.summary())
+    if spec.description:
+        print(f"\n{spec.description}")
+    if spec.train:
+        print("recipe: " + ", ".join(f"{k}={v}" for k, v in spec.train.items()))
+    return 0
+
+
+# train -----------------------------------------------------------------------------------------
+def cmd_train(args) -> int:
+    from tegaki.spec import Spec, load_preset
+    from tegaki.train import TrainConfig, read_checkpoint, train
+
+    resume = None
+    if args.resume:
+        out = Path(args.resume)
+        resume = read_checkpoint(out)
+        spec = Spec.from_dict(resume["spec"], where=str(out / "checkpoint.json"))
+        cfg_d = dict(resume["config"])
+        if args.epochs:
+            cfg_d["epochs"] = args.epochs
+        cfg = TrainConfig(**cfg_d)
+        dataset = resume["dataset"]
+    else:
+        if args.spec and args.preset:
+            raise TegakiError("give --preset or --spec, not both")
+        spec = Spec.from_file(args.spec) if args.spec else load_preset(args.preset or DEFAULT_PRESET)
+        dataset = args.dataset
+        cfg = TrainConfig.for_spec(
+            spec, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer,
+            schedule=args.schedule, seed=args.seed, device=args.device, patience=args.patience,
+            valid_size=args.valid_size, engine=args.engine, weight_decay=args.weight_decay,
+            label_smoothing=args.label_smoothing, dataset=dataset)
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        out = Path(args.out) if args.out else Path("runs") / f"{stamp}-{spec.name}"
+        if (out / "model.json").exists() or (out / "checkpoint.json").exists():
+            raise TegakiError(f"{out} already holds a run; choose another --out, or --resume it")
+    t0 = time.perf_counter()
+    ds = load_data(args, dataset, fallback=(dataset == "mnist" and not args.data_dir), seed=cfg.seed)
+    cfg.dataset = ds.name
+    load_seconds = time.perf_counter() - t0
+    print(f"data: {ds.name} from {ds.provenance.get('source')} ({load_seconds:.1f} s)")
+    result = train(spec, ds, cfg, out, resume=resume, command=["tegaki", *sys.argv[1:]])
+    if result.interrupted:
+        return 130
+    m = result.metrics
+    print(f"\nrun saved to {out}")
+    print(f"test accuracy {m['test_accuracy']:.2%} (error {m['test_error']:.2%}) on {m['test_size']:,} {ds.name} "
+          f"test images; {m['epochs']} epochs, {m['train_seconds']:.1f} s of training")
+    if ds.name != dataset:
+        err(f"note: trained on {ds.name}, not {dataset} (see the message above)")
+    print("next: tegaki evaluate " + str(out) + "   (report, confusion matrix, mistakes)")
+    print("      tegaki train --preset lenet --epochs 3 --optimizer adam --lr 0.001 --batch-size 128")
+    print("      tegaki summary lenet    (other presets: " + ", ".join(_presets()) + ")")
+    return 0
+
+
+def _presets() -> list[str]:
+    from tegaki.spec import preset_names
+
+    return preset_names()
+
+
+# evaluate --------------------------------------------------------------------------------------
+def cmd_evaluate(args) -> int:
+    import numpy as np
+
+    from tegaki import plots
+    from tegaki.evaluate import confusion_text, evaluate, report_text
+    from tegaki.fileio import write_json
+    from tegaki.predict import Predictor
+
+    pred = Predictor.load(args.run, engine=args.engine)
+    run = pred.run
+    name = args.dataset or run.meta.get("config", {}).get("dataset") or "mnist"
+    ds = load_data(args, name, all_test=True) if name.startswith("folder:") else load_data(args, name)
+    if len(ds.classes) != len(run.classes):
+        raise TegakiError(f"{ds.name} has {len(ds.classes)} classes, the model {len(run.classes)}")
+    ev = evaluate(pred, ds.test_images, ds.test_labels, run.classes)
+    same = name == run.meta.get("config", {}).get("dataset")
+    out = Path(args.out) if args.out else (run.path if same else run.path / f"eval-{_slug(ds.name)}")
+    print(f"{run.spec.name} on {ds.name} ({len(ds.test_labels):,} test images, engine {args.engine})")
+    print(f"accuracy {ev.accuracy:.2%}   error {1 - ev.accuracy:.2%}\n")
+    print(report_text(ev.cm, run.classes))
+    print("\nconfusion matrix (rows: true, columns: predicted)")
+    print(confusion_text(ev.cm, run.classes))
+    write_json(out / "evaluation.json", {"dataset": ds.name, "engine": args.engine, **ev.metrics()})
+    files = [plots.confusion(ev.cm, run.classes, out / "confusion.png",
+                             f"{run.spec.name} on {ds.name}: {ev.accuracy:.2%}")]
+    wrong = ev.misclassified()
+    if len(wrong):
+        files.append(plots.misclassified(ds.test_images[wrong], ev.labels[wrong], ev.predictions[wrong],
+                                         ev.probabilities[wrong], run.classes, out / "misclassified.png"))
+    hist = run.history()
+    if hist:
+        files.append(plots.learning_curves(hist, out / "learning_curves.png", run.spec.name))
+    print("\nwrote " + ", ".join(str(f) for f in files) + f", {out / 'evaluation.json'}")
+    del np
+    return 0
+
+
+def _slug(s: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in s).strip("_")[:60]
+
+
+# main ------------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    from tegaki.engines import ENGINES
+    from tegaki.train import OPTIMIZERS, SCHEDULES
+
+    p = argparse.ArgumentParser(prog="tegaki", description="tegaki: a workbench for handwritten-digit recognition")
+    p.add_argument("--version", action="version", version=f"tegaki {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    d = sub.add_parser("data", help="list, fetch or describe datasets")
+    d.add_argument("action", choices=["list", "fetch", "info"])
+    d.add_argument("name", nargs="?", help="mnist, fashion-mnist, kmnist, sklearn-digits or folder:PATH")
+    d.add_argument("--data-dir", help="a folder holding the four IDX files")
+    d.set_defaults(func=cmd_data)
+
+    s = sub.add_parser("summary", help="print a network's layers, shapes and parameter counts")
+    s.add_argument("ref", help="a preset name, a spec file (.toml/.json) or a run folder")
+    s.set_defaults(func=cmd_summary)
+
+    t = sub.add_parser("train", help="train a network and write a run folder")
+    t.add_argument("--preset", help=f"a named network and recipe (default {DEFAULT_PRESET}; see 'tegaki summary')")
+    t.add_argument("--spec", help="a spec file (.toml or .json) instead of a preset")
+    t.add_argument("--dataset", default="mnist", help="mnist (default), fashion-mnist, kmnist, folder:PATH")
+    t.add_argument("--data-dir", help="a folder holding the dataset's four IDX files")
+    t.add_argument("--epochs", type=int, help="passes over the training set (default: the preset's)")
+    t.add_argument("--batch-size", type=int, help="examples per step (default: the preset's)")
+    t.add_argument("--lr", type=float, help="learning rate (default: the preset's)")
+    t.add_argument("--optimizer", choices=OPTIMIZERS, help="default: the preset's")
+    t.add_argument("--schedule", choices=SCHEDULES, help="learning-rate schedule (default: constant)")
+    t.add_argument("--weight-decay", type=float, help="L2 penalty (default 0)")
+    t.add_argument("--label-smoothing", type=float, help="cross-entropy label smoothing (default 0)")
+    t.add_argument("--patience", type=int, help="early stopping: epochs without a better validation loss")
+    t.add_argument("--valid-size", type=int, help="validation examples carved from training (default 10000)")
+    t.add_argument("--seed", type=int, help="seed for split, weights, shuffling and dropout (default 0)")
+    t.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], help="default auto")
+    t.add_argument("--engine", choices=ENGINES, help="torch (default) or numpy")
+    t.add_argument("--out", help="the run folder (default runs/<time>-<preset>)")
+    t.add_argument("--resume", metavar="RUN", help="continue an interrupted run from its last checkpoint")
+    t.set_defaults(func=cmd_train)
+
+    e = sub.add_parser("evaluate", help="accuracy, per-class report, confusion matrix and mistakes of a run")
+    e.add_argument("run", help="a run folder")
+    e.add_argument("--dataset", help="default: the dataset the run was trained on")
+    e.add_argument("--data-dir", help="a folder holding the dataset's four IDX files")
+    e.add_argument("--engine", choices=ENGINES, default="torch")
+    e.add_argument("--out", help="where to write the pictures (default: the run folder)")
+    e.set_defaults(func=cmd_evaluate)
+
+    for name in COMMAND_MODULES:
+        try:
+            mod = importlib.import_module(f"tegaki.commands.{name}")
+        except ModuleNotFoundError as ex:
+            if ex.name == f"tegaki.commands.{name}" or ex.name == "tegaki.commands":
+                continue
+            raise
+        mod.register(sub)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args) or 0
+    except TegakiError as e:
+        err(f"tegaki: error: {e}")
+        return 2
+    except KeyboardInterrupt:
+        err("tegaki: interrupted")
+        return 130
+    except BrokenPipeError:
+        return 0

@@ -1,0 +1,288 @@
+"""Datasets: where to find them, how to check them, and the arrays they become.
+
+A dataset is returned as plain arrays (uint8 images N x 28 x 28, int64 labels) plus its
+provenance (where the files came from and their checksums). Nothing here knows about models.
+
+Resolution order for the IDX datasets (mnist, fashion-mnist, kmnist):
+  1. `data_dir` (a folder holding the four files),
+  2. `env_dir/<name>/` (the CLI passes $TEGAKI_DATA_DIR),
+  3. the user cache `cache_dir/<name>/` (~/.cache/tegaki, XDG respected, by default),
+  4. system folders (Debian's dataset-fashion-mnist package),
+  5. download from the public mirrors into the cache, verified by checksum.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from tegaki.data.download import download, verify
+from tegaki.data.idx import read_idx
+from tegaki.errors import TegakiError
+
+PARTS = ("train-images", "train-labels", "t10k-images", "t10k-labels")
+
+
+@dataclass
+class Dataset:
+    name: str
+    train_images: np.ndarray  # (N, 28, 28) uint8
+    train_labels: np.ndarray  # (N,) int64
+    test_images: np.ndarray  # (M, 28, 28) uint8
+    test_labels: np.ndarray  # (M,) int64
+    classes: list[str]
+    provenance: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class IdxSource:
+    name: str
+    description: str
+    classes: tuple[str, ...]
+    mirrors: tuple[str, ...]
+    checksums: dict  # part -> {"sha256": of the decompressed payload} or {"md5": of the .gz}
+    system_dirs: tuple[str, ...] = ()
+
+
+DIGITS = tuple(str(i) for i in range(10))
+
+SOURCES = {
+    "mnist": IdxSource(
+        "mnist", "MNIST handwritten digits (LeCun, Cortes, Burges): 60,000 train, 10,000 test",
+        DIGITS,
+        ("https://ossci-datasets.s3.amazonaws.com/mnist/",
+         "https://storage.googleapis.com/cvdf-datasets/mnist/",
+         "http://yann.lecun.com/exdb/mnist/"),
+        {  # SHA-256 of the decompressed IDX payloads
+            "train-images": {"sha256": "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db"},
+            "train-labels": {"sha256": "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5"},
+            "t10k-images": {"sha256": "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7"},
+            "t10k-labels": {"sha256": "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2"},
+        },
+    ),
+    "fashion-mnist": IdxSource(
+        "fashion-mnist", "Fashion-MNIST (Zalando Research): 10 kinds of clothing, 60,000 train, 10,000 test",
+        ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"),
+        ("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",),
+        {
+            "train-images": {"sha256": "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888"},
+            "train-labels": {"sha256": "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9"},
+            "t10k-images": {"sha256": "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b"},
+            "t10k-labels": {"sha256": "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34"},
+        },
+        system_dirs=("/usr/share/datasets/fashion-mnist",),
+    ),
+    "kmnist": IdxSource(
+        "kmnist", "Kuzushiji-MNIST (ROIS-DS CODH): 10 cursive hiragana, 60,000 train, 10,000 test",
+        ("o", "ki", "su", "tsu", "na", "ha", "ma", "ya", "re", "wo"),
+        ("http://codh.rois.ac.jp/kmnist/dataset/kmnist/",),
+        {  # MD5 of the published .gz files (as listed by torchvision's KMNIST dataset)
+            "train-images": {"md5": "bdb82020997e1d708af4cf47b453dcf7"},
+            "train-labels": {"md5": "e144d726b3acfaa3e44228e80efcd344"},
+            "t10k-images": {"md5": "5c965bf0a639b31b8f53240b1b52f4d7"},
+            "t10k-labels": {"md5": "7320c461ea6c1c855c0b718fb2a4b134"},
+        },
+    ),
+}
+
+FALLBACKS = ("sklearn-digits",)
+
+
+def default_cache_dir(environ: dict | None = None) -> Path:
+    """~/.cache/tegaki, or $XDG_CACHE_HOME/tegaki (the caller passes the environment)."""
+    env = os.environ if environ is None else environ
+    base = env.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "tegaki"
+
+
+def _filename(part: str) -> str:
+    kind = "idx3" if part.endswith("images") else "idx1"
+    return f"{part}-{kind}-ubyte"
+
+
+def find_part(folder: Path, part: str) -> Path | None:
+    """The file for `part` in `folder`, under any of the usual spellings, raw or gzip."""
+    kind = "idx3" if part.endswith("images") else "idx1"
+    for stem in (f"{part}-{kind}-ubyte", f"{part}.{kind}-ubyte"):
+        for name in (stem, stem + ".gz"):
+            p = folder / name
+            if p.is_file():
+                return p
+    return None
+
+
+def _complete(folder: Path) -> dict[str, Path] | None:
+    found = {part: find_part(folder, part) for part in PARTS}
+    return found if all(found.values()) else None
+
+
+def list_datasets() -> list[dict]:
+    rows = [{"name": s.name, "description": s.description, "classes": len(s.classes)} for s in SOURCES.values()]
+    rows.append({"name": "folder:PATH", "description": "your own images, one sub-folder per class (0/ 1/ ...), "
+                 "preprocessed like MNIST", "classes": None})
+    rows.append({"name": "sklearn-digits", "description": "scikit-learn's 1,797 bundled 8x8 digits, enlarged to "
+                 "28x28 (the offline fallback)", "classes": 10})
+    return rows
+
+
+def locate(name: str, data_dir: str | os.PathLike | None = None, env_dir: str | os.PathLike | None = None,
+           cache_dir: str | os.PathLike | None = None, fetch: bool = True,
+           log: Callable[[str], None] = lambda m: None) -> tuple[dict[str, Path], str]:
+    """Find (or download) the four files of an IDX dataset; return {part: path} and where they came from."""
+    if name not in SOURCES:
+        raise TegakiError(f"unknown dataset {name!r}; choose one of {', '.join(SOURCES)}, folder:PATH "
+                          "or sklearn-digits (see 'tegaki data list')")
+    src = SOURCES[name]
+    if data_dir is not None:
+        d = Path(data_dir)
+        if not d.is_dir():
+            raise TegakiError(f"--data-dir {d}: no such folder")
+        files = _complete(d) or _complete(d / name)
+        if not files:
+            missing = [_filename(p) + "[.gz]" for p in PARTS if not find_part(d, p)]
+            raise TegakiError(f"--data-dir {d}: missing {', '.join(missing)}; point it at the folder "
+                              f"holding the four {name} IDX files")
+        return files, f"data dir {d}"
+    candidates = []
+    if env_dir:
+        candidates.append((Path(env_dir) / name, f"$TEGAKI_DATA_DIR ({env_dir})"))
+    cache = Path(cache_dir) if cache_dir else default_cache_dir()
+    candidates.append((cache / name, f"cache {cache / name}"))
+    candidates += [(Path(d), f"system folder {d}") for d in src.system_dirs]
+    for folder, where in candidates:
+        files = _complete(folder)
+        if files:
+            return files, where
+    if not fetch:
+        raise TegakiError(f"{name} not found (looked in {', '.join(w for _, w in candidates)}); "
+                          f"run 'tegaki data fetch {name}' or pass --data-dir")
+    target = cache / name
+    log(f"{name} not found locally; downloading into {target}")
+    files = {}
+    for part in PARTS:
+        dest = target / (_filename(part) + ".gz")
+        if not dest.is_file():
+            download([m + _filename(part) + ".gz" for m in src.mirrors], dest, src.checksums[part], log=log)
+        files[part] = dest
+    return files, f"downloaded into {target}"
+
+
+def load_idx_dataset(name: str, check: bool = True, **kw) -> Dataset:
+    files, where = locate(name, **kw)
+    src = SOURCES[name]
+    if check:
+        for part, path in files.items():
+            why = verify(path, src.checksums.get(part))
+            if why:
+                raise TegakiError(f"{path}: checksum mismatch for {name} {part} ({why}); the file is corrupt "
+                                  "or another dataset's: delete it and fetch it again")
+    arrays = {part: read_idx(path) for part, path in files.items()}
+    ds = Dataset(
+        name, *(arrays[p] for p in ("train-images", "train-labels", "t10k-images", "t10k-labels")),
+        classes=list(src.classes),
+        provenance={"dataset": name, "source": where,
+                    "files": {p.name: src.checksums.get(part, {}) for part, p in files.items()},
+                    "verified": check},
+    )
+    return validate(ds, str(files["train-images"].parent))
+
+
+def validate(ds: Dataset, where: str) -> Dataset:
+    """Check shapes, dtypes and label range; return `ds` with labels as int64."""
+    for split in ("train", "test"):
+        x, y = getattr(ds, f"{split}_images"), getattr(ds, f"{split}_labels")
+        if x.ndim != 3 or x.dtype != np.uint8:
+            raise TegakiError(f"{where}: {split} images must be uint8 N x H x W, got {x.dtype} {x.shape}")
+        if y.ndim != 1 or len(y) != len(x):
+            raise TegakiError(f"{where}: {len(x)} {split} images but {y.shape} labels; the files do not belong together")
+        if len(y) and (y.min() < 0 or y.max() >= len(ds.classes)):
+            raise TegakiError(f"{where}: {split} labels out of range ({int(y.min())}..{int(y.max())}, "
+                              f"expected 0..{len(ds.classes) - 1})")
+        setattr(ds, f"{split}_labels", y.astype(np.int64))
+    return ds
+
+
+def load_sklearn_digits() -> Dataset:
+    """scikit-learn's 1,797 8x8 digits, each enlarged into a 20x20 box in 28x28 like MNIST."""
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    imgs8 = (d.images / 16.0 * 255.0).clip(0, 255)  # (N, 8, 8) in 0..255
+    # bilinear upsampling 8 -> 20 by separable interpolation matrices
+    src = (np.arange(20) + 0.5) * 8 / 20 - 0.5
+    lo = np.clip(np.floor(src).astype(int), 0, 7)
+    hi = np.clip(lo + 1, 0, 7)
+    w = np.clip(src - lo, 0, 1)
+    m = np.zeros((20, 8))
+    m[np.arange(20), lo] += 1 - w
+    m[np.arange(20), hi] += w
+    up = np.einsum("ij,njk,lk->nil", m, imgs8, m)
+    out = np.zeros((len(up), 28, 28), np.uint8)
+    out[:, 4:24, 4:24] = up.round().clip(0, 255).astype(np.uint8)
+    y = d.target.astype(np.int64)
+    rng = np.random.default_rng(0)
+    idx = rng.permutation(len(y))
+    n_test = 360
+    te, tr = idx[:n_test], idx[n_test:]
+    return Dataset("sklearn-digits", out[tr], y[tr], out[te], y[te], list(DIGITS),
+                   {"dataset": "sklearn-digits", "source": "sklearn.datasets.load_digits (UCI optical digits, "
+                    "8x8, enlarged to 28x28)", "files": {}, "verified": False})
+
+
+def load_dataset(name: str, data_dir=None, env_dir=None, cache_dir=None, fetch: bool = True,
+                 fallback: bool = False, log: Callable[[str], None] = lambda m: None, **kw) -> Dataset:
+    """Load a dataset by name: mnist, fashion-mnist, kmnist, sklearn-digits or folder:PATH.
+
+    With `fallback`, an MNIST that can be neither found nor downloaded is replaced by
+    scikit-learn's bundled digits, with a loud message; the dataset actually used is in
+    `Dataset.name` and its provenance.
+    """
+    if name.startswith("folder:"):
+        from tegaki.data.folder import load_folder
+
+        return load_folder(name[len("folder:"):], **kw)
+    if name == "sklearn-digits":
+        return load_sklearn_digits()
+    try:
+        return load_idx_dataset(name, data_dir=data_dir, env_dir=env_dir, cache_dir=cache_dir, fetch=fetch, log=log)
+    except TegakiError as e:
+        if not (fallback and name == "mnist" and data_dir is None):
+            raise
+        log("!" * 78)
+        log(f"!! MNIST IS NOT AVAILABLE: {e}")
+        log("!! Falling back to scikit-learn's 1,797 bundled 8x8 digits, enlarged to 28x28.")
+        log("!! Accuracy on them says little about MNIST. To get the full set: run")
+        log("!!   tegaki data fetch mnist     (or set TEGAKI_DATA_DIR / pass --data-dir)")
+        log("!" * 78)
+        ds = load_sklearn_digits()
+        ds.provenance["fallback_reason"] = str(e)
+        return ds
+
+
+def stratified_split(labels: np.ndarray, n_valid: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (train, valid) with `n_valid` items taken from each class in proportion, seeded."""
+    n = len(labels)
+    if n_valid <= 0:
+        return np.arange(n), np.arange(0)
+    if n_valid >= n:
+        raise TegakiError(f"validation split of {n_valid} leaves nothing to train on ({n} training items); "
+                          "lower --valid-size")
+    rng = np.random.default_rng(seed)
+    classes, counts = np.unique(labels, return_counts=True)
+    quota = np.floor(counts * n_valid / n).astype(int)
+    # hand out the remainder to the classes with the largest fractional parts
+    rest = n_valid - quota.sum()
+    frac = counts * n_valid / n - quota
+    quota[np.argsort(-frac, kind="stable")[:rest]] += 1
+    valid = []
+    for c, q in zip(classes, quota):
+        idx = np.flatnonzero(labels == c)
+        valid.append(rng.choice(idx, size=q, replace=False))
+    valid = np.sort(np.concatenate(valid))
+    mask = np.ones(n, bool)
+    mask[valid] = False
+    return np.flatnonzero(mask), valid

@@ -1,0 +1,273 @@
+"""The PyTorch engine: builds a torch module from a Spec and trains or runs it.
+
+Every engine offers the same small interface (see engines/__init__.py), so the training loop,
+evaluation, inspection and serving never care which engine runs the numbers. Weights come in
+and go out as NumPy arrays named "<layer>.<param>", so a run trained here loads in the NumPy
+engine and back.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from tegaki import spec as S
+from tegaki.errors import TegakiError
+
+
+class Maxout(nn.Module):
+    def __init__(self, pieces: int):
+        super().__init__()
+        self.pieces = pieces
+
+    def forward(self, x):  # (N, C, ...) -> (N, C / k, ...): max over k consecutive channels
+        n, c = x.shape[:2]
+        return x.reshape(n, c // self.pieces, self.pieces, *x.shape[2:]).amax(dim=2)
+
+
+class PaddedConv(nn.Module):
+    """A conv with the spec's (top, bottom, left, right) padding, asymmetric when 'same' needs it."""
+
+    def __init__(self, layer: S.Conv2d, in_shape):
+        super().__init__()
+        c, h, w = in_shape
+        t, b, l, r = layer.pads(h, w)
+        sym = t == b and l == r
+        self.pad = None if sym else (l, r, t, b)
+        self.conv = nn.Conv2d(c, layer.filters, S._pair(layer.kernel, "kernel"), S._pair(layer.stride, "stride"),
+                              padding=(t, l) if sym else 0, bias=layer.bias)
+
+    def forward(self, x):
+        if self.pad is not None:
+            x = F.pad(x, self.pad)
+        return self.conv(x)
+
+
+def build_module(layer: S.Layer, in_shape) -> nn.Module:
+    if isinstance(layer, S.Conv2d):
+        return PaddedConv(layer, in_shape)
+    if isinstance(layer, S.MaxPool):
+        k, s = layer.window()
+        return nn.MaxPool2d(k, s)
+    if isinstance(layer, S.AvgPool):
+        k, s = layer.window()
+        return nn.AvgPool2d(k, s)
+    if isinstance(layer, S.Dense):
+        return nn.Linear(in_shape[0], layer.units, bias=layer.bias)
+    if isinstance(layer, S.Flatten):
+        return nn.Flatten()
+    if isinstance(layer, S.Dropout):
+        return nn.Dropout(layer.rate)
+    if isinstance(layer, S.BatchNorm):
+        bn = nn.BatchNorm2d if len(in_shape) == 3 else nn.BatchNorm1d
+        return bn(in_shape[0], eps=layer.eps, momentum=layer.momentum)
+    if isinstance(layer, S.Sigmoid):
+        return nn.Sigmoid()
+    if isinstance(layer, S.Tanh):
+        return nn.Tanh()
+    if isinstance(layer, S.ReLU):
+        return nn.ReLU()
+    if isinstance(layer, S.LeakyReLU):
+        return nn.LeakyReLU(layer.slope)
+    if isinstance(layer, S.ELU):
+        return nn.ELU(layer.alpha)
+    if isinstance(layer, S.Maxout):
+        return Maxout(layer.pieces)
+    if isinstance(layer, S.Softmax):
+        return nn.Identity()  # the network returns logits; the loss and predictions apply softmax
+    raise TegakiError(f"the torch engine has no implementation of layer type {layer.type!r}")
+
+
+class TorchNet(nn.Module):
+    """The spec's layers in order; forward returns logits (the input of the final softmax)."""
+
+    def __init__(self, spec: S.Spec):
+        super().__init__()
+        self.spec = spec
+        self.layers = nn.ModuleDict({l.name: build_module(l, s) for l, s in zip(spec.layers, spec.in_shapes())})
+
+    def forward(self, x):
+        for m in self.layers.values():
+            x = m(x)
+        return x
+
+    def forward_all(self, x) -> dict[str, torch.Tensor]:
+        out = {}
+        for name, m in self.layers.items():
+            x = m(x)
+            out[name] = x
+        return out
+
+
+def _key(torch_key: str) -> str | None:
+    # "layers.conv1.conv.weight" -> "conv1.weight"; batchnorm's counter is not kept
+    parts = torch_key.split(".")
+    if parts[-1] == "num_batches_tracked":
+        return None
+    return f"{parts[1]}.{parts[-1]}"
+
+
+def pick_device(device: str = "auto") -> torch.device:
+    if device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise TegakiError("--device cuda: no CUDA GPU is available to PyTorch here; use --device cpu or auto")
+    if device == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise TegakiError("--device mps: Apple's Metal backend is not available here; use --device cpu or auto")
+    if device not in ("cpu", "cuda", "mps"):
+        raise TegakiError(f"unknown device {device!r}; choose auto, cpu, cuda or mps")
+    return torch.device(device)
+
+
+class TorchEngine:
+    name = "torch"
+
+    def __init__(self, spec: S.Spec, weights: dict[str, np.ndarray] | None = None, device: str = "cpu"):
+        self.spec = spec
+        self.device = pick_device(device)
+        self.net = TorchNet(spec).to(self.device)
+        self.set_weights(weights if weights is not None else spec.init_weights(0))
+        self.net.eval()
+        self.opt = None
+        self._stats = None
+
+    # weights -----------------------------------------------------------------------------
+    def get_weights(self) -> dict[str, np.ndarray]:
+        out = {}
+        for k, v in self.net.state_dict().items():
+            name = _key(k)
+            if name is not None:
+                out[name] = v.detach().cpu().numpy().copy()
+        return out
+
+    def set_weights(self, weights: dict[str, np.ndarray]) -> None:
+        self.spec.check_weights(weights)
+        sd = {}
+        for k, v in self.net.state_dict().items():
+            name = _key(k)
+            sd[k] = v if name is None else torch.as_tensor(np.asarray(weights[name]), dtype=v.dtype)
+        self.net.load_state_dict(sd)
+
+    # data ----------------------------------------------------------------------------------
+    def prepare(self, images: np.ndarray, labels: np.ndarray | None, norm: dict):
+        """uint8 (N, H, W) images -> normalised float32 (N, C, H, W) tensors resident on the device."""
+        x = torch.from_numpy(np.ascontiguousarray(images)).to(self.device)
+        x = x.reshape(len(images), *self.spec.input_shape).float().div_(255.0)
+        x = x.sub_(norm["mean"]).div_(norm["std"])
+        y = None if labels is None else torch.from_numpy(np.asarray(labels, np.int64)).to(self.device)
+        return x, y
+
+    def take(self, data, idx: np.ndarray):
+        x, y = data
+        i = torch.from_numpy(idx).to(self.device)
+        return x.index_select(0, i), y.index_select(0, i)
+
+    # inference -------------------------------------------------------------------------------
+    def _tensor(self, x) -> torch.Tensor:
+        if isinstance(x, torch.Tensor):
+            return x.to(self.device)
+        return torch.from_numpy(np.ascontiguousarray(x, np.float32)).to(self.device)
+
+    @torch.inference_mode()
+    def logits(self, x, batch_size: int = 2000) -> np.ndarray:
+        self.net.eval()
+        out = [self.net(self._tensor(x[i:i + batch_size])).float().cpu().numpy() for i in range(0, len(x), batch_size)]
+        return np.concatenate(out) if out else np.zeros((0, self.spec.num_classes), np.float32)
+
+    @torch.inference_mode()
+    def activations(self, x) -> dict[str, np.ndarray]:
+        self.net.eval()
+        return {k: v.float().cpu().numpy() for k, v in self.net.forward_all(self._tensor(x)).items()}
+
+    def input_gradient(self, x: np.ndarray, target: np.ndarray) -> np.ndarray:
+        """d logit[target] / d input, per example (for saliency maps)."""
+        self.net.eval()
+        xt = self._tensor(x).clone().requires_grad_(True)
+        out = self.net(xt)
+        sel = out.gather(1, torch.as_tensor(np.asarray(target), device=self.device).view(-1, 1)).sum()
+        (g,) = torch.autograd.grad(sel, xt)
+        return g.cpu().numpy()
+
+    @torch.inference_mode()
+    def evaluate(self, data, batch_size: int = 2000) -> tuple[float, float, np.ndarray]:
+        """(mean cross-entropy, accuracy, logits) over prepared data."""
+        self.net.eval()
+        x, y = data
+        logits = torch.cat([self.net(x[i:i + batch_size]) for i in range(0, len(x), batch_size)])
+        loss = F.cross_entropy(logits, y).item()
+        acc = (logits.argmax(1) == y).float().mean().item()
+        return loss, acc, logits.float().cpu().numpy()
+
+    # training ---------------------------------------------------------------------------------
+    def configure(self, optimizer: str, lr: float, momentum: float = 0.9, weight_decay: float = 0.0,
+                  label_smoothing: float = 0.0) -> None:
+        params = list(self.net.parameters())
+        if optimizer == "sgd":
+            self.opt = torch.optim.SGD(params, lr=lr, weight_decay=weight_decay)
+        elif optimizer == "momentum":
+            self.opt = torch.optim.SGD(params, lr=lr, momentum=momentum, nesterov=True, weight_decay=weight_decay)
+        elif optimizer == "adam":
+            self.opt = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+        elif optimizer == "adamw":
+            self.opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay or 0.01)
+        elif optimizer == "adadelta":
+            self.opt = torch.optim.Adadelta(params, lr=lr, weight_decay=weight_decay)
+        else:
+            raise TegakiError(f"unknown optimizer {optimizer!r}; choose sgd, momentum, adam, adamw or adadelta")
+        self.label_smoothing = label_smoothing
+        self.reset_stats()
+
+    def set_lr(self, lr: float) -> None:
+        for g in self.opt.param_groups:
+            g["lr"] = lr
+
+    def seed(self, seed: int) -> None:
+        torch.manual_seed(seed)
+
+    def reset_stats(self) -> None:
+        self._stats = torch.zeros(3, dtype=torch.float64, device=self.device)  # loss sum, correct, count
+
+    def read_stats(self) -> tuple[float, float]:
+        s = self._stats.tolist()
+        return s[0] / max(s[2], 1), s[1] / max(s[2], 1)
+
+    def train_step(self, x, y) -> None:
+        self.net.train()
+        logits = self.net(x)
+        loss = F.cross_entropy(logits, y, label_smoothing=self.label_smoothing)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        with torch.no_grad():
+            n = y.shape[0]
+            self._stats += torch.stack([loss.detach().double() * n, (logits.argmax(1) == y).sum().double(),
+                                        torch.tensor(float(n), dtype=torch.float64, device=self.device)])
+
+    def optimizer_state(self) -> tuple[dict[str, np.ndarray], dict]:
+        """The optimiser's state as arrays (for safetensors) and plain numbers (for JSON)."""
+        sd = self.opt.state_dict()
+        arrays, meta = {}, {"param_groups": sd["param_groups"], "state": {}}
+        for pid, st in sd["state"].items():
+            meta["state"][str(pid)] = {}
+            for k, v in st.items():
+                if isinstance(v, torch.Tensor) and v.dim() > 0:
+                    arrays[f"opt.{pid}.{k}"] = v.cpu().numpy()
+                else:
+                    meta["state"][str(pid)][k] = float(v)
+        return arrays, meta
+
+    def load_optimizer_state(self, arrays: dict[str, np.ndarray], meta: dict) -> None:
+        state = {}
+        for pid, st in meta["state"].items():
+            d = {k: torch.tensor(v) for k, v in st.items()}
+            for k in list(arrays):
+                if k.startswith(f"opt.{pid}."):
+                    d[k.split(".", 2)[2]] = torch.as_tensor(arrays[k]).to(self.device)
+            state[int(pid)] = d
+        self.opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})

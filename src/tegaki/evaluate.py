@@ -1,0 +1,84 @@
+"""Metrics of a trained model on a dataset: accuracy, per-class report, confusion matrix.
+
+The per-class report reads like scikit-learn's `classification_report` (a test checks the two
+agree) and is computed here from the confusion matrix, in a few lines.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, k: int) -> np.ndarray:
+    """cm[i, j] = number of examples of true class i predicted as j."""
+    return np.bincount(np.asarray(y_true) * k + np.asarray(y_pred), minlength=k * k).reshape(k, k)
+
+
+def per_class(cm: np.ndarray) -> dict[str, np.ndarray]:
+    tp = np.diag(cm).astype(np.float64)
+    predicted, actual = cm.sum(axis=0), cm.sum(axis=1)
+    precision = np.divide(tp, predicted, out=np.zeros_like(tp), where=predicted > 0)
+    recall = np.divide(tp, actual, out=np.zeros_like(tp), where=actual > 0)
+    denom = precision + recall
+    f1 = np.divide(2 * precision * recall, denom, out=np.zeros_like(tp), where=denom > 0)
+    return {"precision": precision, "recall": recall, "f1": f1, "support": actual}
+
+
+def report_text(cm: np.ndarray, classes: list[str]) -> str:
+    m = per_class(cm)
+    w = max(12, max(len(c) for c in classes) + 2)
+    lines = [f"{'':>{w}} {'precision':>9} {'recall':>9} {'f1-score':>9} {'support':>9}", ""]
+    for i, c in enumerate(classes):
+        lines.append(f"{c:>{w}} {m['precision'][i]:9.4f} {m['recall'][i]:9.4f} {m['f1'][i]:9.4f} "
+                     f"{int(m['support'][i]):9d}")
+    n = cm.sum()
+    lines.append("")
+    lines.append(f"{'accuracy':>{w}} {'':>9} {'':>9} {np.trace(cm) / max(n, 1):9.4f} {int(n):9d}")
+    sup = m["support"]
+    for name, weights in (("macro avg", np.ones_like(sup)), ("weighted avg", sup)):
+        avg = [np.average(m[k], weights=weights) if weights.sum() else 0.0 for k in ("precision", "recall", "f1")]
+        lines.append(f"{name:>{w}} {avg[0]:9.4f} {avg[1]:9.4f} {avg[2]:9.4f} {int(n):9d}")
+    return "\n".join(lines)
+
+
+def confusion_text(cm: np.ndarray, classes: list[str]) -> str:
+    labels = [c[:5] for c in classes]
+    w = max(6, len(str(cm.max())) + 1)
+    head = "true\\pred " + "".join(f"{l:>{w}}" for l in labels)
+    rows = [head] + [f"{labels[i]:>9} " + "".join(f"{v:>{w}}" for v in cm[i]) for i in range(len(cm))]
+    return "\n".join(rows)
+
+
+@dataclass
+class Evaluation:
+    probabilities: np.ndarray  # (N, K)
+    labels: np.ndarray  # (N,) true
+    predictions: np.ndarray  # (N,)
+    cm: np.ndarray
+    classes: list[str]
+
+    @property
+    def accuracy(self) -> float:
+        return float(np.trace(self.cm) / max(self.cm.sum(), 1))
+
+    def metrics(self) -> dict:
+        m = per_class(self.cm)
+        return {"accuracy": self.accuracy, "error": 1.0 - self.accuracy, "n": int(self.cm.sum()),
+                "per_class": {c: {k: float(m[k][i]) for k in m} for i, c in enumerate(self.classes)},
+                "confusion_matrix": self.cm.tolist()}
+
+    def misclassified(self) -> np.ndarray:
+        """Indices of wrong predictions, most confident mistakes first."""
+        wrong = np.flatnonzero(self.predictions != self.labels)
+        conf = self.probabilities[wrong, self.predictions[wrong]]
+        return wrong[np.argsort(-conf, kind="stable")]
+
+
+def evaluate(predictor, images: np.ndarray, labels: np.ndarray, classes: list[str] | None = None) -> Evaluation:
+    classes = classes or predictor.classes
+    probs = predictor.predict_proba(images)
+    pred = probs.argmax(axis=1)
+    k = max(len(classes), probs.shape[1])
+    return Evaluation(probs, np.asarray(labels), pred, confusion_matrix(labels, pred, k), list(classes))

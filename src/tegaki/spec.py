@@ -1,0 +1,533 @@
+"""Networks as data: an ordered list of small layer records, with shape inference.
+
+A spec says what a network is, independent of any engine:
+
+    spec = Spec(input_shape=(1, 28, 28), layers=[
+        Conv2d(20, 5), MaxPool(2), Tanh(),
+        Conv2d(50, 5), MaxPool(2), Tanh(),
+        Flatten(), Dense(500), Tanh(), Dense(10), Softmax(),
+    ])
+    print(spec.summary())
+
+Activations are layers of their own, so a learner sees them. Shapes are (C, H, W) for images
+and (F,) for vectors, batch excluded. Weight layouts follow PyTorch: conv (out, in, kh, kw),
+dense (out, in); flattening is in (C, H, W) order. Weights are named "<layer name>.<param>".
+
+A spec is written in TOML or JSON (see src/tegaki/presets/) and serialises back to JSON.
+The presets carry a training recipe in `train` (optimiser, learning rate, batch size ...).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import tomllib
+from dataclasses import asdict, dataclass, field, fields
+from importlib import resources
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from tegaki.errors import TegakiError
+
+Shape = tuple[int, ...]
+
+
+class SpecError(TegakiError):
+    pass
+
+
+def _pair(v, what: str) -> tuple[int, int]:
+    if isinstance(v, int) and not isinstance(v, bool):
+        return (v, v)
+    if isinstance(v, (list, tuple)) and len(v) == 2 and all(isinstance(i, int) for i in v):
+        return (int(v[0]), int(v[1]))
+    raise SpecError(f"{what} must be an integer or a pair of integers, got {v!r}")
+
+
+@dataclass
+class Layer:
+    """Base record. `name` is filled in by the Spec (conv1, pool1, dense1, relu1 ...)."""
+
+    type: ClassVar[str] = ""
+    prefix: ClassVar[str] = ""
+    has_params: ClassVar[bool] = False
+    name: str = field(default="", kw_only=True)
+
+    def out_shape(self, s: Shape) -> Shape:
+        return s
+
+    def params(self, s: Shape) -> dict[str, Shape]:
+        """Learned tensors (name -> shape) for input shape `s`."""
+        return {}
+
+    def buffers(self, s: Shape) -> dict[str, Shape]:
+        """Tensors that are state but not learned (batchnorm running statistics)."""
+        return {}
+
+    def to_dict(self) -> dict:
+        d = {"type": self.type}
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if f.name == "name" or v != f.default:
+                d[f.name] = list(v) if isinstance(v, tuple) else v
+        return d
+
+    def describe(self) -> str:
+        args = [f"{f.name}={getattr(self, f.name)!r}" for f in fields(self)
+                if f.name != "name" and getattr(self, f.name) != f.default]
+        return f"{self.type}({', '.join(args)})"
+
+
+def _need_image(layer: Layer, s: Shape) -> None:
+    if len(s) != 3:
+        raise SpecError(f"{layer.name} ({layer.type}) needs an image input (C, H, W) but gets {s}; "
+                        "remove the flatten before it or move the layer")
+
+
+def _need_vector(layer: Layer, s: Shape) -> None:
+    if len(s) != 1:
+        raise SpecError(f"{layer.name} ({layer.type}) is fed an image of shape {s}; add a flatten layer before it")
+
+
+INITS = ("default", "xavier", "he", "uniform", "normal", "zeros")
+
+
+@dataclass
+class Conv2d(Layer):
+    type: ClassVar[str] = "conv2d"
+    prefix: ClassVar[str] = "conv"
+    has_params: ClassVar[bool] = True
+    filters: int = 32
+    kernel: int | tuple[int, int] = 3
+    stride: int | tuple[int, int] = 1
+    padding: str | int = "valid"  # "valid", "same" or a number of pixels on every side
+    bias: bool = True
+    init: str = "default"
+    init_scale: float = 1.0
+
+    def pads(self, h: int, w: int) -> tuple[int, int, int, int]:
+        """(top, bottom, left, right) zero padding for an h x w input."""
+        kh, kw = _pair(self.kernel, "kernel")
+        sh, sw = _pair(self.stride, "stride")
+        if self.padding == "valid":
+            return (0, 0, 0, 0)
+        if self.padding == "same":  # output ceil(in / stride), extra pixel at the bottom/right
+            th = max((math.ceil(h / sh) - 1) * sh + kh - h, 0)
+            tw = max((math.ceil(w / sw) - 1) * sw + kw - w, 0)
+            return (th // 2, th - th // 2, tw // 2, tw - tw // 2)
+        if isinstance(self.padding, int) and not isinstance(self.padding, bool) and self.padding >= 0:
+            p = self.padding
+            return (p, p, p, p)
+        raise SpecError(f"{self.name}: padding must be 'valid', 'same' or a non-negative integer, got {self.padding!r}")
+
+    def out_shape(self, s: Shape) -> Shape:
+        _need_image(self, s)
+        c, h, w = s
+        kh, kw = _pair(self.kernel, f"{self.name} kernel")
+        sh, sw = _pair(self.stride, f"{self.name} stride")
+        if self.filters < 1 or kh < 1 or kw < 1 or sh < 1 or sw < 1:
+            raise SpecError(f"{self.name}: filters, kernel and stride must be positive")
+        t, b, l, r = self.pads(h, w)
+        if kh > h + t + b or kw > w + l + r:
+            raise SpecError(f"{self.name}: kernel {kh}x{kw} is larger than its {h}x{w} input; "
+                            "use a smaller kernel, padding='same' or fewer pooling layers before it")
+        return (self.filters, (h + t + b - kh) // sh + 1, (w + l + r - kw) // sw + 1)
+
+    def params(self, s: Shape) -> dict[str, Shape]:
+        kh, kw = _pair(self.kernel, "kernel")
+        p = {"weight": (self.filters, s[0], kh, kw)}
+        if self.bias:
+            p["bias"] = (self.filters,)
+        return p
+
+
+@dataclass
+class _Pool(Layer):
+    prefix: ClassVar[str] = "pool"
+    size: int | tuple[int, int] = 2
+    stride: int | tuple[int, int] | None = None  # defaults to the size
+
+    def window(self) -> tuple[tuple[int, int], tuple[int, int]]:
+        k = _pair(self.size, f"{self.name} size")
+        s = k if self.stride is None else _pair(self.stride, f"{self.name} stride")
+        return k, s
+
+    def out_shape(self, s: Shape) -> Shape:
+        _need_image(self, s)
+        c, h, w = s
+        (kh, kw), (sh, sw) = self.window()
+        if kh < 1 or kw < 1 or sh < 1 or sw < 1:
+            raise SpecError(f"{self.name}: size and stride must be positive")
+        if kh > h or kw > w:
+            raise SpecError(f"{self.name}: pool window {kh}x{kw} is larger than its {h}x{w} input")
+        return (c, (h - kh) // sh + 1, (w - kw) // sw + 1)
+
+
+@dataclass
+class MaxPool(_Pool):
+    type: ClassVar[str] = "maxpool"
+
+
+@dataclass
+class AvgPool(_Pool):
+    type: ClassVar[str] = "avgpool"
+
+
+@dataclass
+class Dense(Layer):
+    type: ClassVar[str] = "dense"
+    prefix: ClassVar[str] = "dense"
+    has_params: ClassVar[bool] = True
+    units: int = 10
+    bias: bool = True
+    init: str = "default"
+    init_scale: float = 1.0
+
+    def out_shape(self, s: Shape) -> Shape:
+        _need_vector(self, s)
+        if self.units < 1:
+            raise SpecError(f"{self.name}: units must be positive, got {self.units}")
+        return (self.units,)
+
+    def params(self, s: Shape) -> dict[str, Shape]:
+        p = {"weight": (self.units, s[0])}
+        if self.bias:
+            p["bias"] = (self.units,)
+        return p
+
+
+@dataclass
+class Flatten(Layer):
+    type: ClassVar[str] = "flatten"
+    prefix: ClassVar[str] = "flatten"
+
+    def out_shape(self, s: Shape) -> Shape:
+        return (int(np.prod(s)),)
+
+
+@dataclass
+class Dropout(Layer):
+    type: ClassVar[str] = "dropout"
+    prefix: ClassVar[str] = "dropout"
+    rate: float = 0.5
+
+    def out_shape(self, s: Shape) -> Shape:
+        if not 0.0 <= self.rate < 1.0:
+            raise SpecError(f"{self.name}: dropout rate must be in [0, 1), got {self.rate}")
+        return s
+
+
+@dataclass
+class BatchNorm(Layer):
+    """Per channel (images) or per feature (vectors); running statistics for evaluation."""
+
+    type: ClassVar[str] = "batchnorm"
+    prefix: ClassVar[str] = "bn"
+    has_params: ClassVar[bool] = True
+    momentum: float = 0.1
+    eps: float = 1e-5
+
+    def params(self, s: Shape) -> dict[str, Shape]:
+        return {"weight": (s[0],), "bias": (s[0],)}
+
+    def buffers(self, s: Shape) -> dict[str, Shape]:
+        return {"running_mean": (s[0],), "running_var": (s[0],)}
+
+
+@dataclass
+class Activation(Layer):
+    prefix: ClassVar[str] = "act"
+
+
+@dataclass
+class Sigmoid(Activation):
+    type: ClassVar[str] = "sigmoid"
+
+
+@dataclass
+class Tanh(Activation):
+    type: ClassVar[str] = "tanh"
+
+
+@dataclass
+class ReLU(Activation):
+    type: ClassVar[str] = "relu"
+
+
+@dataclass
+class LeakyReLU(Activation):
+    type: ClassVar[str] = "leaky_relu"
+    slope: float = 0.01
+
+
+@dataclass
+class ELU(Activation):
+    type: ClassVar[str] = "elu"
+    alpha: float = 1.0
+
+
+@dataclass
+class Maxout(Activation):
+    """Max over groups of `pieces` consecutive channels (or features): C -> C / pieces."""
+
+    type: ClassVar[str] = "maxout"
+    pieces: int = 2
+
+    def out_shape(self, s: Shape) -> Shape:
+        if self.pieces < 1 or s[0] % self.pieces:
+            raise SpecError(f"{self.name}: {s[0]} channels cannot be split into groups of {self.pieces}")
+        return (s[0] // self.pieces, *s[1:])
+
+
+@dataclass
+class Softmax(Activation):
+    """Only as the last layer: engines return its input (logits); predictions apply it."""
+
+    type: ClassVar[str] = "softmax"
+
+    def out_shape(self, s: Shape) -> Shape:
+        _need_vector(self, s)
+        return s
+
+
+LAYERS: dict[str, type[Layer]] = {c.type: c for c in (
+    Conv2d, MaxPool, AvgPool, Dense, Flatten, Dropout, BatchNorm,
+    Sigmoid, Tanh, ReLU, LeakyReLU, ELU, Maxout, Softmax)}
+ALIASES = {"conv": "conv2d", "linear": "dense", "fc": "dense", "max_pool": "maxpool", "avg_pool": "avgpool",
+           "pool": "maxpool", "batch_norm": "batchnorm", "bn": "batchnorm", "logistic": "sigmoid",
+           "leakyrelu": "leaky_relu"}
+
+
+def layer_from_dict(d: dict, where: str = "layer") -> Layer:
+    if not isinstance(d, dict) or "type" not in d:
+        raise SpecError(f"{where}: each layer needs a 'type', got {d!r}")
+    t = str(d["type"]).lower()
+    t = ALIASES.get(t, t)
+    if t not in LAYERS:
+        raise SpecError(f"{where}: unknown layer type {d['type']!r}; known: {', '.join(LAYERS)}")
+    cls = LAYERS[t]
+    known = {f.name for f in fields(cls)}
+    extra = set(d) - known - {"type"}
+    if extra:
+        raise SpecError(f"{where} ({t}): unknown option(s) {', '.join(sorted(extra))}; "
+                        f"known: {', '.join(sorted(known))}")
+    kw = {k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items() if k != "type"}
+    try:
+        layer = cls(**kw)
+    except TypeError as e:
+        raise SpecError(f"{where} ({t}): {e}") from None
+    if getattr(layer, "init", "default") not in INITS:
+        raise SpecError(f"{where} ({t}): unknown init {layer.init!r}; choose one of {', '.join(INITS)}")
+    return layer
+
+
+@dataclass
+class Spec:
+    input_shape: Shape = (1, 28, 28)
+    layers: list[Layer] = field(default_factory=list)
+    name: str = "custom"
+    description: str = ""
+    normalize: str = "standard"  # "standard": (x/255 - mean)/std of the training set; "unit": x/255
+    train: dict[str, Any] = field(default_factory=dict)  # the recipe: defaults for `tegaki train`
+
+    def __post_init__(self):
+        self.input_shape = tuple(int(i) for i in self.input_shape)
+        if len(self.input_shape) not in (1, 3) or min(self.input_shape) < 1:
+            raise SpecError(f"input shape must be (C, H, W) or (F,), got {self.input_shape}")
+        if not self.layers:
+            raise SpecError(f"spec {self.name!r} has no layers")
+        if self.normalize not in ("standard", "unit"):
+            raise SpecError(f"normalize must be 'standard' or 'unit', got {self.normalize!r}")
+        counts: dict[str, int] = {}
+        seen = set()
+        for layer in self.layers:
+            if not layer.name:
+                p = layer.prefix if not isinstance(layer, Activation) else layer.type
+                counts[p] = counts.get(p, 0) + 1
+                layer.name = f"{p}{counts[p]}"
+            if layer.name in seen:
+                raise SpecError(f"two layers are named {layer.name!r}; layer names must be unique")
+            seen.add(layer.name)
+        for i, layer in enumerate(self.layers):
+            if isinstance(layer, Softmax) and i != len(self.layers) - 1:
+                raise SpecError(f"{layer.name}: softmax must be the last layer")
+        self.shapes()  # raises on any shape error
+
+    # shape inference ---------------------------------------------------------------
+    def shapes(self) -> list[Shape]:
+        """Output shape of every layer (batch excluded), in order."""
+        out, s = [], self.input_shape
+        for layer in self.layers:
+            s = tuple(int(i) for i in layer.out_shape(s))
+            out.append(s)
+        return out
+
+    def in_shapes(self) -> list[Shape]:
+        return [self.input_shape] + self.shapes()[:-1]
+
+    @property
+    def output_shape(self) -> Shape:
+        return self.shapes()[-1]
+
+    @property
+    def num_classes(self) -> int:
+        s = self.output_shape
+        if len(s) != 1:
+            raise SpecError(f"the network's output must be a vector of class scores, got shape {s}; "
+                            "end with flatten and dense")
+        return s[0]
+
+    def param_shapes(self) -> dict[str, Shape]:
+        """Every learned tensor, "<layer>.<param>" -> shape."""
+        return {f"{l.name}.{k}": v for l, s in zip(self.layers, self.in_shapes()) for k, v in l.params(s).items()}
+
+    def buffer_shapes(self) -> dict[str, Shape]:
+        return {f"{l.name}.{k}": v for l, s in zip(self.layers, self.in_shapes()) for k, v in l.buffers(s).items()}
+
+    def num_params(self) -> int:
+        return int(sum(np.prod(s) for s in self.param_shapes().values()))
+
+    def layer(self, name: str) -> Layer:
+        for l in self.layers:
+            if l.name == name:
+                return l
+        raise TegakiError(f"no layer named {name!r}; layers: {', '.join(l.name for l in self.layers)}")
+
+    # weights ---------------------------------------------------------------------
+    def init_weights(self, seed: int = 0) -> dict[str, np.ndarray]:
+        """Initial weights (float32), the same for every engine given the seed."""
+        rng = np.random.default_rng(seed)
+        w: dict[str, np.ndarray] = {}
+        for layer, s in zip(self.layers, self.in_shapes()):
+            ps = layer.params(s)
+            if isinstance(layer, BatchNorm):
+                w[f"{layer.name}.weight"] = np.ones(ps["weight"], np.float32)
+                w[f"{layer.name}.bias"] = np.zeros(ps["bias"], np.float32)
+                w[f"{layer.name}.running_mean"] = np.zeros(ps["weight"], np.float32)
+                w[f"{layer.name}.running_var"] = np.ones(ps["weight"], np.float32)
+                continue
+            if "weight" not in ps:
+                continue
+            shape = ps["weight"]
+            fan_in = int(np.prod(shape[1:]))
+            fan_out = shape[0] * int(np.prod(shape[2:]))
+            kind, scale = layer.init, layer.init_scale
+            if kind == "default":  # PyTorch's: U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for weight and bias
+                b = 1.0 / math.sqrt(fan_in)
+                wt, bias = rng.uniform(-b, b, shape), rng.uniform(-b, b, shape[:1])
+            elif kind == "xavier":  # Glorot & Bengio (2010): U(-sqrt(6/(in+out)), +)
+                b = scale * math.sqrt(6.0 / (fan_in + fan_out))
+                wt, bias = rng.uniform(-b, b, shape), np.zeros(shape[:1])
+            elif kind == "he":  # He et al. (2015): N(0, 2/fan_in)
+                wt, bias = rng.normal(0.0, scale * math.sqrt(2.0 / fan_in), shape), np.zeros(shape[:1])
+            elif kind == "uniform":  # U(-scale, scale) for weights and biases
+                wt, bias = rng.uniform(-scale, scale, shape), rng.uniform(-scale, scale, shape[:1])
+            elif kind == "normal":
+                wt, bias = rng.normal(0.0, scale, shape), np.zeros(shape[:1])
+            else:  # zeros
+                wt, bias = np.zeros(shape), np.zeros(shape[:1])
+            w[f"{layer.name}.weight"] = wt.astype(np.float32)
+            if "bias" in ps:
+                w[f"{layer.name}.bias"] = bias.astype(np.float32)
+        return w
+
+    def check_weights(self, weights: dict[str, np.ndarray], where: str = "weights") -> None:
+        want = {**self.param_shapes(), **self.buffer_shapes()}
+        missing = sorted(set(want) - set(weights))
+        extra = sorted(set(weights) - set(want))
+        if missing or extra:
+            raise TegakiError(f"{where} do not fit the spec: missing {missing[:4]}, unexpected {extra[:4]}")
+        for k, s in want.items():
+            if tuple(weights[k].shape) != tuple(s):
+                raise TegakiError(f"{where}: {k} has shape {tuple(weights[k].shape)}, the spec needs {tuple(s)}")
+
+    # text ------------------------------------------------------------------------
+    def summary(self) -> str:
+        rows = [("Layer (type)", "Output shape", "Param #")]
+        rows.append(("input", str((None, *self.input_shape)), "0"))
+        for layer, s, si in zip(self.layers, self.shapes(), self.in_shapes()):
+            n = int(sum(np.prod(p) for p in layer.params(si).values()))
+            rows.append((f"{layer.name} ({layer.type})", str((None, *s)), f"{n:,}"))
+        w = [max(len(r[i]) for r in rows) + 2 for i in range(3)]
+        line = "=" * sum(w)
+        out = [f'Model: "{self.name}"', line]
+        out.append(f"{rows[0][0]:<{w[0]}}{rows[0][1]:<{w[1]}}{rows[0][2]:>{w[2]}}")
+        out.append(line)
+        for r in rows[1:]:
+            out.append(f"{r[0]:<{w[0]}}{r[1]:<{w[1]}}{r[2]:>{w[2]}}")
+        out.append(line)
+        total = self.num_params()
+        buffers = int(sum(np.prod(s) for s in self.buffer_shapes().values()))
+        out.append(f"Total params: {total:,} ({total * 4 / 1024:.1f} KB as float32)")
+        if buffers:
+            out.append(f"Non-trainable state (batchnorm statistics): {buffers:,}")
+        return "\n".join(out)
+
+    # serialisation -----------------------------------------------------------------
+    def to_dict(self) -> dict:
+        return {"name": self.name, "description": self.description, "input": list(self.input_shape),
+                "normalize": self.normalize, "train": dict(self.train),
+                "layers": [l.to_dict() for l in self.layers]}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    @classmethod
+    def from_dict(cls, d: dict, where: str = "spec") -> "Spec":
+        if not isinstance(d, dict):
+            raise SpecError(f"{where}: a spec is a table/object with 'input' and 'layers'")
+        known = {"name", "description", "input", "normalize", "train", "layers"}
+        extra = set(d) - known
+        if extra:
+            raise SpecError(f"{where}: unknown key(s) {', '.join(sorted(extra))}; known: {', '.join(sorted(known))}")
+        layers = d.get("layers")
+        if not isinstance(layers, list) or not layers:
+            raise SpecError(f"{where}: 'layers' must be a non-empty list of layers")
+        train = d.get("train", {})
+        if not isinstance(train, dict):
+            raise SpecError(f"{where}: 'train' must be a table of training options")
+        return cls(input_shape=tuple(d.get("input", (1, 28, 28))),
+                   layers=[layer_from_dict(l, f"{where}: layer {i + 1}") for i, l in enumerate(layers)],
+                   name=str(d.get("name", "custom")), description=str(d.get("description", "")),
+                   normalize=str(d.get("normalize", "standard")), train=train)
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> "Spec":
+        path = Path(path)
+        if not path.is_file():
+            raise SpecError(f"{path}: no such spec file")
+        text = path.read_text(encoding="utf-8", errors="replace")
+        try:
+            d = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
+        except (json.JSONDecodeError, tomllib.TOMLDecodeError) as e:
+            raise SpecError(f"{path}: malformed {'JSON' if path.suffix == '.json' else 'TOML'} ({e})") from None
+        d.setdefault("name", path.stem)
+        return cls.from_dict(d, where=str(path))
+
+
+def preset_names() -> list[str]:
+    return sorted(p.name[:-5] for p in resources.files("tegaki.presets").iterdir() if p.name.endswith(".toml"))
+
+
+def load_preset(name: str) -> Spec:
+    if name not in preset_names():
+        raise SpecError(f"unknown preset {name!r}; choose one of {', '.join(preset_names())}")
+    text = resources.files("tegaki.presets").joinpath(f"{name}.toml").read_text(encoding="utf-8")
+    d = tomllib.loads(text)
+    d.setdefault("name", name)
+    return Spec.from_dict(d, where=f"preset {name}")
+
+
+def resolve_spec(ref: str) -> Spec:
+    """A preset name, a spec file (.toml/.json) or a run folder."""
+    p = Path(ref)
+    if p.is_dir():
+        if (p / "model.json").is_file():
+            meta = json.loads((p / "model.json").read_text())
+            return Spec.from_dict(meta["spec"], where=str(p / "model.json"))
+        raise TegakiError(f"{p}: not a run folder (no model.json)")
+    if p.suffix in (".toml", ".json") or p.is_file():
+        return Spec.from_file(p)
+    return load_preset(ref)

@@ -1,0 +1,286 @@
+"""The training loop, shared by every engine.
+
+    config = TrainConfig.for_spec(spec, epochs=3, optimizer="adam", lr=1e-3)
+    result = train(spec, dataset, config, out_dir=Path("runs/x"))
+
+The loop owns everything that is not arithmetic: the seeded validation split, shuffling (the
+same order for every engine and device), the learning-rate schedule, early stopping on the
+validation loss with the best weights restored, the per-epoch table, checkpoints after every
+epoch (so Ctrl-C or a kill loses at most one epoch, and `resume` picks up from there), and the
+run folder. Engines only do forward, backward and the optimiser step (engines/__init__.py).
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from tegaki.data.sources import Dataset, stratified_split
+from tegaki.engines import ENGINES, make_engine
+from tegaki.errors import TegakiError
+from tegaki.fileio import write_json
+from tegaki.run import load_weights, make_meta, norm_for, save_run, save_weights
+from tegaki.spec import Spec
+
+OPTIMIZERS = ("sgd", "momentum", "adam", "adamw", "adadelta")
+SCHEDULES = ("constant", "step", "cosine", "onecycle")
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 10  # passes over the training split
+    batch_size: int = 128  # examples per optimiser step
+    lr: float = 1e-3  # peak learning rate
+    optimizer: str = "adam"  # sgd | momentum (Nesterov, 0.9) | adam | adamw | adadelta
+    momentum: float = 0.9  # for the momentum optimiser
+    weight_decay: float = 0.0  # L2 penalty (decoupled for adamw)
+    schedule: str = "constant"  # constant | step (x0.1 every third of the run) | cosine | onecycle
+    label_smoothing: float = 0.0  # cross-entropy label smoothing
+    patience: int | None = None  # stop after this many epochs without a better validation loss
+    valid_size: int = 10_000  # examples carved from the training set for validation (stratified)
+    seed: int = 0  # one seed for the split, the initial weights, shuffling and dropout
+    device: str = "auto"  # auto | cpu | cuda | mps
+    engine: str = "torch"  # torch | numpy
+    dataset: str = "mnist"  # the dataset's name (recorded in the run)
+
+    def check(self) -> None:
+        if self.epochs < 1:
+            raise TegakiError(f"--epochs must be at least 1, got {self.epochs}")
+        if self.batch_size < 1:
+            raise TegakiError(f"--batch-size must be at least 1, got {self.batch_size}")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise TegakiError(f"--lr must be a positive number, got {self.lr}")
+        if self.optimizer not in OPTIMIZERS:
+            raise TegakiError(f"unknown optimizer {self.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
+        if self.schedule not in SCHEDULES:
+            raise TegakiError(f"unknown schedule {self.schedule!r}; choose one of {', '.join(SCHEDULES)}")
+        if self.patience is not None and self.patience < 1:
+            raise TegakiError(f"--patience must be at least 1, got {self.patience}")
+        if self.valid_size < 0:
+            raise TegakiError(f"--valid-size must be >= 0, got {self.valid_size}")
+        if self.engine not in ENGINES:
+            raise TegakiError(f"unknown engine {self.engine!r}; choose one of {', '.join(ENGINES)}")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise TegakiError(f"--label-smoothing must be in [0, 1), got {self.label_smoothing}")
+
+    @classmethod
+    def for_spec(cls, spec: Spec, **overrides) -> "TrainConfig":
+        """The spec's recipe (its `train` table), then any non-None overrides."""
+        known = {f.name for f in fields(cls)}
+        bad = set(spec.train) - known
+        if bad:
+            raise TegakiError(f"spec {spec.name!r}: unknown training option(s) {', '.join(sorted(bad))}; "
+                              f"known: {', '.join(sorted(known))}")
+        values = dict(spec.train)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        cfg = cls(**values)
+        cfg.check()
+        return cfg
+
+
+def lr_at(cfg: TrainConfig, step: int, total: int, epoch: int) -> float:
+    """Learning rate for optimiser step `step` (0-based) of `total`, in epoch `epoch` (0-based)."""
+    if cfg.schedule == "constant":
+        return cfg.lr
+    if cfg.schedule == "step":
+        return cfg.lr * 0.1 ** (epoch // max(1, math.ceil(cfg.epochs / 3)))
+    t = step / max(1, total)
+    if cfg.schedule == "cosine":
+        return cfg.lr * 0.5 * (1 + math.cos(math.pi * t))
+    # onecycle: linear warm-up over the first 25% from lr/25, then cosine down to lr/2500
+    warm = 0.25
+    if t < warm:
+        return cfg.lr * (1 / 25 + (1 - 1 / 25) * t / warm)
+    u = (t - warm) / (1 - warm)
+    return cfg.lr / 2500 + (cfg.lr - cfg.lr / 2500) * 0.5 * (1 + math.cos(math.pi * u))
+
+
+class Progress:
+    """The in-epoch progress bar (stderr, terminals only) and the per-epoch table (stdout)."""
+
+    HEAD = (" epoch | train loss | valid loss | train/valid | valid acc |  train acc |   lr      | seconds\n"
+            "-------|------------|------------|-------------|-----------|------------|-----------|--------")
+
+    def __init__(self, out: Callable[[str], None], bar_stream=None):
+        self.out = out
+        self.bar_stream = bar_stream if bar_stream is not None else sys.stderr
+        self.tty = getattr(self.bar_stream, "isatty", lambda: False)()
+        self.last = 0.0
+
+    def bar(self, epoch: int, epochs: int, done: int, total: int, stats: Callable[[], tuple]) -> None:
+        now = time.monotonic()
+        if not self.tty or (now - self.last < 0.25 and done < total):
+            return
+        self.last = now
+        loss, acc = stats()
+        filled = int(24 * done / total)
+        self.bar_stream.write(f"\r epoch {epoch}/{epochs} [{'#' * filled}{'.' * (24 - filled)}] {done}/{total} "
+                              f"loss {loss:.4f} acc {acc:6.2%}")
+        self.bar_stream.flush()
+
+    def clear(self) -> None:
+        if self.tty:
+            self.bar_stream.write("\r" + " " * 79 + "\r")
+            self.bar_stream.flush()
+
+    def row(self, r: dict) -> None:
+        ratio = r["train_loss"] / r["valid_loss"] if r["valid_loss"] else float("nan")
+        mark = " *" if r.get("best") else ""
+        self.out(f"{int(r['epoch']):6d} | {r['train_loss']:10.5f} | {r['valid_loss']:10.5f} | {ratio:11.5f} | "
+                 f"{r['valid_acc']:8.2%} | {r['train_acc']:9.2%} | {r['lr']:9.3g} | {r['seconds']:6.1f}{mark}")
+
+
+@dataclass
+class TrainResult:
+    path: Path
+    metrics: dict
+    history: list[dict]
+    interrupted: bool = False
+
+
+def _checkpoint(out: Path, engine, state: dict, best_weights) -> None:
+    arrays = {f"model.{k}": v for k, v in engine.get_weights().items()}
+    opt_arrays, opt_meta = engine.optimizer_state()
+    arrays.update(opt_arrays)
+    if best_weights is not None:
+        arrays.update({f"best.{k}": v for k, v in best_weights.items()})
+    save_weights(out / "checkpoint.safetensors", arrays)
+    write_json(out / "checkpoint.json", {**state, "optimizer": opt_meta})
+
+
+def train(spec: Spec, ds: Dataset, cfg: TrainConfig, out: Path, log: Callable[[str], None] = print,
+          resume: dict | None = None, command: list[str] | None = None, bar_stream=None) -> TrainResult:
+    """Train `spec` on `ds` as `cfg` says; write the run folder `out`; return its metrics.
+
+    `resume` is a checkpoint.json already read (see `read_checkpoint`): training continues
+    after its last finished epoch with the weights and optimiser state saved there.
+    """
+    cfg.check()
+    if spec.num_classes != len(ds.classes):
+        raise TegakiError(f"the network has {spec.num_classes} outputs but {ds.name} has {len(ds.classes)} classes; "
+                          "change the last dense layer's units")
+    expect = tuple(spec.input_shape[-2:])
+    if tuple(ds.train_images.shape[1:]) != expect:
+        raise TegakiError(f"{ds.name} images are {ds.train_images.shape[1:]}, the network expects {expect}")
+    out.mkdir(parents=True, exist_ok=True)
+    t_setup = time.perf_counter()
+    tr, va = stratified_split(ds.train_labels, min(cfg.valid_size, len(ds.train_labels) // 5), cfg.seed)
+    norm = norm_for(spec, ds.train_images[tr])
+    init = spec.init_weights(cfg.seed)
+    engine = make_engine(cfg.engine, spec, init, device=cfg.device)
+    engine.configure(cfg.optimizer, cfg.lr, cfg.momentum, cfg.weight_decay, cfg.label_smoothing)
+    train_data = engine.prepare(ds.train_images[tr], ds.train_labels[tr], norm)
+    valid_data = engine.prepare(ds.train_images[va], ds.train_labels[va], norm) if len(va) else None
+    n = len(tr)
+    steps = math.ceil(n / cfg.batch_size)
+    total = steps * cfg.epochs
+    history: list[dict] = []
+    best = {"loss": math.inf, "epoch": 0}
+    best_weights = None
+    start = 1
+    if resume is not None:
+        arrays = load_weights(out / "checkpoint.safetensors")
+        engine.set_weights({k[6:]: v for k, v in arrays.items() if k.startswith("model.")})
+        engine.load_optimizer_state({k: v for k, v in arrays.items() if k.startswith("opt.")}, resume["optimizer"])
+        bw = {k[5:]: v for k, v in arrays.items() if k.startswith("best.")}
+        best_weights = bw or None
+        history, best, start = resume["history"], resume["best"], resume["epoch"] + 1
+        log(f"resuming {out} after epoch {resume['epoch']}")
+    setup_seconds = time.perf_counter() - t_setup
+    config_dict = asdict(cfg)
+    meta = make_meta(spec, ds.classes, norm, ds.provenance, cfg.seed, config_dict, command)
+    prog = Progress(log, bar_stream)
+    log(f"training {spec.name} ({spec.num_params():,} parameters) on {ds.name}: {n:,} train, {len(va):,} valid, "
+        f"{len(ds.test_labels):,} test; engine {cfg.engine} on {getattr(engine, 'device', 'cpu')}")
+    log(Progress.HEAD)
+    for r in history:
+        prog.row(r)
+    interrupted = stopped_early = False
+    epoch = start - 1
+    try:
+        for epoch in range(start, cfg.epochs + 1):
+            t0 = time.perf_counter()
+            engine.seed(cfg.seed * 100_003 + epoch)
+            perm = np.random.default_rng([cfg.seed, epoch]).permutation(n)
+            engine.reset_stats()
+            lr = cfg.lr
+            for b in range(steps):
+                step = (epoch - 1) * steps + b
+                lr = lr_at(cfg, step, total, epoch - 1)
+                engine.set_lr(lr)
+                engine.train_step(*engine.take(train_data, perm[b * cfg.batch_size:(b + 1) * cfg.batch_size]))
+                prog.bar(epoch, cfg.epochs, b + 1, steps, engine.read_stats)
+            train_loss, train_acc = engine.read_stats()
+            if valid_data is not None:
+                valid_loss, valid_acc, _ = engine.evaluate(valid_data)
+            else:
+                valid_loss, valid_acc = train_loss, train_acc
+            if not math.isfinite(train_loss):
+                raise TegakiError(f"training diverged in epoch {epoch} (loss {train_loss}); lower --lr")
+            prog.clear()
+            row = {"epoch": epoch, "train_loss": train_loss, "valid_loss": valid_loss, "train_acc": train_acc,
+                   "valid_acc": valid_acc, "lr": lr, "seconds": time.perf_counter() - t0}
+            is_best = valid_loss < best["loss"]
+            if is_best:
+                best = {"loss": valid_loss, "epoch": epoch, "acc": valid_acc}
+                if cfg.patience:
+                    best_weights = engine.get_weights()
+            prog.row({**row, "best": is_best and cfg.patience})
+            history.append(row)
+            _checkpoint(out, engine, {"format": "tegaki-checkpoint/1", "epoch": epoch, "history": history,
+                                      "best": best, "config": config_dict, "spec": spec.to_dict(),
+                                      "dataset": ds.name, "command": meta["command"]}, best_weights)
+            if cfg.patience and epoch - best["epoch"] >= cfg.patience:
+                log(f"early stopping: no better validation loss for {cfg.patience} epochs; "
+                    f"restoring the weights of epoch {best['epoch']}")
+                stopped_early = True
+                break
+    except KeyboardInterrupt:
+        prog.clear()
+        interrupted = True
+        done = history[-1]["epoch"] if history else 0
+        log(f"interrupted: stopped cleanly after epoch {int(done)}; "
+            f"continue with: tegaki train --resume {out}")
+        return TrainResult(out, {}, history, interrupted=True)
+    if best_weights is not None:
+        engine.set_weights(best_weights)
+    t_test = time.perf_counter()
+    test_data = engine.prepare(ds.test_images, ds.test_labels, norm)
+    test_loss, test_acc, _ = engine.evaluate(test_data)
+    train_seconds = float(sum(r["seconds"] for r in history))
+    final_valid = engine.evaluate(valid_data)[:2] if valid_data is not None else (None, None)
+    metrics = {
+        "test_accuracy": test_acc, "test_error": 1.0 - test_acc, "test_loss": test_loss,
+        "valid_accuracy": final_valid[1], "valid_loss": final_valid[0],
+        "epochs": len(history), "best_epoch": best["epoch"] if cfg.patience else len(history),
+        "stopped_early": stopped_early, "train_seconds": round(train_seconds, 3),
+        "seconds_per_epoch": round(train_seconds / max(1, len(history)), 3),
+        "setup_seconds": round(setup_seconds, 3), "test_seconds": round(time.perf_counter() - t_test, 3),
+        "dataset": ds.name, "preset": spec.name, "engine": cfg.engine,
+        "device": str(getattr(engine, "device", "cpu")), "seed": cfg.seed,
+        "train_size": n, "valid_size": int(len(va)), "test_size": int(len(ds.test_labels)),
+    }
+    save_run(out, spec, engine.get_weights(), meta, history, metrics, initial=init)
+    for f in ("checkpoint.safetensors", "checkpoint.json"):
+        (out / f).unlink(missing_ok=True)
+    return TrainResult(out, metrics, history, interrupted)
+
+
+def read_checkpoint(out: Path) -> dict:
+    import json
+
+    cj = out / "checkpoint.json"
+    if (out / "model.json").is_file() and not cj.is_file():
+        raise TegakiError(f"{out}: this run already finished; train a new one or raise --epochs with a new --out")
+    if not cj.is_file():
+        raise TegakiError(f"{out}: no checkpoint to resume from (checkpoint.json is missing)")
+    try:
+        return json.loads(cj.read_text())
+    except json.JSONDecodeError:
+        raise TegakiError(f"{cj}: corrupt checkpoint; start a new run") from None
