@@ -1,0 +1,1 @@
+"""One module per extra CLI command, each with register(subparsers)."""
