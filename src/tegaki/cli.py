@@ -20,6 +20,9 @@ from tegaki import __version__
 from tegaki.errors import TegakiError
 
 DEFAULT_PRESET = "keras-lecture"
+# options a resumed run keeps from its checkpoint
+RESUME_FIXED = ("preset", "spec", "batch_size", "lr", "optimizer", "schedule", "weight_decay", "label_smoothing",
+                "patience", "valid_size", "seed", "engine", "out", "augment", "augment_strength")
 COMMAND_MODULES = ("inspect", "report", "probe", "predict", "serve", "export")
 
 
@@ -37,7 +40,7 @@ def err(msg: str) -> None:
 def load_data(args, name: str, fallback: bool = False, **kw):
     from tegaki.data.sources import load_dataset
 
-    return load_dataset(name, fallback=fallback, log=err, **data_kwargs(args), **kw)
+    return load_dataset(name, fallback=fallback, log=err, progress_stream=sys.stderr, **data_kwargs(args), **kw)
 
 
 # data ------------------------------------------------------------------------------------------
@@ -51,12 +54,17 @@ def cmd_data(args) -> int:
     if not args.name:
         raise TegakiError(f"'tegaki data {args.action}' needs a dataset name, e.g. mnist (see 'tegaki data list')")
     if args.action == "fetch":
-        files, where = sources.locate(args.name, **data_kwargs(args))
+        if args.name not in sources.SOURCES:
+            if args.name in sources.FALLBACKS or args.name.startswith(("folder:", "idx:")):
+                raise TegakiError(f"{args.name} is not downloaded: it is already on this machine or comes with a "
+                                  f"package; see 'tegaki data info {args.name}'")
+            sources.locate(args.name)  # raises: unknown dataset
         ds = load_data(args, args.name)
-        print(f"{args.name}: {len(ds.train_labels):,} train and {len(ds.test_labels):,} test images, "
-              f"checksums verified ({where})")
+        state = "checksums verified" if ds.provenance.get("verified") else "not verified"
+        print(f"{args.name}: {len(ds.train_labels):,} train and {len(ds.test_labels):,} test images, {state}; "
+              f"{ds.provenance.get('source')}")
         return 0
-    ds = load_data(args, args.name)
+    ds = load_data(args, args.name, fetch=False) if args.name in sources.SOURCES else load_data(args, args.name)
     import numpy as np
 
     print(f"dataset   {ds.name}")
@@ -69,8 +77,10 @@ def cmd_data(args) -> int:
     te = np.bincount(ds.test_labels, minlength=len(ds.classes))
     for i, c in enumerate(ds.classes):
         print(f"  {c:<12} {tr[i]:6d} / {te[i]:5d}")
+    if ds.provenance.get("files"):
+        print(f"files ({'checksums verified' if ds.provenance.get('verified') else 'not verified'}):")
     for f, c in ds.provenance.get("files", {}).items():
-        print(f"  {f}: {', '.join(f'{k} {v}' for k, v in c.items()) or 'no checksum'}")
+        print(f"  {f}: sha256 {c.get('sha256')}")
     return 0
 
 
@@ -94,13 +104,22 @@ def cmd_train(args) -> int:
 
     resume = None
     if args.resume:
+        fixed = [f"--{k.replace('_', '-')}" for k in RESUME_FIXED if getattr(args, k, None) is not None]
+        if fixed:
+            raise TegakiError(f"--resume continues a run with its own settings; drop {', '.join(fixed)} "
+                              "(only --epochs, --device and --data-dir may be given)")
         out = Path(args.resume)
         resume = read_checkpoint(out)
-        spec = Spec.from_dict(resume["spec"], where=str(out / "checkpoint.json"))
+        spec = Spec.from_dict(resume["spec"], where=str(out / "checkpoint.safetensors"))
         cfg_d = dict(resume["config"])
         if args.epochs:
             cfg_d["epochs"] = args.epochs
-        cfg = TrainConfig(**cfg_d)
+        if args.device:
+            cfg_d["device"] = args.device
+        try:
+            cfg = TrainConfig(**cfg_d)
+        except TypeError as e:
+            raise TegakiError(f"{out}: checkpoint written by another version of tegaki ({e}); start a new run") from None
         dataset = resume["dataset"]
     else:
         if args.spec and args.preset:
@@ -111,18 +130,23 @@ def cmd_train(args) -> int:
             spec, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer,
             schedule=args.schedule, seed=args.seed, device=args.device, patience=args.patience,
             valid_size=args.valid_size, engine=args.engine, weight_decay=args.weight_decay,
-            label_smoothing=args.label_smoothing, dataset=dataset)
+            label_smoothing=args.label_smoothing, dataset=dataset, augment=args.augment,
+            augment_strength=args.augment_strength)
         stamp = time.strftime("%Y%m%d-%H%M%S")
         out = Path(args.out) if args.out else Path("runs") / f"{stamp}-{spec.name}"
-        if (out / "model.json").exists() or (out / "checkpoint.json").exists():
-            raise TegakiError(f"{out} already holds a run; choose another --out, or --resume it")
+        if (out / "model.json").exists() or (out / "checkpoint.safetensors").exists():
+            raise TegakiError(f"--out {out} already holds a run; choose another --out, or --resume it")
+        if out.exists() and not (out.is_dir() and not any(out.iterdir())):
+            raise TegakiError(f"--out {out} already exists and is not an empty folder; choose a new --out")
     t0 = time.perf_counter()
-    ds = load_data(args, dataset, fallback=(dataset == "mnist" and not args.data_dir), seed=cfg.seed)
+    extra = {"seed": cfg.seed} if dataset.startswith("folder:") else {}
+    ds = load_data(args, dataset, fallback=(dataset == "mnist" and not args.data_dir), **extra)
     cfg.dataset = ds.name
     load_seconds = time.perf_counter() - t0
     print(f"data: {ds.name} from {ds.provenance.get('source')} ({load_seconds:.1f} s)")
     result = train(spec, ds, cfg, out, resume=resume, command=["tegaki", *sys.argv[1:]])
     if result.interrupted:
+        err("tegaki: interrupted")
         return 130
     m = result.metrics
     print(f"\nrun saved to {out}")
@@ -144,8 +168,6 @@ def _presets() -> list[str]:
 
 # evaluate --------------------------------------------------------------------------------------
 def cmd_evaluate(args) -> int:
-    import numpy as np
-
     from tegaki import plots
     from tegaki.evaluate import confusion_text, evaluate, report_text
     from tegaki.fileio import write_json
@@ -176,7 +198,6 @@ def cmd_evaluate(args) -> int:
     if hist:
         files.append(plots.learning_curves(hist, out / "learning_curves.png", run.spec.name))
     print("\nwrote " + ", ".join(str(f) for f in files) + f", {out / 'evaluation.json'}")
-    del np
     return 0
 
 
@@ -185,11 +206,18 @@ def _slug(s: str) -> str:
 
 
 # main ------------------------------------------------------------------------------------------
+class Parser(argparse.ArgumentParser):
+    """argparse, but a usage mistake is ONE line on stderr (and exit status 2), like every other error."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from tegaki.engines import ENGINES
     from tegaki.train import OPTIMIZERS, SCHEDULES
 
-    p = argparse.ArgumentParser(prog="tegaki", description="tegaki: a workbench for handwritten-digit recognition")
+    p = Parser(prog="tegaki", description="tegaki: a workbench for handwritten-digit recognition")
     p.add_argument("--version", action="version", version=f"tegaki {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
@@ -216,6 +244,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--weight-decay", type=float, help="L2 penalty (default 0)")
     t.add_argument("--label-smoothing", type=float, help="cross-entropy label smoothing (default 0)")
     t.add_argument("--patience", type=int, help="early stopping: epochs without a better validation loss")
+    t.add_argument("--augment", metavar="KINDS", help="distort training batches: affine, elastic, thickness "
+                   "joined by + (e.g. affine+elastic), or none (default: the preset's)")
+    t.add_argument("--augment-strength", type=float, help="scale of the distortions (default 1; 0 = none)")
     t.add_argument("--valid-size", type=int, help="validation examples carved from training (default 10000)")
     t.add_argument("--seed", type=int, help="seed for split, weights, shuffling and dropout (default 0)")
     t.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], help="default auto")
@@ -256,3 +287,6 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
+    except OSError as e:  # a folder that cannot be written, a full disk ...
+        err(f"tegaki: error: {e.strerror or e}{f': {e.filename}' if getattr(e, 'filename', None) else ''}")
+        return 2

@@ -12,7 +12,9 @@ run folder. Engines only do forward, backward and the optimiser step (engines/__
 
 from __future__ import annotations
 
+import json
 import math
+import shutil
 import sys
 import time
 from dataclasses import asdict, dataclass, fields
@@ -48,6 +50,8 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda | mps
     engine: str = "torch"  # torch | numpy
     dataset: str = "mnist"  # the dataset's name (recorded in the run)
+    augment: str | None = None  # random distortions of training batches: affine, elastic, thickness joined by +
+    augment_strength: float = 1.0  # scales every augmentation range (0: identity); see data/augment.py
 
     def check(self) -> None:
         if self.epochs < 1:
@@ -68,6 +72,9 @@ class TrainConfig:
             raise TegakiError(f"unknown engine {self.engine!r}; choose one of {', '.join(ENGINES)}")
         if not 0.0 <= self.label_smoothing < 1.0:
             raise TegakiError(f"--label-smoothing must be in [0, 1), got {self.label_smoothing}")
+        from tegaki.data.augment import Augmenter
+
+        Augmenter.parse(self.augment, strength=self.augment_strength)  # raises on a bad --augment
 
     @classmethod
     def for_spec(cls, spec: Spec, **overrides) -> "TrainConfig":
@@ -79,6 +86,12 @@ class TrainConfig:
                               f"known: {', '.join(sorted(known))}")
         values = dict(spec.train)
         values.update({k: v for k, v in overrides.items() if v is not None})
+        from tegaki.spec import type_ok
+
+        for f in fields(cls):
+            if f.name in values and not type_ok(values[f.name], str(f.type)):
+                raise TegakiError(f"spec {spec.name!r}: training option {f.name} must be "
+                                  f"{str(f.type).replace(' | ', ' or ')}, got {values[f.name]!r}")
         cfg = cls(**values)
         cfg.check()
         return cfg
@@ -144,22 +157,34 @@ class TrainResult:
     interrupted: bool = False
 
 
+CHECKPOINT = "checkpoint.safetensors"
+
+
 def _checkpoint(out: Path, engine, state: dict, best_weights) -> None:
+    """Weights, optimiser state, best weights and the loop's state in ONE file, written atomically.
+
+    The loop's state (JSON) rides in the safetensors metadata, so a Ctrl-C or a kill at any
+    moment leaves either the previous epoch's checkpoint or this one, never a mix of the two.
+    """
     arrays = {f"model.{k}": v for k, v in engine.get_weights().items()}
     opt_arrays, opt_meta = engine.optimizer_state()
     arrays.update(opt_arrays)
     if best_weights is not None:
         arrays.update({f"best.{k}": v for k, v in best_weights.items()})
-    save_weights(out / "checkpoint.safetensors", arrays)
-    write_json(out / "checkpoint.json", {**state, "optimizer": opt_meta})
+    save_weights(out / CHECKPOINT, arrays, {"state": json.dumps({**state, "optimizer": opt_meta})})
 
 
 def train(spec: Spec, ds: Dataset, cfg: TrainConfig, out: Path, log: Callable[[str], None] = print,
           resume: dict | None = None, command: list[str] | None = None, bar_stream=None) -> TrainResult:
     """Train `spec` on `ds` as `cfg` says; write the run folder `out`; return its metrics.
 
-    `resume` is a checkpoint.json already read (see `read_checkpoint`): training continues
-    after its last finished epoch with the weights and optimiser state saved there.
+    `resume` is a checkpoint's state already read (see `read_checkpoint`): training continues
+    after its last finished epoch with the weights and optimiser state saved there, and ends
+    exactly as an uninterrupted run would (the shuffling, dropout and augmentation of every
+    epoch are seeded by (seed, epoch)).
+
+    Ctrl-C returns a TrainResult with `interrupted` set, leaving the last epoch's checkpoint;
+    a run stopped before its first epoch finished, or by an error, leaves no files behind.
     """
     cfg.check()
     if spec.num_classes != len(ds.classes):
@@ -168,11 +193,17 @@ def train(spec: Spec, ds: Dataset, cfg: TrainConfig, out: Path, log: Callable[[s
     expect = tuple(spec.input_shape[-2:])
     if tuple(ds.train_images.shape[1:]) != expect:
         raise TegakiError(f"{ds.name} images are {ds.train_images.shape[1:]}, the network expects {expect}")
-    out.mkdir(parents=True, exist_ok=True)
     t_setup = time.perf_counter()
-    tr, va = stratified_split(ds.train_labels, min(cfg.valid_size, len(ds.train_labels) // 5), cfg.seed)
+    n_valid = min(cfg.valid_size, len(ds.train_labels) // 5)
+    if n_valid < cfg.valid_size:
+        log(f"validation split: {n_valid:,} of {len(ds.train_labels):,} training images "
+            f"(--valid-size {cfg.valid_size:,} would leave too few to train on)")
+    tr, va = stratified_split(ds.train_labels, n_valid, cfg.seed)
     norm = norm_for(spec, ds.train_images[tr])
     init = spec.init_weights(cfg.seed)
+    from tegaki.data.augment import Augmenter
+
+    augment = Augmenter.parse(cfg.augment, background=-norm["mean"] / norm["std"], strength=cfg.augment_strength)
     engine = make_engine(cfg.engine, spec, init, device=cfg.device)
     engine.configure(cfg.optimizer, cfg.lr, cfg.momentum, cfg.weight_decay, cfg.label_smoothing)
     train_data = engine.prepare(ds.train_images[tr], ds.train_labels[tr], norm)
@@ -185,36 +216,45 @@ def train(spec: Spec, ds: Dataset, cfg: TrainConfig, out: Path, log: Callable[[s
     best_weights = None
     start = 1
     if resume is not None:
-        arrays = load_weights(out / "checkpoint.safetensors")
+        arrays = load_weights(out / CHECKPOINT)
         engine.set_weights({k[6:]: v for k, v in arrays.items() if k.startswith("model.")})
         engine.load_optimizer_state({k: v for k, v in arrays.items() if k.startswith("opt.")}, resume["optimizer"])
         bw = {k[5:]: v for k, v in arrays.items() if k.startswith("best.")}
         best_weights = bw or None
         history, best, start = resume["history"], resume["best"], resume["epoch"] + 1
+        if resume.get("stopped_early"):
+            start = cfg.epochs + 1  # it had stopped early; only the final evaluation was left
         log(f"resuming {out} after epoch {resume['epoch']}")
     setup_seconds = time.perf_counter() - t_setup
     config_dict = asdict(cfg)
     meta = make_meta(spec, ds.classes, norm, ds.provenance, cfg.seed, config_dict, command)
+    if resume is not None and resume.get("command"):
+        meta["command"], meta["resumed_with"] = resume["command"], meta["command"]
     prog = Progress(log, bar_stream)
     log(f"training {spec.name} ({spec.num_params():,} parameters) on {ds.name}: {n:,} train, {len(va):,} valid, "
         f"{len(ds.test_labels):,} test; engine {cfg.engine} on {getattr(engine, 'device', 'cpu')}")
     log(Progress.HEAD)
     for r in history:
         prog.row(r)
-    interrupted = stopped_early = False
+    stopped_early = bool(resume and resume.get("stopped_early"))
+    created = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)
     epoch = start - 1
     try:
         for epoch in range(start, cfg.epochs + 1):
             t0 = time.perf_counter()
             engine.seed(cfg.seed * 100_003 + epoch)
             perm = np.random.default_rng([cfg.seed, epoch]).permutation(n)
+            if augment is not None:
+                augment.seed(cfg.seed, epoch)
             engine.reset_stats()
             lr = cfg.lr
             for b in range(steps):
                 step = (epoch - 1) * steps + b
                 lr = lr_at(cfg, step, total, epoch - 1)
                 engine.set_lr(lr)
-                engine.train_step(*engine.take(train_data, perm[b * cfg.batch_size:(b + 1) * cfg.batch_size]))
+                x, y = engine.take(train_data, perm[b * cfg.batch_size:(b + 1) * cfg.batch_size])
+                engine.train_step(augment(x) if augment is not None else x, y)
                 prog.bar(epoch, cfg.epochs, b + 1, steps, engine.read_stats)
             train_loss, train_acc = engine.read_stats()
             if valid_data is not None:
@@ -233,30 +273,55 @@ def train(spec: Spec, ds: Dataset, cfg: TrainConfig, out: Path, log: Callable[[s
                     best_weights = engine.get_weights()
             prog.row({**row, "best": is_best and cfg.patience})
             history.append(row)
+            stopped_early = bool(cfg.patience and epoch - best["epoch"] >= cfg.patience)
             _checkpoint(out, engine, {"format": "tegaki-checkpoint/1", "epoch": epoch, "history": history,
-                                      "best": best, "config": config_dict, "spec": spec.to_dict(),
-                                      "dataset": ds.name, "command": meta["command"]}, best_weights)
-            if cfg.patience and epoch - best["epoch"] >= cfg.patience:
+                                      "best": best, "stopped_early": stopped_early, "config": config_dict,
+                                      "spec": spec.to_dict(), "dataset": ds.name, "command": meta["command"]},
+                        best_weights)
+            if stopped_early:
                 log(f"early stopping: no better validation loss for {cfg.patience} epochs; "
                     f"restoring the weights of epoch {best['epoch']}")
-                stopped_early = True
                 break
+        return _finish(spec, ds, cfg, out, engine, norm, init, meta, history, best, best_weights, stopped_early,
+                       n, va, valid_data, setup_seconds)
     except KeyboardInterrupt:
         prog.clear()
-        interrupted = True
-        done = history[-1]["epoch"] if history else 0
-        log(f"interrupted: stopped cleanly after epoch {int(done)}; "
-            f"continue with: tegaki train --resume {out}")
-        return TrainResult(out, {}, history, interrupted=True)
+        if (out / CHECKPOINT).is_file():
+            state = read_checkpoint(out)
+            log(f"interrupted: stopped cleanly; the checkpoint after epoch {state['epoch']} is saved in {out}; "
+                f"continue with: tegaki train --resume {out}")
+            return TrainResult(out, {}, state["history"], interrupted=True)
+        _remove_if_empty(out, created)
+        log("interrupted before the first epoch finished: nothing was saved; start the run again")
+        return TrainResult(out, {}, [], interrupted=True)
+    except BaseException:
+        # an error (a diverged loss, a full disk ...): leave no half-written run behind
+        if resume is None:
+            (out / CHECKPOINT).unlink(missing_ok=True)
+            _remove_if_empty(out, created)
+        raise
+
+
+def _remove_if_empty(out: Path, created: bool) -> None:
+    if created and out.is_dir() and not any(out.iterdir()):
+        out.rmdir()
+
+
+def _finish(spec, ds, cfg, out, engine, norm, init, meta, history, best, best_weights, stopped_early,
+            n, va, valid_data, setup_seconds) -> TrainResult:
+    """Restore the best weights, measure the test set once, write the run folder."""
     if best_weights is not None:
         engine.set_weights(best_weights)
     t_test = time.perf_counter()
     test_data = engine.prepare(ds.test_images, ds.test_labels, norm)
-    test_loss, test_acc, _ = engine.evaluate(test_data)
+    test_loss, _, test_logits = engine.evaluate(test_data)
+    # accuracy and error as exact fractions of the test set (not a float32 mean)
+    n_wrong = int((np.asarray(test_logits).argmax(axis=1) != np.asarray(ds.test_labels)).sum())
+    test_acc, test_err = (len(ds.test_labels) - n_wrong) / len(ds.test_labels), n_wrong / len(ds.test_labels)
     train_seconds = float(sum(r["seconds"] for r in history))
     final_valid = engine.evaluate(valid_data)[:2] if valid_data is not None else (None, None)
     metrics = {
-        "test_accuracy": test_acc, "test_error": 1.0 - test_acc, "test_loss": test_loss,
+        "test_accuracy": test_acc, "test_error": test_err, "test_loss": test_loss, "test_mistakes": n_wrong,
         "valid_accuracy": final_valid[1], "valid_loss": final_valid[0],
         "epochs": len(history), "best_epoch": best["epoch"] if cfg.patience else len(history),
         "stopped_early": stopped_early, "train_seconds": round(train_seconds, 3),
@@ -267,20 +332,29 @@ def train(spec: Spec, ds: Dataset, cfg: TrainConfig, out: Path, log: Callable[[s
         "train_size": n, "valid_size": int(len(va)), "test_size": int(len(ds.test_labels)),
     }
     save_run(out, spec, engine.get_weights(), meta, history, metrics, initial=init)
-    for f in ("checkpoint.safetensors", "checkpoint.json"):
-        (out / f).unlink(missing_ok=True)
-    return TrainResult(out, metrics, history, interrupted)
+    (out / CHECKPOINT).unlink(missing_ok=True)
+    return TrainResult(out, metrics, history, False)
 
 
 def read_checkpoint(out: Path) -> dict:
-    import json
+    """The loop's state saved with the last finished epoch (see `_checkpoint`)."""
+    from safetensors import SafetensorError, safe_open
 
-    cj = out / "checkpoint.json"
-    if (out / "model.json").is_file() and not cj.is_file():
-        raise TegakiError(f"{out}: this run already finished; train a new one or raise --epochs with a new --out")
-    if not cj.is_file():
-        raise TegakiError(f"{out}: no checkpoint to resume from (checkpoint.json is missing)")
+    out = Path(out)
+    cp = out / CHECKPOINT
+    if not out.is_dir():
+        raise TegakiError(f"--resume {out}: no such run folder")
+    if (out / "model.json").is_file() and not cp.is_file():
+        raise TegakiError(f"{out}: this run already finished; train a new one (choose a new --out)")
+    if not cp.is_file():
+        raise TegakiError(f"{out}: no checkpoint to resume from ({CHECKPOINT} is missing; a run interrupted "
+                          "before its first epoch finished has none): start a new run")
     try:
-        return json.loads(cj.read_text())
-    except json.JSONDecodeError:
-        raise TegakiError(f"{cj}: corrupt checkpoint; start a new run") from None
+        with safe_open(str(cp), "np") as f:
+            state = json.loads((f.metadata() or {})["state"])
+        if state.get("format") != "tegaki-checkpoint/1":
+            raise KeyError("format")
+        state["spec"], state["config"], state["history"], state["epoch"]  # noqa: B018 - presence check
+    except (SafetensorError, OSError, ValueError, KeyError, TypeError) as e:
+        raise TegakiError(f"{cp}: corrupt checkpoint ({type(e).__name__}); start a new run") from None
+    return state
