@@ -9,6 +9,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import os
+import socket
 import sys
 import time
 import urllib.error
@@ -47,7 +48,10 @@ def verify(path: Path, checksum: dict | None) -> str | None:
     if not checksum:
         return None
     if "sha256" in checksum:
-        got = payload_sha256(path)
+        try:
+            got = payload_sha256(path)
+        except TegakiError:
+            return "its gzip stream is damaged"
         if got != checksum["sha256"]:
             return f"SHA-256 of its content is {got[:16]}..., expected {checksum['sha256'][:16]}..."
     if "md5" in checksum:
@@ -71,22 +75,41 @@ class _Progress:
         now = time.monotonic()
         if self.tty and now - self.last > 0.1:
             self.last = now
-            if self.total:
-                frac = self.done / self.total
-                bar = "#" * int(30 * frac)
-                self.stream.write(f"\r  {self.name} [{bar:<30}] {frac:4.0%} {self.done / 1e6:.1f} MB")
-            else:
-                self.stream.write(f"\r  {self.name} {self.done / 1e6:.1f} MB")
-            self.stream.flush()
+            self._draw()
+
+    def _draw(self) -> None:
+        if self.total:
+            frac = min(self.done / self.total, 1.0)
+            bar = "#" * int(30 * frac)
+            self.stream.write(f"\r  {self.name} [{bar:<30}] {frac:4.0%} {self.done / 1e6:.1f} MB")
+        else:
+            self.stream.write(f"\r  {self.name} {self.done / 1e6:.1f} MB")
+        self.stream.flush()
 
     def close(self) -> None:
         if self.tty:
+            self._draw()
             self.stream.write("\n")
+            self.stream.flush()
+
+
+def _retryable(e: Exception) -> bool:
+    """A mirror that answers 404 or 403 will answer the same again; timeouts and 5xx may not."""
+    if isinstance(getattr(e, "reason", None), socket.gaierror):
+        return False  # the host name does not resolve: offline, or a dead mirror
+    code = getattr(e, "code", None)
+    return code is None or code >= 500 or code in (408, 429)
 
 
 def download(urls: Sequence[str], dest: str | os.PathLike, checksum: dict | None = None,
-             retries: int = 2, timeout: float = 30.0, log: Callable[[str], None] | None = None) -> str:
-    """Fetch the first mirror in `urls` that gives a file matching `checksum`; return its URL."""
+             retries: int = 2, timeout: float = 30.0, log: Callable[[str], None] | None = None,
+             progress_stream=None, backoff: float = 0.5) -> str:
+    """Fetch the first mirror in `urls` that gives a file matching `checksum`; return its URL.
+
+    Each mirror is tried up to `retries + 1` times (not again after a 4xx answer or a checksum
+    mismatch). The bytes go to `<dest>.partial`, renamed to `dest` only once verified; on any
+    failure, Ctrl-C included, the partial file is removed.
+    """
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     partial = dest.with_name(dest.name + ".partial")
@@ -96,7 +119,7 @@ def download(urls: Sequence[str], dest: str | os.PathLike, checksum: dict | None
             try:
                 with urllib.request.urlopen(url, timeout=timeout) as r, open(partial, "wb") as f:
                     length = r.headers.get("Content-Length")
-                    bar = _Progress(dest.name, int(length) if length and length.isdigit() else None)
+                    bar = _Progress(dest.name, int(length) if length and length.isdigit() else None, progress_stream)
                     for block in iter(lambda: r.read(1 << 16), b""):
                         f.write(block)
                         bar.update(len(block))
@@ -104,18 +127,26 @@ def download(urls: Sequence[str], dest: str | os.PathLike, checksum: dict | None
                 why = verify(partial, checksum)
                 if why is None:
                     os.replace(partial, dest)
+                    if log:
+                        log(f"downloaded {dest.name} from {url} ({dest.stat().st_size / 1e6:.1f} MB, checksum verified)")
                     return url
                 errors.append(f"{url}: checksum mismatch ({why})")
+                if log:
+                    log(f"{url}: checksum mismatch ({why}); trying the next mirror")
                 break  # a wrong file will not get better by retrying this mirror
             except (urllib.error.URLError, OSError, ValueError) as e:
                 reason = getattr(e, "reason", None) or e
+                if isinstance(e, urllib.error.HTTPError):
+                    reason = f"HTTP {e.code} {e.reason}"
                 errors.append(f"{url}: {reason}")
+                again = attempt < retries and _retryable(e)
                 if log:
-                    log(f"download of {url} failed ({reason}); attempt {attempt + 1} of {retries + 1}")
-                if attempt < retries:
-                    time.sleep(min(2.0 ** attempt * 0.2, 2.0))
+                    log(f"download of {url} failed ({reason})" + ("; retrying" if again else ""))
+                if not again:
+                    break
+                time.sleep(min(backoff * 2.0 ** attempt, 5.0))
             finally:
                 if partial.exists():
                     partial.unlink()
     unique = list(dict.fromkeys(errors))
-    raise TegakiError(f"could not download {dest.name}: " + "; ".join(unique[-3:]))
+    raise TegakiError(f"could not download {dest.name} from any of {len(urls)} mirror(s): " + "; ".join(unique[-3:]))

