@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import tomllib
 from dataclasses import asdict, dataclass, field, fields
 from importlib import resources
@@ -300,6 +301,39 @@ ALIASES = {"conv": "conv2d", "linear": "dense", "fc": "dense", "max_pool": "maxp
            "leakyrelu": "leaky_relu"}
 
 
+def type_ok(value, annotation: str) -> bool:
+    """Does `value` (from TOML or JSON) fit a field annotated like "int | tuple[int, int] | None"?
+
+    An annotation with a part not understood here is not checked (True)."""
+    alts = [a.strip() for a in annotation.split("|")]
+    if not set(alts) <= {"None", "bool", "int", "float", "str", "tuple[int, int]"}:
+        return True
+    for alt in alts:
+        if alt == "None" and value is None:
+            return True
+        if alt == "bool" and isinstance(value, bool):
+            return True
+        if isinstance(value, bool):
+            continue  # true/false is not a number
+        if alt == "int" and isinstance(value, int):
+            return True
+        if alt == "float" and isinstance(value, (int, float)):
+            return True
+        if alt == "str" and isinstance(value, str):
+            return True
+        if alt == "tuple[int, int]" and isinstance(value, (list, tuple)) and len(value) == 2 and all(
+                isinstance(i, int) and not isinstance(i, bool) for i in value):
+            return True
+    return False
+
+
+def _type_words(annotation: str) -> str:
+    return annotation.replace("tuple[int, int]", "a pair of integers").replace(" | ", " or ").replace("None", "null")
+
+
+_NAME_OK = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
 def layer_from_dict(d: dict, where: str = "layer") -> Layer:
     if not isinstance(d, dict) or "type" not in d:
         raise SpecError(f"{where}: each layer needs a 'type', got {d!r}")
@@ -313,6 +347,10 @@ def layer_from_dict(d: dict, where: str = "layer") -> Layer:
     if extra:
         raise SpecError(f"{where} ({t}): unknown option(s) {', '.join(sorted(extra))}; "
                         f"known: {', '.join(sorted(known))}")
+    for f in fields(cls):
+        if f.name in d and not type_ok(d[f.name], str(f.type)):
+            raise SpecError(f"{where} ({t}): {f.name} must be {_type_words(str(f.type))}, "
+                            f"got {d[f.name]!r}")
     kw = {k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items() if k != "type"}
     try:
         layer = cls(**kw)
@@ -343,6 +381,14 @@ class Spec:
         counts: dict[str, int] = {}
         seen = set()
         for layer in self.layers:
+            if not isinstance(layer, Layer):
+                raise SpecError(f"spec {self.name!r}: {layer!r} is not a layer")
+            if layer.name and not _NAME_OK.match(layer.name):
+                raise SpecError(f"layer name {layer.name!r}: use letters, digits and underscores only")
+            for f in fields(layer):
+                if f.name != "name" and not type_ok(getattr(layer, f.name), str(f.type)):
+                    raise SpecError(f"{layer.type} layer: {f.name} must be {_type_words(str(f.type))}, "
+                                    f"got {getattr(layer, f.name)!r}")
             if not layer.name:
                 p = layer.prefix if not isinstance(layer, Activation) else layer.type
                 counts[p] = counts.get(p, 0) + 1
@@ -488,7 +534,15 @@ class Spec:
         train = d.get("train", {})
         if not isinstance(train, dict):
             raise SpecError(f"{where}: 'train' must be a table of training options")
-        return cls(input_shape=tuple(d.get("input", (1, 28, 28))),
+        shape = d.get("input", [1, 28, 28])
+        if not (isinstance(shape, (list, tuple)) and len(shape) in (1, 3) and all(
+                isinstance(i, int) and not isinstance(i, bool) and i > 0 for i in shape)):
+            raise SpecError(f"{where}: 'input' must be [channels, height, width] or [features] of positive "
+                            f"integers, got {shape!r}")
+        for key in ("name", "description", "normalize"):
+            if key in d and not isinstance(d[key], str):
+                raise SpecError(f"{where}: '{key}' must be a string, got {d[key]!r}")
+        return cls(input_shape=tuple(shape),
                    layers=[layer_from_dict(l, f"{where}: layer {i + 1}") for i, l in enumerate(layers)],
                    name=str(d.get("name", "custom")), description=str(d.get("description", "")),
                    normalize=str(d.get("normalize", "standard")), train=train)
@@ -503,6 +557,8 @@ class Spec:
             d = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
         except (json.JSONDecodeError, tomllib.TOMLDecodeError) as e:
             raise SpecError(f"{path}: malformed {'JSON' if path.suffix == '.json' else 'TOML'} ({e})") from None
+        if not isinstance(d, dict):
+            raise SpecError(f"{path}: a spec is an object with 'input' and 'layers', got a {type(d).__name__}")
         d.setdefault("name", path.stem)
         return cls.from_dict(d, where=str(path))
 
@@ -525,8 +581,13 @@ def resolve_spec(ref: str) -> Spec:
     p = Path(ref)
     if p.is_dir():
         if (p / "model.json").is_file():
-            meta = json.loads((p / "model.json").read_text())
-            return Spec.from_dict(meta["spec"], where=str(p / "model.json"))
+            try:
+                meta = json.loads((p / "model.json").read_text())
+                d = meta["spec"]
+            except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError) as e:
+                raise TegakiError(f"{p / 'model.json'}: corrupt run description ({type(e).__name__}); "
+                                  "retrain the run") from None
+            return Spec.from_dict(d, where=str(p / "model.json"))
         raise TegakiError(f"{p}: not a run folder (no model.json)")
     if p.suffix in (".toml", ".json") or p.is_file():
         return Spec.from_file(p)

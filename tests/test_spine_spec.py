@@ -1,0 +1,198 @@
+"""Specs: shape inference against hand-computed shapes, errors, serialisation, parameter counts."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from tegaki import spec as S
+from tegaki.engines.torch_engine import TorchNet
+from tegaki.errors import TegakiError
+from tegaki.spec import Spec, SpecError, load_preset, preset_names, resolve_spec
+
+SPINE_PRESETS = ["ffnn", "lenet", "nolearn", "keras-lecture"]
+
+
+def shapes(input_shape, *layers):
+    return Spec(input_shape=input_shape, layers=list(layers)).shapes()
+
+
+def test_conv_valid_same_stride_and_odd_sizes():
+    # valid: out = (in - k) // s + 1
+    assert shapes((1, 28, 28), S.Conv2d(20, 5)) == [(20, 24, 24)]
+    assert shapes((3, 27, 31), S.Conv2d(4, (3, 5))) == [(4, 25, 27)]
+    assert shapes((1, 28, 28), S.Conv2d(8, 5, stride=2)) == [(8, 12, 12)]  # (28-5)//2+1
+    assert shapes((1, 27, 27), S.Conv2d(8, 4, stride=2)) == [(8, 12, 12)]  # (27-4)//2+1
+    # same: out = ceil(in / s)
+    assert shapes((1, 28, 28), S.Conv2d(9, 3, padding="same")) == [(9, 28, 28)]
+    assert shapes((1, 27, 27), S.Conv2d(9, 4, padding="same")) == [(9, 27, 27)]
+    assert shapes((1, 28, 28), S.Conv2d(9, 3, stride=2, padding="same")) == [(9, 14, 14)]
+    assert shapes((1, 27, 25), S.Conv2d(9, 3, stride=2, padding="same")) == [(9, 14, 13)]
+    # explicit padding
+    assert shapes((1, 28, 28), S.Conv2d(2, 5, padding=2)) == [(2, 28, 28)]
+
+
+def test_same_padding_splits_the_extra_pixel_like_tensorflow():
+    c = S.Conv2d(1, 4, padding="same")
+    assert c.pads(27, 27) == (1, 2, 1, 2)  # total 3: 1 before, 2 after
+    c = S.Conv2d(1, 3, stride=2, padding="same")
+    assert c.pads(28, 28) == (0, 1, 0, 1)  # (14-1)*2+3-28 = 1
+
+
+def test_pools_flatten_and_the_presets():
+    assert shapes((20, 24, 24), S.MaxPool(2)) == [(20, 12, 12)]
+    assert shapes((3, 25, 25), S.AvgPool(3, stride=2)) == [(3, 12, 12)]  # (25-3)//2+1
+    assert shapes((5, 7, 9), S.MaxPool(2)) == [(5, 3, 4)]  # floor
+    assert shapes((50, 4, 4), S.Flatten(), S.Dense(500)) == [(800,), (500,)]
+    assert load_preset("lenet").shapes()[:7] == [(20, 24, 24), (20, 12, 12), (20, 12, 12), (50, 8, 8),
+                                                 (50, 4, 4), (50, 4, 4), (800,)]
+    assert load_preset("keras-lecture").shapes()[:4] == [(9, 28, 28), (9, 28, 28), (9, 14, 14), (1764,)]
+    assert load_preset("nolearn").shapes()[:7] == [(32, 24, 24), (32, 24, 24), (32, 12, 12), (32, 8, 8),
+                                                   (32, 8, 8), (32, 4, 4), (32, 4, 4)]
+    assert load_preset("ffnn").shapes() == [(784,), (100,), (100,), (10,), (10,)]
+
+
+def test_maxout_batchnorm_and_activations_keep_or_divide_shapes():
+    assert shapes((8, 5, 5), S.Maxout(2), S.BatchNorm(), S.ReLU(), S.ELU(), S.LeakyReLU()) == [(4, 5, 5)] * 5
+    with pytest.raises(SpecError, match="cannot be split into groups of 3"):
+        shapes((8, 5, 5), S.Maxout(3))
+
+
+@pytest.mark.parametrize("layers, message", [
+    ([S.Conv2d(4, 7)], "kernel 7x7 is larger than its 5x5 input"),
+    ([S.MaxPool(2), S.MaxPool(2), S.MaxPool(2)], "pool window 2x2 is larger than its 1x1 input"),
+    ([S.Dense(10)], "is fed an image of shape (1, 5, 5); add a flatten layer"),
+    ([S.Flatten(), S.Conv2d(2, 3)], "needs an image input"),
+    ([S.Flatten(), S.Softmax(), S.Dense(3)], "softmax must be the last layer"),
+    ([S.Conv2d(0, 3)], "must be positive"),
+    ([S.Dropout(1.5)], "dropout rate must be in [0, 1)"),
+    ([S.Conv2d(2, 3, padding="full")], "padding must be 'valid', 'same'"),
+])
+def test_shape_errors_are_clear(layers, message):
+    with pytest.raises(SpecError) as e:
+        Spec(input_shape=(1, 5, 5), layers=layers)
+    assert message in str(e.value) and "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("d, message", [
+    ({"layers": [{"type": "convolution"}]}, "unknown layer type 'convolution'"),
+    ({"layers": [{"type": "dense", "neurons": 3}]}, "unknown option(s) neurons"),
+    ({"layers": [{"units": 3}]}, "each layer needs a 'type'"),
+    ({"layers": [{"type": "conv2d", "filters": "many"}]}, "filters must be int, got 'many'"),
+    ({"layers": [{"type": "conv2d", "kernel": [3, 3, 3]}]}, "kernel must be int or a pair of integers"),
+    ({"layers": [{"type": "dense", "units": True}]}, "units must be int"),
+    ({"layers": [{"type": "dense", "init": "magic"}]}, "unknown init 'magic'"),
+    ({"layers": []}, "'layers' must be a non-empty list"),
+    ({"input": [28, 28], "layers": [{"type": "flatten"}]}, "'input' must be [channels, height, width]"),
+    ({"input": "mnist", "layers": [{"type": "flatten"}]}, "'input' must be"),
+    ({"layers": [{"type": "flatten"}], "optimiser": "adam"}, "unknown key(s) optimiser"),
+    ({"layers": [{"type": "flatten", "name": "a.b"}]}, "letters, digits and underscores"),
+    ({"layers": [{"type": "flatten", "name": "x"}, {"type": "relu", "name": "x"}]}, "two layers are named 'x'"),
+])
+def test_bad_specs(d, message):
+    with pytest.raises(SpecError) as e:
+        Spec.from_dict(d)
+    assert message in str(e.value)
+
+
+def test_malformed_files(tmp_path):
+    (tmp_path / "a.toml").write_text("input = [1, 28, 28\n[[layers]]\n")
+    (tmp_path / "b.json").write_text('{"layers": [')
+    (tmp_path / "c.json").write_text("[1, 2]")
+    for name, message in (("a.toml", "malformed TOML"), ("b.json", "malformed JSON"), ("c.json", "got a list"),
+                          ("missing.toml", "no such spec file")):
+        with pytest.raises(SpecError) as e:
+            Spec.from_file(tmp_path / name)
+        assert message in str(e.value) and str(tmp_path / name) in str(e.value)
+
+
+def test_python_spec_fields_are_type_checked_too():
+    with pytest.raises(SpecError, match="units must be int, got 'x'"):
+        Spec(layers=[S.Flatten(), S.Dense(units="x")])
+
+
+@pytest.mark.parametrize("name", SPINE_PRESETS)
+def test_json_and_toml_round_trip(name, tmp_path):
+    spec = load_preset(name)
+    again = Spec.from_dict(json.loads(spec.to_json()))
+    assert again.to_dict() == spec.to_dict()
+    assert again.shapes() == spec.shapes() and again.num_params() == spec.num_params()
+    p = tmp_path / "s.json"
+    p.write_text(spec.to_json())
+    assert Spec.from_file(p).to_dict() == spec.to_dict()
+    # a TOML file written by hand with the same content reads the same
+    toml = [f'name = "{spec.name}"', f"input = {list(spec.input_shape)}", f'normalize = "{spec.normalize}"']
+    for layer in spec.layers:
+        toml.append("[[layers]]")
+        toml += [f"{k} = {json.dumps(v)}" for k, v in layer.to_dict().items()]
+    (tmp_path / "s.toml").write_text("\n".join(toml) + "\n")
+    assert Spec.from_file(tmp_path / "s.toml").layers == spec.layers
+
+
+def test_tuple_options_round_trip():
+    spec = Spec(input_shape=(1, 27, 25), layers=[S.Conv2d(3, (3, 5), stride=(2, 1), padding="same"),
+                                                  S.AvgPool((2, 3)), S.Flatten(), S.Dense(4)])
+    again = Spec.from_dict(json.loads(spec.to_json()))
+    assert again.layers == spec.layers and again.shapes() == spec.shapes()
+
+
+@pytest.mark.parametrize("name", SPINE_PRESETS + ["bn"])
+def test_parameter_counts_match_torch(name):
+    if name == "bn":
+        spec = Spec(input_shape=(1, 28, 28), layers=[
+            S.Conv2d(6, (3, 5), stride=2, padding="same", bias=False), S.BatchNorm(), S.Maxout(2), S.AvgPool(2),
+            S.Flatten(), S.Dense(16), S.BatchNorm(), S.ELU(), S.Dense(10), S.Softmax()])
+    else:
+        spec = load_preset(name)
+    net = TorchNet(spec)
+    assert spec.num_params() == sum(p.numel() for p in net.parameters())
+    # the summary's total and each row
+    text = spec.summary()
+    assert f"Total params: {spec.num_params():,}" in text
+    for layer in spec.layers:
+        torch_count = sum(p.numel() for p in net.layers[layer.name].parameters())
+        row = next(line for line in text.splitlines() if line.startswith(f"{layer.name} ({layer.type})"))
+        assert row.split()[-1] == f"{torch_count:,}"
+    # and the torch module's output has the inferred shape
+    with torch.no_grad():
+        out = net.forward_all(torch.zeros(2, *spec.input_shape))
+    for layer, s in zip(spec.layers, spec.shapes()):
+        assert tuple(out[layer.name].shape[1:]) == s, layer.name
+
+
+def test_summary_reads_like_keras():
+    text = load_preset("lenet").summary()
+    lines = text.splitlines()
+    assert lines[0] == 'Model: "lenet"'
+    assert "Layer (type)" in lines[2] and "Output shape" in lines[2] and "Param #" in lines[2]
+    assert any(line.startswith("conv1 (conv2d)") and "(None, 20, 24, 24)" in line and line.endswith("520")
+               for line in lines)
+    assert "Total params: 431,080" in text
+
+
+def test_init_weights_seeded_and_recipe_shaped():
+    spec = load_preset("ffnn")
+    a, b = spec.init_weights(1), spec.init_weights(1)
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+    assert not np.array_equal(a["dense1.weight"], spec.init_weights(2)["dense1.weight"])
+    w = a["dense1.weight"]
+    assert w.shape == (100, 784) and w.dtype == np.float32 and -1 <= w.min() < -0.99 and 0.99 < w.max() <= 1
+    lenet = load_preset("lenet").init_weights(0)
+    assert not lenet["dense2.weight"].any()  # the tutorial's zero-initialised logistic regression
+    bound = np.sqrt(6 / (25 + 20 * 25))  # Glorot: fan_in 1*5*5, fan_out 20*5*5
+    assert np.abs(lenet["conv1.weight"]).max() <= bound
+
+
+def test_presets_are_listed_and_resolved(tmp_path):
+    assert set(SPINE_PRESETS) <= set(preset_names())
+    for name in SPINE_PRESETS:
+        assert load_preset(name).train, name  # every preset carries its recipe
+    with pytest.raises(SpecError, match="unknown preset 'lenet5'; choose one of"):
+        resolve_spec("lenet5")
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "model.json").write_text("{not json")
+    with pytest.raises(TegakiError, match="corrupt run description"):
+        resolve_spec(str(tmp_path / "run"))
