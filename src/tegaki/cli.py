@@ -113,6 +113,8 @@ def cmd_train(args) -> int:
         spec = Spec.from_dict(resume["spec"], where=str(out / "checkpoint.safetensors"))
         cfg_d = dict(resume["config"])
         if args.epochs:
+            if args.epochs < resume["epoch"]:
+                raise TegakiError(f"{out} has already trained {resume['epoch']} epochs; --epochs must be at least that")
             cfg_d["epochs"] = args.epochs
         if args.device:
             cfg_d["device"] = args.device
@@ -144,7 +146,7 @@ def cmd_train(args) -> int:
     cfg.dataset = ds.name
     load_seconds = time.perf_counter() - t0
     print(f"data: {ds.name} from {ds.provenance.get('source')} ({load_seconds:.1f} s)")
-    result = train(spec, ds, cfg, out, resume=resume, command=["tegaki", *sys.argv[1:]])
+    result = train(spec, ds, cfg, out, resume=resume, command=["tegaki", *getattr(args, "argv", sys.argv[1:])])
     if result.interrupted:
         err("tegaki: interrupted")
         return 130
@@ -214,7 +216,7 @@ class Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from tegaki.engines import ENGINES
+    from tegaki.engines import ENGINES, TRAINABLE
     from tegaki.train import OPTIMIZERS, SCHEDULES
 
     p = Parser(prog="tegaki", description="tegaki: a workbench for handwritten-digit recognition")
@@ -250,7 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--valid-size", type=int, help="validation examples carved from training (default 10000)")
     t.add_argument("--seed", type=int, help="seed for split, weights, shuffling and dropout (default 0)")
     t.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], help="default auto")
-    t.add_argument("--engine", choices=ENGINES, help="torch (default) or numpy")
+    t.add_argument("--engine", choices=TRAINABLE, help="torch (default) or numpy")
     t.add_argument("--out", help="the run folder (default runs/<time>-<preset>)")
     t.add_argument("--resume", metavar="RUN", help="continue an interrupted run from its last checkpoint")
     t.set_defaults(func=cmd_train)
@@ -277,6 +279,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # recorded in the run as its command
     try:
         return args.func(args) or 0
     except TegakiError as e:

@@ -24,7 +24,7 @@ from typing import Callable
 import numpy as np
 
 from tegaki.data.sources import Dataset, stratified_split
-from tegaki.engines import ENGINES, make_engine
+from tegaki.engines import ENGINES, TRAINABLE, make_engine
 from tegaki.errors import TegakiError
 from tegaki.fileio import write_json
 from tegaki.run import load_weights, make_meta, norm_for, save_run, save_weights
@@ -70,6 +70,9 @@ class TrainConfig:
             raise TegakiError(f"--valid-size must be >= 0, got {self.valid_size}")
         if self.engine not in ENGINES:
             raise TegakiError(f"unknown engine {self.engine!r}; choose one of {', '.join(ENGINES)}")
+        if self.engine not in TRAINABLE:
+            raise TegakiError(f"the {self.engine} engine runs trained models only; train with --engine "
+                              f"{' or '.join(TRAINABLE)}")
         if not 0.0 <= self.label_smoothing < 1.0:
             raise TegakiError(f"--label-smoothing must be in [0, 1), got {self.label_smoothing}")
         from tegaki.data.augment import Augmenter

@@ -1,6 +1,6 @@
 """Engines interpret a Spec. Each offers the same interface:
 
-    engine = make_engine("torch" | "numpy", spec, weights, device="cpu")
+    engine = make_engine("torch" | "numpy" | "onnx", spec, weights, device="cpu")
     engine.logits(x)            (N, C, H, W) float32, normalised -> (N, classes) logits
     engine.activations(x)       every layer's output, by layer name
     engine.get_weights() / set_weights(w)          dict "<layer>.<param>" -> np.ndarray
@@ -10,14 +10,16 @@
     engine.evaluate(data) -> (mean loss, accuracy, logits)
     engine.optimizer_state() / load_optimizer_state(arrays, meta)   (checkpoints)
 
-Same spec + same weights = same outputs, whichever engine.
+Same spec + same weights = same outputs, whichever engine. The "onnx" engine (tegaki/export.py,
+ONNX Runtime) is for inference only: logits and evaluate, no training or activations.
 """
 
 from __future__ import annotations
 
 from tegaki.errors import TegakiError
 
-ENGINES = ("torch", "numpy")
+ENGINES = ("torch", "numpy", "onnx")
+TRAINABLE = ("torch", "numpy")  # the engines that can train
 
 
 def make_engine(name: str, spec, weights=None, device: str = "cpu"):
@@ -33,4 +35,10 @@ def make_engine(name: str, spec, weights=None, device: str = "cpu"):
         if device not in ("cpu", "auto"):
             raise TegakiError(f"the numpy engine runs on the CPU only; drop --device {device}")
         return NumpyEngine(spec, weights)
+    if name == "onnx":
+        if device not in ("cpu", "auto"):
+            raise TegakiError(f"the onnx engine runs on the CPU here; drop --device {device}")
+        from tegaki.export import OnnxEngine
+
+        return OnnxEngine(spec, weights)
     raise TegakiError(f"unknown engine {name!r}; choose one of {', '.join(ENGINES)}")
