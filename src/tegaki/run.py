@@ -5,7 +5,8 @@
     model.json               spec, preprocessing, class names, data provenance, seed, versions, command
     history.csv              one row per epoch
     metrics.json             test accuracy and error, seconds, epochs, dataset ...
-    checkpoint.safetensors   + checkpoint.json: the last epoch's state, for --resume
+    checkpoint.safetensors   while training: the last finished epoch's weights, optimiser and loop state
+                             (JSON in its metadata), for --resume; removed when the run completes
 
 Every file is written atomically; nothing here uses pickle, so loading a run never runs code.
 """
@@ -143,7 +144,7 @@ def load_run(ref: str | Path) -> Run:
     mj = path / "model.json"
     if not mj.is_file():
         hint = " (training may still be running or was interrupted; try --resume)" if (
-            path / "checkpoint.json").is_file() else ""
+            path / "checkpoint.safetensors").is_file() else ""
         raise TegakiError(f"{path}: not a complete run folder: model.json is missing{hint}")
     try:
         meta = json.loads(mj.read_text())

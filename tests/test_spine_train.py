@@ -1,0 +1,272 @@
+"""The training loop: reproducibility, Ctrl-C and resume, early stopping, schedules, the run folder."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from tegaki import spec as S
+from tegaki.data.idx import write_idx
+from tegaki.engines.torch_engine import TorchEngine
+from tegaki.errors import TegakiError
+from tegaki.run import load_run, load_weights
+from tegaki.spec import Spec, load_preset
+from tegaki.train import TrainConfig, lr_at, read_checkpoint, train
+
+TIMING = {"train_seconds", "seconds_per_epoch", "setup_seconds", "test_seconds"}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One torch thread: these tiny networks gain nothing from more, and lose a lot on a busy machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def small(mnist):
+    """2,000 training and 500 test images of the real MNIST."""
+    return replace(mnist, train_images=mnist.train_images[:2000], train_labels=mnist.train_labels[:2000],
+                   test_images=mnist.test_images[:500], test_labels=mnist.test_labels[:500])
+
+
+def tiny_cnn() -> Spec:
+    # a convolution, dropout and batchnorm: every source of randomness and state the loop must seed
+    return Spec(input_shape=(1, 28, 28), name="tiny", layers=[
+        S.Conv2d(4, 5, stride=2), S.BatchNorm(), S.ReLU(), S.Dropout(0.3), S.Flatten(), S.Dense(10), S.Softmax()])
+
+
+def quiet(msg):
+    pass
+
+
+def run(spec, ds, out, **cfg):
+    cfg = TrainConfig.for_spec(spec, **{"device": "cpu", "valid_size": 400, **cfg})
+    return train(spec, ds, cfg, out, log=quiet)
+
+
+def same_weights(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+
+
+def test_same_seed_same_metrics(small, tmp_path):
+    kw = dict(epochs=2, optimizer="adam", lr=3e-3, batch_size=64, seed=3)
+    a = run(tiny_cnn(), small, tmp_path / "a", **kw)
+    b = run(tiny_cnn(), small, tmp_path / "b", **kw)
+    ma, mb = (json.loads((tmp_path / x / "metrics.json").read_text()) for x in "ab")
+    assert {k: v for k, v in ma.items() if k not in TIMING} == {k: v for k, v in mb.items() if k not in TIMING}
+    assert ma["test_accuracy"] > 0.7
+    assert same_weights(load_weights(tmp_path / "a" / "model.safetensors"),
+                        load_weights(tmp_path / "b" / "model.safetensors"))
+    strip = [{k: v for k, v in r.items() if k != "seconds"} for r in a.history]
+    assert strip == [{k: v for k, v in r.items() if k != "seconds"} for r in b.history]
+    c = run(tiny_cnn(), small, tmp_path / "c", **{**kw, "seed": 4})
+    assert c.metrics["test_loss"] != a.metrics["test_loss"]
+
+
+def test_run_folder_contents(small, tmp_path):
+    out = tmp_path / "run"
+    spec = load_preset("ffnn")
+    cfg = TrainConfig.for_spec(spec, epochs=1, device="cpu", valid_size=400, seed=5)
+    res = train(spec, small, cfg, out, log=quiet, command=["tegaki", "train", "--preset", "ffnn"])
+    assert sorted(p.name for p in out.iterdir()) == ["history.csv", "initial.safetensors", "metrics.json",
+                                                      "model.json", "model.safetensors"]
+    m = json.loads((out / "metrics.json").read_text())
+    # accuracy is a fraction of the test set, and the error its complement, exactly
+    assert m["test_accuracy"] == (500 - m["test_mistakes"]) / 500 and m["test_error"] == m["test_mistakes"] / 500
+    assert 0.5 < m["test_accuracy"] <= 1 and m["epochs"] == 1 and m["train_seconds"] > 0
+    assert m["dataset"] == "mnist" and (m["train_size"], m["valid_size"], m["test_size"]) == (1600, 400, 500)
+    meta = json.loads((out / "model.json").read_text())
+    assert Spec.from_dict(meta["spec"]).to_dict() == spec.to_dict()
+    assert meta["classes"] == [str(i) for i in range(10)]
+    assert meta["preprocessing"]["normalize"] == {"mean": 0.0, "std": 1.0}  # ffnn takes x / 255
+    assert meta["data"]["verified"] is True and meta["data"]["dataset"] == "mnist"
+    assert all(len(f["sha256"]) == 64 for f in meta["data"]["files"].values())
+    assert meta["seed"] == 5 and meta["config"]["lr"] == 0.4 and meta["config"]["batch_size"] == 50
+    assert {"tegaki", "python", "numpy", "torch"} <= set(meta["versions"])
+    assert meta["command"] == ["tegaki", "train", "--preset", "ffnn"]
+    with open(out / "history.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0]) == ["epoch", "train_loss", "valid_loss", "train_acc", "valid_acc", "lr", "seconds"]
+    assert len(rows) == 1 and float(rows[0]["valid_acc"]) == pytest.approx(res.history[0]["valid_acc"])
+    # no pickle anywhere: weights are safetensors (an 8-byte header length, then JSON)
+    for p in out.iterdir():
+        head = p.read_bytes()[:16]
+        assert not head.startswith(b"\x80"), p  # pickle's protocol marker
+        if p.suffix == ".safetensors":
+            assert head[8:9] == b"{"
+    # the run loads back and predicts what the metrics say
+    r = load_run(out)
+    eng = TorchEngine(r.spec, r.weights)
+    _, acc, _ = eng.evaluate(eng.prepare(small.test_images, small.test_labels, r.norm))
+    assert acc == pytest.approx(m["test_accuracy"], abs=1e-6)
+
+
+def test_early_stopping_restores_the_best_epoch(small, tmp_path):
+    # random labels: the network memorises them, so the validation loss gets worse and stops it
+    rng = np.random.default_rng(0)
+    noise = replace(small, train_labels=rng.integers(0, 10, len(small.train_labels)).astype(np.int64))
+    spec = load_preset("ffnn")
+    res = run(spec, noise, tmp_path / "es", epochs=12, patience=2, lr=1.0)
+    m = res.metrics
+    losses = [r["valid_loss"] for r in res.history]
+    best = int(np.argmin(losses)) + 1
+    assert m["stopped_early"] and m["best_epoch"] == best and m["epochs"] == best + 2 < 12
+    assert m["valid_loss"] == pytest.approx(min(losses), rel=1e-6)  # the best weights, re-measured
+    # the saved weights are exactly those of a plain run stopped at the best epoch
+    ref = run(spec, noise, tmp_path / "ref", epochs=best, lr=1.0)
+    assert ref.metrics["valid_loss"] == pytest.approx(min(losses), rel=1e-6)
+    assert same_weights(load_weights(tmp_path / "es" / "model.safetensors"),
+                        load_weights(tmp_path / "ref" / "model.safetensors"))
+
+
+def cfg_for(schedule, epochs=9, lr=0.2):
+    return TrainConfig(schedule=schedule, epochs=epochs, lr=lr)
+
+
+def test_schedules_against_hand_computed_values():
+    c = cfg_for("constant")
+    assert [lr_at(c, s, 90, s // 10) for s in (0, 45, 89)] == [0.2, 0.2, 0.2]
+    # step: x0.1 every third of the run (9 epochs: 3, 3, 3; 10 epochs: 4, 4, 2)
+    c = cfg_for("step")
+    assert [lr_at(c, 0, 90, e) for e in range(9)] == pytest.approx([0.2] * 3 + [0.02] * 3 + [0.002] * 3)
+    c = cfg_for("step", epochs=10)
+    assert [lr_at(c, 0, 100, e) for e in range(10)] == pytest.approx([0.2] * 4 + [0.02] * 4 + [0.002] * 2)
+    # cosine: lr/2 (1 + cos(pi t))
+    c = cfg_for("cosine")
+    assert lr_at(c, 0, 100, 0) == pytest.approx(0.2)
+    assert lr_at(c, 25, 100, 0) == pytest.approx(0.2 * (0.5 + math.sqrt(2) / 4))
+    assert lr_at(c, 50, 100, 0) == pytest.approx(0.1)
+    assert lr_at(c, 100, 100, 0) == pytest.approx(0.0)
+    # onecycle: from lr/25 up to lr over the first quarter, then cosine down to lr/2500
+    c = cfg_for("onecycle")
+    assert lr_at(c, 0, 100, 0) == pytest.approx(0.2 / 25)
+    assert lr_at(c, 12.5, 100, 0) == pytest.approx(0.2 * (1 / 25 + 24 / 25 / 2))
+    assert lr_at(c, 25, 100, 0) == pytest.approx(0.2)
+    assert lr_at(c, 62.5, 100, 0) == pytest.approx(0.2 / 2500 + (0.2 - 0.2 / 2500) / 2)
+    assert lr_at(c, 100, 100, 0) == pytest.approx(0.2 / 2500)
+
+
+def test_schedule_is_what_the_loop_uses(small, tmp_path):
+    res = run(load_preset("ffnn"), small, tmp_path / "s", epochs=3, schedule="step", lr=0.3)
+    assert [r["lr"] for r in res.history] == pytest.approx([0.3, 0.03, 0.003])
+
+
+@pytest.mark.parametrize("bad, message", [
+    (dict(epochs=0), "--epochs must be at least 1"),
+    (dict(lr=-1.0), "--lr must be a positive number"),
+    (dict(optimizer="rmsprop"), "unknown optimizer 'rmsprop'"),
+    (dict(schedule="linear"), "unknown schedule 'linear'"),
+    (dict(patience=0), "--patience must be at least 1"),
+    (dict(lr="fast"), "training option lr must be float"),
+])
+def test_bad_training_options(bad, message):
+    with pytest.raises(TegakiError, match=message):
+        TrainConfig.for_spec(load_preset("ffnn"), **bad)
+
+
+def test_network_and_data_must_fit(small, tmp_path):
+    spec = Spec(layers=[S.Flatten(), S.Dense(7), S.Softmax()])
+    with pytest.raises(TegakiError, match="7 outputs but mnist has 10 classes"):
+        run(spec, small, tmp_path / "x", epochs=1)
+    assert not (tmp_path / "x").exists()
+
+
+def interrupt_at(monkeypatch, calls: int):
+    """Make the engine's `calls`-th training step raise KeyboardInterrupt, as Ctrl-C would."""
+    original = TorchEngine.train_step
+    count = {"n": 0}
+
+    def step(self, x, y):
+        count["n"] += 1
+        if count["n"] == calls:
+            raise KeyboardInterrupt
+        return original(self, x, y)
+
+    monkeypatch.setattr(TorchEngine, "train_step", step)
+
+
+def test_interrupt_before_the_first_epoch_leaves_nothing(small, tmp_path, monkeypatch):
+    interrupt_at(monkeypatch, 5)
+    res = run(load_preset("ffnn"), small, tmp_path / "r", epochs=2)
+    assert res.interrupted and not (tmp_path / "r").exists()
+
+
+def test_interrupt_and_resume_in_process_equals_an_uninterrupted_run(small, tmp_path, monkeypatch):
+    kw = dict(epochs=3, optimizer="adam", lr=2e-3, batch_size=100, seed=1)  # 16 steps an epoch
+    ref = run(tiny_cnn(), small, tmp_path / "ref", **kw)
+    interrupt_at(monkeypatch, 16 + 7)  # in the middle of epoch 2
+    res = run(tiny_cnn(), small, tmp_path / "r", **kw)
+    assert res.interrupted and [r["epoch"] for r in res.history] == [1]
+    assert sorted(p.name for p in (tmp_path / "r").iterdir()) == ["checkpoint.safetensors"]
+    monkeypatch.undo()
+    state = read_checkpoint(tmp_path / "r")
+    cfg = TrainConfig(**state["config"])
+    done = train(Spec.from_dict(state["spec"]), small, cfg, tmp_path / "r", log=quiet, resume=state)
+    assert not done.interrupted and not (tmp_path / "r" / "checkpoint.safetensors").exists()
+    assert {k: v for k, v in done.metrics.items() if k not in TIMING} == \
+        {k: v for k, v in ref.metrics.items() if k not in TIMING}
+    assert same_weights(load_weights(tmp_path / "r" / "model.safetensors"),
+                        load_weights(tmp_path / "ref" / "model.safetensors"))
+
+
+# the real thing: `python -m tegaki train` in a subprocess, stopped with SIGINT ---------------------
+@pytest.fixture(scope="module")
+def idx_subset(small, tmp_path_factory) -> str:
+    d = tmp_path_factory.mktemp("subset")
+    write_idx(d / "train-images-idx3-ubyte", small.train_images)
+    write_idx(d / "train-labels-idx1-ubyte", small.train_labels.astype(np.uint8))
+    write_idx(d / "t10k-images-idx3-ubyte", small.test_images)
+    write_idx(d / "t10k-labels-idx1-ubyte", small.test_labels.astype(np.uint8))
+    return f"idx:{d}"
+
+
+def tegaki(*args, **kw) -> subprocess.Popen:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen([sys.executable, "-m", "tegaki", *map(str, args)], env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kw)
+
+
+def test_ctrl_c_then_resume_on_the_command_line(idx_subset, tmp_path):
+    common = ["train", "--preset", "ffnn", "--dataset", idx_subset, "--batch-size", "10", "--valid-size", "400"]
+    out = tmp_path / "run"
+    p = tegaki(*common, "--epochs", "30", "--out", out)
+    t0 = time.monotonic()
+    while not (out / "checkpoint.safetensors").exists():
+        assert p.poll() is None and time.monotonic() - t0 < 120, p.communicate()
+        time.sleep(0.02)
+    p.send_signal(signal.SIGINT)
+    stdout, stderr = p.communicate(timeout=60)
+    assert p.returncode == 130, stderr
+    assert "Traceback" not in stderr and "Traceback" not in stdout
+    assert f"continue with: tegaki train --resume {out}" in stdout
+    assert stderr.strip().splitlines()[-1] == "tegaki: interrupted"
+    assert sorted(x.name for x in out.iterdir()) == ["checkpoint.safetensors"]
+    stopped_at = read_checkpoint(out)["epoch"]
+    assert 1 <= stopped_at < 3
+    # resume, finishing at epoch 3, and an uninterrupted 3-epoch run with the same seed
+    r = tegaki("train", "--resume", out, "--epochs", "3")
+    ref = tegaki(*common, "--epochs", "3", "--out", tmp_path / "ref")
+    (o1, e1), (o2, e2) = r.communicate(timeout=300), ref.communicate(timeout=300)
+    assert r.returncode == 0 and ref.returncode == 0, e1 + e2
+    assert f"resuming {out} after epoch {stopped_at}" in o1
+    m1, m2 = (json.loads((d / "metrics.json").read_text()) for d in (out, tmp_path / "ref"))
+    assert {k: v for k, v in m1.items() if k not in TIMING} == {k: v for k, v in m2.items() if k not in TIMING}
+    assert same_weights(load_weights(out / "model.safetensors"), load_weights(tmp_path / "ref" / "model.safetensors"))
+    meta = json.loads((out / "model.json").read_text())
+    assert meta["command"][:3] == ["tegaki", "train", "--preset"]  # the original command, and how it was resumed
+    assert meta["resumed_with"] == ["tegaki", "train", "--resume", str(out), "--epochs", "3"]
