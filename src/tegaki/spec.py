@@ -542,10 +542,14 @@ class Spec:
         for key in ("name", "description", "normalize"):
             if key in d and not isinstance(d[key], str):
                 raise SpecError(f"{where}: '{key}' must be a string, got {d[key]!r}")
-        return cls(input_shape=tuple(shape),
-                   layers=[layer_from_dict(l, f"{where}: layer {i + 1}") for i, l in enumerate(layers)],
-                   name=str(d.get("name", "custom")), description=str(d.get("description", "")),
-                   normalize=str(d.get("normalize", "standard")), train=train)
+        try:
+            return cls(input_shape=tuple(shape),
+                       layers=[layer_from_dict(l, f"{where}: layer {i + 1}") for i, l in enumerate(layers)],
+                       name=str(d.get("name", "custom")), description=str(d.get("description", "")),
+                       normalize=str(d.get("normalize", "standard")), train=train)
+        except SpecError as e:  # name the file (or preset) the mistake is in
+            msg = str(e)
+            raise SpecError(msg if msg.startswith(where) else f"{where}: {msg}") from None
 
     @classmethod
     def from_file(cls, path: str | Path) -> "Spec":

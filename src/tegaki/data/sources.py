@@ -259,7 +259,7 @@ def load_idx_folder(path: str | os.PathLike) -> Dataset:
         missing = [_filename(p) + "[.gz]" for p in PARTS if not find_part(d, p)]
         raise TegakiError(f"idx:{path}: missing {', '.join(missing)}; the folder needs the four IDX files")
     arrays, records = read_four(files)
-    top = int(max(arrays["train-labels"].max(initial=0), arrays["t10k-labels"].max(initial=0)))
+    top = int(arrays["train-labels"].max(initial=0))  # the test labels must fit the training classes
     classes = list(DIGITS) if top <= 9 else [str(i) for i in range(top + 1)]
     ds = Dataset(f"idx:{d.resolve()}", *(arrays[p] for p in PARTS), classes=classes,
                  provenance={"dataset": f"idx:{d.resolve()}", "source": f"IDX folder {d.resolve()}",
