@@ -270,3 +270,19 @@ def test_ctrl_c_then_resume_on_the_command_line(idx_subset, tmp_path):
     meta = json.loads((out / "model.json").read_text())
     assert meta["command"][:3] == ["tegaki", "train", "--preset"]  # the original command, and how it was resumed
     assert meta["resumed_with"] == ["tegaki", "train", "--resume", str(out), "--epochs", "3"]
+
+
+def test_writes_are_atomic(tmp_path, monkeypatch):
+    from tegaki import fileio
+
+    target = tmp_path / "metrics.json"
+    fileio.write_json(target, {"v": 1})
+
+    def broken_replace(src, dst):
+        raise KeyboardInterrupt  # Ctrl-C at the worst moment: the new file is complete but not yet renamed
+
+    monkeypatch.setattr(fileio.os, "replace", broken_replace)
+    with pytest.raises(KeyboardInterrupt):
+        fileio.write_json(target, {"v": 2})
+    assert json.loads(target.read_text()) == {"v": 1}  # the old file, whole
+    assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]  # and no temporary file left

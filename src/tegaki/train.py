@@ -227,6 +227,8 @@ def train(spec: Spec, ds: Dataset, cfg: TrainConfig, out: Path, log: Callable[[s
         history, best, start = resume["history"], resume["best"], resume["epoch"] + 1
         if resume.get("stopped_early"):
             start = cfg.epochs + 1  # it had stopped early; only the final evaluation was left
+        for tmp in out.glob(".*.tmp"):  # a temporary file left by a process killed mid-write
+            tmp.unlink()
         log(f"resuming {out} after epoch {resume['epoch']}")
     setup_seconds = time.perf_counter() - t_setup
     config_dict = asdict(cfg)
