@@ -1,0 +1,184 @@
+"""The NumPy engine: the glass box. It interprets a Spec with layers written out by hand.
+
+    engine = NumpyEngine(spec, weights)                    # float32, for training and inference
+    engine = NumpyEngine(spec, weights, dtype=np.float64)  # for gradient checks
+
+It offers exactly the interface of every engine (see engines/__init__.py), so `tegaki train
+--engine numpy` runs the shared training loop (train.py) with its schedules, early stopping and
+checkpoints. One training step is the whole of backpropagation:
+
+    logits = forward(x)                      each layer keeps what its backward needs
+    loss, dz = cross_entropy(logits, y)      dz = dL/dlogits = (softmax(logits) - target) / N
+    for layer in reversed(layers):           the chain rule, one layer at a time:
+        dz = layer.backward(dz)              dL/dinput from dL/doutput; dL/dparams into layer.grads
+    optimizer.step(grads)
+
+The layers are in numpy_layers.py, the optimisers in numpy_optim.py. Weights are the spec's
+"<layer>.<param>" arrays in PyTorch layouts, so runs move freely between the two engines.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from tegaki import spec as S
+from tegaki.engines.numpy_layers import Dropout, Layer, build_layer, cross_entropy
+from tegaki.engines.numpy_optim import Optimizer, make_optimizer
+from tegaki.errors import TegakiError
+
+
+class NumpyEngine:
+    name = "numpy"
+    device = "cpu"
+
+    def __init__(self, spec: S.Spec, weights: dict[str, np.ndarray] | None = None, dtype=np.float32):
+        self.spec = spec
+        self.dtype = np.dtype(dtype)
+        self.layers: list[Layer] = [build_layer(l, s, self.dtype) for l, s in zip(spec.layers, spec.in_shapes())]
+        # (layer, key) of every learned array, in the spec's order (torch's parameters() order)
+        self.slots = [(layer, k) for layer in self.layers for k in layer.params]
+        # backpropagation can stop at the first layer with weights: nothing below it learns
+        self.first = next((i for i, layer in enumerate(self.layers) if layer.params), len(self.layers) - 1)
+        self.set_weights(weights if weights is not None else spec.init_weights(0))
+        self.opt: Optimizer | None = None
+        self.label_smoothing = 0.0
+        self.seed(0)
+        self.reset_stats()
+
+    # weights -----------------------------------------------------------------------------
+    def get_weights(self) -> dict[str, np.ndarray]:
+        out = {}
+        for layer in self.layers:
+            for k, v in (*layer.params.items(), *layer.buffers.items()):
+                out[f"{layer.name}.{k}"] = v.copy()
+        return out
+
+    def set_weights(self, weights: dict[str, np.ndarray]) -> None:
+        self.spec.check_weights(weights)
+        for layer in self.layers:
+            for k, v in (*layer.params.items(), *layer.buffers.items()):
+                v[...] = np.asarray(weights[f"{layer.name}.{k}"])  # in place: the optimiser holds these arrays
+
+    # data ----------------------------------------------------------------------------------
+    def prepare(self, images: np.ndarray, labels: np.ndarray | None, norm: dict):
+        """uint8 (N, H, W) images -> normalised (N, C, H, W) arrays in the engine's dtype."""
+        x = np.asarray(images).reshape(len(images), *self.spec.input_shape).astype(self.dtype)
+        x /= 255.0
+        x -= norm["mean"]
+        x /= norm["std"]
+        y = None if labels is None else np.asarray(labels, np.int64)
+        return x, y
+
+    def take(self, data, idx: np.ndarray):
+        x, y = data
+        return x[idx], y[idx]
+
+    # forward and backward ------------------------------------------------------------------------
+    def _mode(self, training: bool) -> None:
+        for layer in self.layers:
+            layer.training = training
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        for layer in self.layers:
+            x = layer.forward(x)
+        return x
+
+    def backward(self, dlogits: np.ndarray, need_input_grad: bool = False) -> np.ndarray | None:
+        """Backpropagation: dL/dlogits through the layers in reverse; returns dL/dinput if asked."""
+        stop = 0 if need_input_grad else self.first
+        for i, layer in enumerate(self.layers):
+            layer.need_dx = i > stop or need_input_grad
+        g = dlogits
+        for layer in reversed(self.layers[stop:]):
+            g = layer.backward(g)
+        return g
+
+    # inference -------------------------------------------------------------------------------
+    def _array(self, x) -> np.ndarray:
+        if hasattr(x, "detach"):  # a torch tensor
+            x = x.detach().cpu().numpy()
+        return np.ascontiguousarray(x, self.dtype)
+
+    def logits(self, x, batch_size: int = 2000) -> np.ndarray:
+        self._mode(False)
+        out = [self.forward(self._array(x[i:i + batch_size])).copy() for i in range(0, len(x), batch_size)]
+        return np.concatenate(out) if out else np.zeros((0, self.spec.num_classes), self.dtype)
+
+    def activations(self, x) -> dict[str, np.ndarray]:
+        self._mode(False)
+        out, x = {}, self._array(x)
+        for layer in self.layers:
+            x = layer.forward(x)
+            out[layer.name] = np.array(x)  # a copy: later calls must not change it
+        return out
+
+    def input_gradient(self, x: np.ndarray, target: np.ndarray) -> np.ndarray:
+        """d logit[target] / d input, per example (for saliency maps)."""
+        self._mode(False)
+        logits = self.forward(self._array(x))
+        onehot = np.zeros_like(logits)
+        onehot[np.arange(len(logits)), np.asarray(target)] = 1.0  # d(sum of the chosen logits)/dlogits
+        return np.ascontiguousarray(self.backward(onehot, need_input_grad=True))
+
+    def evaluate(self, data, batch_size: int = 2000) -> tuple[float, float, np.ndarray]:
+        """(mean cross-entropy, accuracy, logits) over prepared data."""
+        x, y = data
+        logits = self.logits(x, batch_size)
+        loss, _ = cross_entropy(logits, y)
+        return loss, float((logits.argmax(axis=1) == y).mean()), logits.astype(np.float32, copy=False)
+
+    # training ---------------------------------------------------------------------------------
+    def configure(self, optimizer: str, lr: float, momentum: float = 0.9, weight_decay: float = 0.0,
+                  label_smoothing: float = 0.0) -> None:
+        params = [layer.params[k] for layer, k in self.slots]
+        self.opt = make_optimizer(optimizer, params, lr, momentum, weight_decay)
+        self.label_smoothing = label_smoothing
+        self.reset_stats()
+
+    def set_lr(self, lr: float) -> None:
+        self.opt.lr = lr
+
+    def seed(self, seed: int) -> None:
+        self.rng = np.random.default_rng(seed)  # dropout masks
+        for layer in self.layers:
+            if isinstance(layer, Dropout):
+                layer.rng = self.rng
+
+    def reset_stats(self) -> None:
+        self._stats = [0.0, 0.0, 0]  # loss sum, correct, count
+
+    def read_stats(self) -> tuple[float, float]:
+        loss, correct, n = self._stats
+        return loss / max(n, 1), correct / max(n, 1)
+
+    def train_step(self, x, y) -> None:
+        if self.opt is None:
+            raise TegakiError("configure the engine (optimizer, learning rate) before training it")
+        self._mode(True)
+        logits = self.forward(x)  # (N, K)
+        loss, dlogits = cross_entropy(logits, y, self.label_smoothing)
+        self.backward(dlogits)
+        self.opt.step([layer.grads[k] for layer, k in self.slots])
+        n = len(y)
+        self._stats[0] += loss * n
+        self._stats[1] += int((logits.argmax(axis=1) == y).sum())
+        self._stats[2] += n
+
+    def optimizer_state(self) -> tuple[dict[str, np.ndarray], dict]:
+        """The optimiser's state as arrays (for safetensors) and plain numbers (for JSON), laid out
+        like the torch engine's: arrays "opt.<param index>.<name>"."""
+        arrays = {f"opt.{i}.{k}": v.copy() for i, st in enumerate(self.opt.state) for k, v in st.items()}
+        meta = {"engine": "numpy", "optimizer": type(self.opt).__name__, "step": self.opt.t,
+                "param_groups": [{**self.opt.hyper(), "params": list(range(len(self.slots)))}],
+                "state": {str(i): {"step": float(self.opt.t)} for i in range(len(self.slots))}}
+        return arrays, meta
+
+    def load_optimizer_state(self, arrays: dict[str, np.ndarray], meta: dict) -> None:
+        if meta.get("engine") != "numpy" or meta.get("optimizer") != type(self.opt).__name__:
+            raise TegakiError("this checkpoint's optimiser state was written by another engine or optimiser; "
+                              "resume it with the engine it was trained with")
+        for i, st in enumerate(self.opt.state):
+            for k, v in st.items():
+                v[...] = arrays[f"opt.{i}.{k}"]
+        self.opt.t = int(meta["step"])
+        self.opt.lr = float(meta["param_groups"][0]["lr"])
