@@ -99,9 +99,12 @@ def cmd_summary(args) -> int:
 
 # train -----------------------------------------------------------------------------------------
 def cmd_train(args) -> int:
+    from tegaki import distributed
     from tegaki.spec import Spec, load_preset
     from tegaki.train import TrainConfig, read_checkpoint, train
 
+    if args.nproc is not None and args.nproc != 1:  # N copies of this command, one per process
+        return distributed.launch(args.nproc, getattr(args, "argv", sys.argv[1:]), dict(os.environ))
     resume = None
     if args.resume:
         fixed = [f"--{k.replace('_', '-')}" for k in RESUME_FIXED if getattr(args, k, None) is not None]
@@ -123,6 +126,7 @@ def cmd_train(args) -> int:
         except TypeError as e:
             raise TegakiError(f"{out}: checkpoint written by another version of tegaki ({e}); start a new run") from None
         dataset = resume["dataset"]
+        dist = distributed.setup(os.environ, cfg.device)
     else:
         if args.spec and args.preset:
             raise TegakiError("give --preset or --spec, not both")
@@ -134,19 +138,29 @@ def cmd_train(args) -> int:
             valid_size=args.valid_size, engine=args.engine, weight_decay=args.weight_decay,
             label_smoothing=args.label_smoothing, dataset=dataset, augment=args.augment,
             augment_strength=args.augment_strength)
-        stamp = time.strftime("%Y%m%d-%H%M%S")
+        dist = distributed.setup(os.environ, cfg.device)  # one process of several under torchrun or --nproc
+        stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(dist.agree(time.time())))  # rank 0's
         out = Path(args.out) if args.out else Path("runs") / f"{stamp}-{spec.name}"
         if (out / "model.json").exists() or (out / "checkpoint.safetensors").exists():
             raise TegakiError(f"--out {out} already holds a run; choose another --out, or --resume it")
         if out.exists() and not (out.is_dir() and not any(out.iterdir())):
             raise TegakiError(f"--out {out} already exists and is not an empty folder; choose a new --out")
+    if not dist.is_main:
+        sys.stdout = open(os.devnull, "w")  # rank 0 speaks for all
     t0 = time.perf_counter()
     extra = {"seed": cfg.seed} if dataset.startswith("folder:") else {}
     ds = load_data(args, dataset, fallback=(dataset == "mnist" and not args.data_dir), **extra)
     cfg.dataset = ds.name
     load_seconds = time.perf_counter() - t0
     print(f"data: {ds.name} from {ds.provenance.get('source')} ({load_seconds:.1f} s)")
-    result = train(spec, ds, cfg, out, resume=resume, command=["tegaki", *getattr(args, "argv", sys.argv[1:])])
+    command = ["tegaki", *getattr(args, "argv", sys.argv[1:])]
+    if os.environ.get("TEGAKI_LAUNCH_ARGV"):  # started by --nproc: record the command the user typed
+        command = ["tegaki", *json.loads(os.environ["TEGAKI_LAUNCH_ARGV"])]
+    result = train(spec, ds, cfg, out, resume=resume, command=command,
+                   dist=dist if dist.world > 1 else None, log=print if dist.is_main else (lambda m: None))
+    dist.close()
+    if not dist.is_main:
+        return 130 if result.interrupted else 0
     if result.interrupted:
         err("tegaki: interrupted")
         return 130
@@ -255,6 +269,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--engine", choices=TRAINABLE, help="torch (default) or numpy")
     t.add_argument("--out", help="the run folder (default runs/<time>-<preset>)")
     t.add_argument("--resume", metavar="RUN", help="continue an interrupted run from its last checkpoint")
+    t.add_argument("--nproc", type=int, help="train in N processes with DistributedDataParallel (gloo on CPUs, "
+                   "NCCL on GPUs; see docs/distributed.md)")
     t.set_defaults(func=cmd_train)
 
     e = sub.add_parser("evaluate", help="accuracy, per-class report, confusion matrix and mistakes of a run")

@@ -52,6 +52,8 @@ class TrainConfig:
     dataset: str = "mnist"  # the dataset's name (recorded in the run)
     augment: str | None = None  # random distortions of training batches: affine, elastic, thickness joined by +
     augment_strength: float = 1.0  # scales every augmentation range (0: identity); see data/augment.py
+    precision: str = "fp32"  # fp32 | bf16 (mixed, autocast) | auto (bf16 where the hardware has it); torch only
+    compile: bool = False  # run the torch training step through torch.compile
 
     def check(self) -> None:
         if self.epochs < 1:
@@ -78,6 +80,11 @@ class TrainConfig:
         from tegaki.data.augment import Augmenter
 
         Augmenter.parse(self.augment, strength=self.augment_strength)  # raises on a bad --augment
+        if self.precision not in ("fp32", "bf16", "auto"):
+            raise TegakiError(f"unknown precision {self.precision!r}; choose fp32, bf16 or auto")
+        if self.engine != "torch" and (self.precision == "bf16" or self.compile):
+            raise TegakiError("bf16 precision and compile are torch engine options; "
+                              f"drop them for --engine {self.engine}")
 
     @classmethod
     def for_spec(cls, spec: Spec, **overrides) -> "TrainConfig":
@@ -178,7 +185,8 @@ def _checkpoint(out: Path, engine, state: dict, best_weights) -> None:
 
 
 def train(spec: Spec, ds: Dataset, cfg: TrainConfig, out: Path, log: Callable[[str], None] = print,
-          resume: dict | None = None, command: list[str] | None = None, bar_stream=None) -> TrainResult:
+          resume: dict | None = None, command: list[str] | None = None, bar_stream=None,
+          dist=None) -> TrainResult:
     """Train `spec` on `ds` as `cfg` says; write the run folder `out`; return its metrics.
 
     `resume` is a checkpoint's state already read (see `read_checkpoint`): training continues
@@ -188,6 +196,9 @@ def train(spec: Spec, ds: Dataset, cfg: TrainConfig, out: Path, log: Callable[[s
 
     Ctrl-C returns a TrainResult with `interrupted` set, leaving the last epoch's checkpoint;
     a run stopped before its first epoch finished, or by an error, leaves no files behind.
+
+    `dist` (tegaki.distributed.Dist): one process of several; batches are sharded between them and
+    only rank 0 writes files.
     """
     cfg.check()
     if spec.num_classes != len(ds.classes):
@@ -209,6 +220,10 @@ def train(spec: Spec, ds: Dataset, cfg: TrainConfig, out: Path, log: Callable[[s
     augment = Augmenter.parse(cfg.augment, background=-norm["mean"] / norm["std"], strength=cfg.augment_strength)
     engine = make_engine(cfg.engine, spec, init, device=cfg.device)
     engine.configure(cfg.optimizer, cfg.lr, cfg.momentum, cfg.weight_decay, cfg.label_smoothing)
+    if hasattr(engine, "tune"):
+        engine.tune(cfg.precision, cfg.compile)  # speed options (torch engine)
+    if dist is not None:
+        dist.wrap(engine)  # DistributedDataParallel
     train_data = engine.prepare(ds.train_images[tr], ds.train_labels[tr], norm)
     valid_data = engine.prepare(ds.train_images[va], ds.train_labels[va], norm) if len(va) else None
     n = len(tr)
@@ -258,12 +273,16 @@ def train(spec: Spec, ds: Dataset, cfg: TrainConfig, out: Path, log: Callable[[s
                 step = (epoch - 1) * steps + b
                 lr = lr_at(cfg, step, total, epoch - 1)
                 engine.set_lr(lr)
-                x, y = engine.take(train_data, perm[b * cfg.batch_size:(b + 1) * cfg.batch_size])
+                idx = perm[b * cfg.batch_size:(b + 1) * cfg.batch_size]
+                x, y = engine.take(train_data, dist.shard(idx) if dist is not None else idx)
                 engine.train_step(augment(x) if augment is not None else x, y)
                 prog.bar(epoch, cfg.epochs, b + 1, steps, engine.read_stats)
             train_loss, train_acc = engine.read_stats()
+            if dist is not None:
+                dist.sync(engine)  # rank 0's weights and batch-norm statistics everywhere
             if valid_data is not None:
                 valid_loss, valid_acc, _ = engine.evaluate(valid_data)
+                valid_loss = dist.agree(valid_loss) if dist is not None else valid_loss
             else:
                 valid_loss, valid_acc = train_loss, train_acc
             if not math.isfinite(train_loss):
@@ -279,14 +298,17 @@ def train(spec: Spec, ds: Dataset, cfg: TrainConfig, out: Path, log: Callable[[s
             prog.row({**row, "best": is_best and cfg.patience})
             history.append(row)
             stopped_early = bool(cfg.patience and epoch - best["epoch"] >= cfg.patience)
-            _checkpoint(out, engine, {"format": "tegaki-checkpoint/1", "epoch": epoch, "history": history,
-                                      "best": best, "stopped_early": stopped_early, "config": config_dict,
-                                      "spec": spec.to_dict(), "dataset": ds.name, "command": meta["command"]},
-                        best_weights)
+            if dist is None or dist.is_main:
+                _checkpoint(out, engine, {"format": "tegaki-checkpoint/1", "epoch": epoch, "history": history,
+                                          "best": best, "stopped_early": stopped_early, "config": config_dict,
+                                          "spec": spec.to_dict(), "dataset": ds.name, "command": meta["command"]},
+                            best_weights)
             if stopped_early:
                 log(f"early stopping: no better validation loss for {cfg.patience} epochs; "
                     f"restoring the weights of epoch {best['epoch']}")
                 break
+        if dist is not None and not dist.is_main:
+            return TrainResult(out, {}, history)  # rank 0 measures the test set and writes the run
         return _finish(spec, ds, cfg, out, engine, norm, init, meta, history, best, best_weights, stopped_early,
                        n, va, valid_data, setup_seconds)
     except KeyboardInterrupt:
@@ -333,6 +355,7 @@ def _finish(spec, ds, cfg, out, engine, norm, init, meta, history, best, best_we
         "seconds_per_epoch": round(train_seconds / max(1, len(history)), 3),
         "setup_seconds": round(setup_seconds, 3), "test_seconds": round(time.perf_counter() - t_test, 3),
         "dataset": ds.name, "preset": spec.name, "engine": cfg.engine,
+        "precision": getattr(engine, "precision", "fp32"),
         "device": str(getattr(engine, "device", "cpu")), "seed": cfg.seed,
         "train_size": n, "valid_size": int(len(va)), "test_size": int(len(ds.test_labels)),
     }

@@ -125,17 +125,51 @@ def pick_device(device: str = "auto") -> torch.device:
     return torch.device(device)
 
 
+def bf16_native(device: torch.device) -> bool:
+    """Whether this device computes in bfloat16 natively (AVX512-BF16/AMX CPUs, Ampere+ GPUs)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        try:
+            return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        except (AttributeError, RuntimeError):
+            return False
+    return False
+
+
+PRECISIONS = ("fp32", "bf16", "auto")
+
+
 class TorchEngine:
     name = "torch"
 
     def __init__(self, spec: S.Spec, weights: dict[str, np.ndarray] | None = None, device: str = "cpu"):
         self.spec = spec
         self.device = pick_device(device)
-        self.net = TorchNet(spec).to(self.device)
+        # images are kept and computed channels-last (N, H, W, C in memory): oneDNN's fast conv layout
+        conv = any(isinstance(l, S.Conv2d) for l in spec.layers)
+        self.memory_format = torch.channels_last if conv else torch.contiguous_format
+        self.net = TorchNet(spec).to(self.device, memory_format=self.memory_format)
+        self.train_net = self.net  # what train_step runs: the net, or its DistributedDataParallel wrapper
         self.set_weights(weights if weights is not None else spec.init_weights(0))
         self.net.eval()
         self.opt = None
         self._stats = None
+        self.amp_dtype = None  # training forward in this dtype under autocast (None: float32)
+        self.precision = "fp32"
+        self.step_fn = self._step
+
+    def tune(self, precision: str = "fp32", compile: bool = False) -> str:
+        """Speed options for training: "bf16" mixed precision (autocast; weights, optimiser and
+        evaluation stay float32), "auto" = bf16 where the device does it natively; `compile`
+        runs the training step through torch.compile. Returns the precision in use."""
+        if precision not in PRECISIONS:
+            raise TegakiError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+        use_bf16 = precision == "bf16" or (precision == "auto" and bf16_native(self.device))
+        self.amp_dtype = torch.bfloat16 if use_bf16 else None
+        self.step_fn = torch.compile(self._step) if compile else self._step
+        self.precision = "bf16" if use_bf16 else "fp32"
+        return self.precision
 
     # weights -----------------------------------------------------------------------------
     def get_weights(self) -> dict[str, np.ndarray]:
@@ -160,6 +194,8 @@ class TorchEngine:
         x = torch.from_numpy(np.ascontiguousarray(images)).to(self.device)
         x = x.reshape(len(images), *self.spec.input_shape).float().div_(255.0)
         x = x.sub_(norm["mean"]).div_(norm["std"])
+        if x.dim() == 4:
+            x = x.contiguous(memory_format=self.memory_format)
         y = None if labels is None else torch.from_numpy(np.asarray(labels, np.int64)).to(self.device)
         return x, y
 
@@ -183,7 +219,7 @@ class TorchEngine:
     @torch.inference_mode()
     def activations(self, x) -> dict[str, np.ndarray]:
         self.net.eval()
-        return {k: v.float().cpu().numpy() for k, v in self.net.forward_all(self._tensor(x)).items()}
+        return {k: v.float().cpu().contiguous().numpy() for k, v in self.net.forward_all(self._tensor(x)).items()}
 
     def input_gradient(self, x: np.ndarray, target: np.ndarray) -> np.ndarray:
         """d logit[target] / d input, per example (for saliency maps)."""
@@ -192,7 +228,7 @@ class TorchEngine:
         out = self.net(xt)
         sel = out.gather(1, torch.as_tensor(np.asarray(target), device=self.device).view(-1, 1)).sum()
         (g,) = torch.autograd.grad(sel, xt)
-        return g.cpu().numpy()
+        return g.cpu().contiguous().numpy()
 
     @torch.inference_mode()
     def evaluate(self, data, batch_size: int = 2000) -> tuple[float, float, np.ndarray]:
@@ -237,17 +273,24 @@ class TorchEngine:
         s = self._stats.tolist()
         return s[0] / max(s[2], 1), s[1] / max(s[2], 1)
 
+    def _step(self, x, y):
+        amp = self.amp_dtype is not None
+        with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.bfloat16, enabled=amp):
+            logits = self.train_net(x)  # (B, classes)
+        loss = F.cross_entropy(logits.float(), y, label_smoothing=self.label_smoothing)
+        loss.backward()
+        return loss.detach(), (logits.detach().argmax(1) == y).sum()
+
     def train_step(self, x, y) -> None:
         self.net.train()
-        logits = self.net(x)
-        loss = F.cross_entropy(logits, y, label_smoothing=self.label_smoothing)
         self.opt.zero_grad(set_to_none=True)
-        loss.backward()
+        loss, correct = self.step_fn(x, y)
         self.opt.step()
-        with torch.no_grad():
+        with torch.no_grad():  # accumulated on the device: no synchronisation per step
             n = y.shape[0]
-            self._stats += torch.stack([loss.detach().double() * n, (logits.argmax(1) == y).sum().double(),
-                                        torch.tensor(float(n), dtype=torch.float64, device=self.device)])
+            self._stats[0] += loss.double() * n
+            self._stats[1] += correct
+            self._stats[2] += n
 
     def optimizer_state(self) -> tuple[dict[str, np.ndarray], dict]:
         """The optimiser's state as arrays (for safetensors) and plain numbers (for JSON)."""
