@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import gzip
 import json
+import re
 import subprocess
 import sys
 from dataclasses import replace
@@ -204,6 +205,15 @@ def test_train_evaluate_and_run_folder_problems(cli, subset, tmp_path):
     r = cli("train", "--preset", "ffnn", "--dataset", f"idx:{subset}", "--epochs", "1", "--out", out)
     assert r.code == 0, r.err
     assert f"run saved to {out}" in r.out and "test accuracy" in r.out and "next: tegaki evaluate" in r.out
+    # the per-epoch table, like nolearn's
+    head = next(line for line in r.out.splitlines() if line.strip().startswith("epoch |"))
+    assert [c.strip() for c in head.split("|")][:6] == ["epoch", "train loss", "valid loss", "train/valid",
+                                                        "valid acc", "train acc"]
+    assert head.rstrip().endswith("seconds")
+    assert re.search(r"^\s+1 \|\s+\d\.\d{5} \|\s+\d\.\d{5} \|", r.out, re.M)
+    # summary of a run folder
+    r2 = cli("summary", out)
+    assert r2.code == 0 and "Total params: 79,510" in r2.out
     m = json.loads((out / "metrics.json").read_text())
     assert m["dataset"] == f"idx:{subset.resolve()}" and m["test_size"] == 500
     # the same --out again

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 import os
@@ -286,3 +287,19 @@ def test_writes_are_atomic(tmp_path, monkeypatch):
         fileio.write_json(target, {"v": 2})
     assert json.loads(target.read_text()) == {"v": 1}  # the old file, whole
     assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]  # and no temporary file left
+
+
+def test_progress_bar_on_a_terminal(small, tmp_path):
+    class Tty(io.StringIO):
+        def isatty(self):
+            return True
+
+    bar, lines = Tty(), []
+    spec = load_preset("ffnn")
+    cfg = TrainConfig.for_spec(spec, epochs=1, device="cpu", valid_size=400)
+    train(spec, small, cfg, tmp_path / "r", log=lines.append, bar_stream=bar)
+    assert "epoch 1/1 [" in bar.getvalue() and "32/32" in bar.getvalue()  # 1,600 / 50 steps, the last drawn
+    assert any(line.split("|")[0].strip() == "1" for line in lines)  # the table row went to the log
+    quiet_bar = io.StringIO()
+    train(spec, small, cfg, tmp_path / "q", log=lines.append, bar_stream=quiet_bar)
+    assert quiet_bar.getvalue() == ""  # no bar when the stream is not a terminal
