@@ -149,7 +149,8 @@ def cmd_train(args) -> int:
         sys.stdout = open(os.devnull, "w")  # rank 0 speaks for all
     t0 = time.perf_counter()
     extra = {"seed": cfg.seed} if dataset.startswith("folder:") else {}
-    ds = load_data(args, dataset, fallback=(dataset == "mnist" and not args.data_dir), **extra)
+    # no fallback when resuming: a run continues on the data it started with, or not at all
+    ds = load_data(args, dataset, fallback=(dataset == "mnist" and not args.data_dir and resume is None), **extra)
     cfg.dataset = ds.name
     load_seconds = time.perf_counter() - t0
     print(f"data: {ds.name} from {ds.provenance.get('source')} ({load_seconds:.1f} s)")
