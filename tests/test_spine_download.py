@@ -181,3 +181,13 @@ def test_progress_bar_on_a_terminal(server, tmp_path):
     quiet = io.StringIO()
     download([server.url + "/x.gz"], tmp_path / "y.gz", {"sha256": sha}, progress_stream=quiet)
     assert quiet.getvalue() == ""
+
+
+def test_an_endless_answer_is_cut_off(server, tmp_path):
+    data, sha = idx_gz(400)
+    server.routes["/x.gz"] = data
+    with pytest.raises(TegakiError) as e:
+        download([server.url + "/x.gz"], tmp_path / "x.gz", {"sha256": sha}, max_bytes=50_000, backoff=0)
+    assert "more than 50,000 bytes" in str(e.value)
+    assert server.hits["/x.gz"] == 1  # and not asked again
+    assert debris(tmp_path) == []

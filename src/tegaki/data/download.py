@@ -93,8 +93,14 @@ class _Progress:
             self.stream.flush()
 
 
+class _TooLong(ValueError):
+    pass
+
+
 def _retryable(e: Exception) -> bool:
     """A mirror that answers 404 or 403 will answer the same again; timeouts and 5xx may not."""
+    if isinstance(e, _TooLong):
+        return False
     if isinstance(getattr(e, "reason", None), socket.gaierror):
         return False  # the host name does not resolve: offline, or a dead mirror
     code = getattr(e, "code", None)
@@ -103,11 +109,11 @@ def _retryable(e: Exception) -> bool:
 
 def download(urls: Sequence[str], dest: str | os.PathLike, checksum: dict | None = None,
              retries: int = 2, timeout: float = 30.0, log: Callable[[str], None] | None = None,
-             progress_stream=None, backoff: float = 0.5) -> str:
+             progress_stream=None, backoff: float = 0.5, max_bytes: int = 1 << 30) -> str:
     """Fetch the first mirror in `urls` that gives a file matching `checksum`; return its URL.
 
     Each mirror is tried up to `retries + 1` times (not again after a 4xx answer or a checksum
-    mismatch). The bytes go to `<dest>.partial`, renamed to `dest` only once verified; on any
+    mismatch); an answer longer than `max_bytes` is abandoned. The bytes go to `<dest>.partial`, renamed to `dest` only once verified; on any
     failure, Ctrl-C included, the partial file is removed.
     """
     dest = Path(dest)
@@ -123,6 +129,8 @@ def download(urls: Sequence[str], dest: str | os.PathLike, checksum: dict | None
                     for block in iter(lambda: r.read(1 << 16), b""):
                         f.write(block)
                         bar.update(len(block))
+                        if bar.done > max_bytes:  # a mirror streaming without end must not fill the disk
+                            raise _TooLong(f"more than {max_bytes:,} bytes; not the file expected")
                     bar.close()
                 why = verify(partial, checksum)
                 if why is None:
