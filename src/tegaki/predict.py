@@ -3,17 +3,24 @@
     p = Predictor.load("runs/2026-...-lenet")       # or Predictor.load(None): the bundled model
     probs = p.predict_proba(images_uint8)           # (N, 28, 28) MNIST-like -> (N, classes)
     result = p.predict_image("photo.jpg")           # any image: preprocessed like MNIST first
+    result.label, result.confidence, result.top(3), result.input, result.steps
+    p.predict_images(["a.png", "b.jpg"])            # many files, one batched network call
+    p.feature_maps(result.input)                    # the first conv layers' maps for that input
+    p.describe()                                    # spec, metrics and provenance, as plain data
+
+The Predictor is safe to share between threads (the HTTP server does): it only reads its weights.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
 import numpy as np
 
-from tegaki.data.preprocess import Preprocessed, to_mnist
+from tegaki import spec as S
+from tegaki.data.preprocess import MAX_PIXELS, Preprocessed, to_mnist
 from tegaki.engines import make_engine
 from tegaki.errors import TegakiError
 from tegaki.run import Run, load_run
@@ -34,12 +41,23 @@ def softmax(z: np.ndarray) -> np.ndarray:
 class Prediction:
     label: int | None  # None: no digit
     probabilities: list[float]
-    input: np.ndarray | None  # the 28x28 uint8 image the network saw
-    steps: dict
+    input: np.ndarray | None = field(repr=False)  # the 28x28 uint8 image the network saw
+    steps: dict = field(repr=False)  # the preprocessing steps, name -> 2-D float array in 0..1
+    info: dict = field(default_factory=dict, repr=False)  # what preprocessing measured (data/preprocess.py)
 
     @property
     def confidence(self) -> float:
         return max(self.probabilities) if self.probabilities else 0.0
+
+    @property
+    def empty(self) -> bool:
+        """No digit in the image (nothing was classified)."""
+        return self.label is None
+
+    def top(self, k: int = 3) -> list[tuple[int, float]]:
+        """The k most probable classes, best first: [(class index, probability), ...]."""
+        order = np.argsort(-np.asarray(self.probabilities), kind="stable")[:k]
+        return [(int(i), float(self.probabilities[i])) for i in order]
 
 
 class Predictor:
@@ -72,13 +90,94 @@ class Predictor:
     def predict_proba(self, images: np.ndarray) -> np.ndarray:
         return softmax(self.logits(images).astype(np.float64))
 
-    def preprocess(self, source) -> Preprocessed:
-        return to_mnist(source)
+    def preprocess(self, source, max_pixels: int = MAX_PIXELS, **kw) -> Preprocessed:
+        return to_mnist(source, max_pixels=max_pixels, **kw)
 
-    def predict_image(self, source) -> Prediction:
-        """Any image (path, bytes, PIL image, array): preprocessed like MNIST, then classified."""
-        pre = to_mnist(source)
+    def predict_image(self, source, max_pixels: int = MAX_PIXELS, **kw) -> Prediction:
+        """Any image (path, bytes, PIL image, array): preprocessed like MNIST, then classified.
+
+        Raises TegakiError for an unreadable image; an image without ink is a Prediction with
+        label None ("no digit").
+        """
+        return self.classify(self.preprocess(source, max_pixels=max_pixels, **kw))
+
+    def classify(self, pre: Preprocessed) -> Prediction:
+        """The prediction for an already preprocessed image."""
         if pre.empty:
-            return Prediction(None, [], None, pre.steps)
+            return Prediction(None, [], None, pre.steps, pre.info)
         probs = self.predict_proba(pre.image[None])[0]
-        return Prediction(int(probs.argmax()), [float(p) for p in probs], pre.image, pre.steps)
+        return Prediction(int(probs.argmax()), [float(p) for p in probs], pre.image, pre.steps, pre.info)
+
+    def predict_images(self, sources, batch_size: int = 500) -> list[Prediction | TegakiError]:
+        """Many images: each preprocessed, all classified in batches; a file that cannot be read
+        gives its TegakiError in its place instead of stopping the others."""
+        pres: list[Preprocessed | TegakiError] = []
+        for src in sources:
+            try:
+                pres.append(self.preprocess(src))
+            except TegakiError as e:
+                pres.append(e)
+        full = [i for i, p in enumerate(pres) if isinstance(p, Preprocessed) and not p.empty]
+        probs = np.zeros((0, len(self.classes)))
+        if full:
+            imgs = np.stack([pres[i].image for i in full])  # (N, 28, 28)
+            probs = np.concatenate([self.predict_proba(imgs[j:j + batch_size]) for j in range(0, len(imgs), batch_size)])
+        out: list[Prediction | TegakiError] = []
+        row = {i: k for k, i in enumerate(full)}
+        for i, p in enumerate(pres):
+            if isinstance(p, TegakiError):
+                out.append(p)
+            elif p.empty:
+                out.append(Prediction(None, [], None, p.steps, p.info))
+            else:
+                pr = probs[row[i]]
+                out.append(Prediction(int(pr.argmax()), [float(v) for v in pr], p.image, p.steps, p.info))
+        return out
+
+    # looking inside ------------------------------------------------------------------------
+    def conv_blocks(self, limit: int = 2) -> list[tuple[str, str]]:
+        """The first `limit` conv layers, each with the layer whose output shows its maps best:
+        the conv's output after its batch norm and activation, before any pooling."""
+        layers = self.spec.layers
+        out = []
+        for i, layer in enumerate(layers):
+            if isinstance(layer, S.Conv2d):
+                j = i
+                while j + 1 < len(layers) and isinstance(layers[j + 1], (S.BatchNorm, S.Activation)) \
+                        and not isinstance(layers[j + 1], S.Softmax):
+                    j += 1
+                out.append((layer.name, layers[j].name))
+                if len(out) == limit:
+                    break
+        return out
+
+    def feature_maps(self, image: np.ndarray, limit: int = 2) -> list[tuple[str, str, np.ndarray]]:
+        """The feature maps of the first `limit` conv layers for one (28, 28) uint8 input:
+        [(conv layer, layer read, maps (C, H, W) float32), ...]; empty for a network without convs."""
+        blocks = self.conv_blocks(limit)
+        if not blocks:
+            return []
+        acts = self.engine.activations(self.normalise(np.asarray(image)[None]))
+        return [(conv, read, np.asarray(acts[read][0], np.float32)) for conv, read in blocks]
+
+    def describe(self) -> dict:
+        """What this model is, as plain data: spec summary, metrics, data provenance, command."""
+        spec, meta = self.spec, self.run.meta
+        layers = []
+        for layer, shape, si in zip(spec.layers, spec.shapes(), spec.in_shapes()):
+            n = int(sum(np.prod(p) for p in layer.params(si).values()))
+            layers.append({"name": layer.name, "type": layer.type, "output_shape": list(shape), "params": n})
+        data = meta.get("data", {})
+        bundled = bundled_model_path()
+        return {
+            "name": spec.name, "description": spec.description,
+            "path": str(self.run.path) if self.run.path else None,
+            "bundled": bool(bundled and self.run.path and Path(self.run.path).resolve() == bundled.resolve()),
+            "engine": self.engine_name, "classes": list(self.classes), "input_shape": list(spec.input_shape),
+            "parameters": spec.num_params(), "layers": layers,
+            "preprocessing": meta.get("preprocessing", {}),
+            "metrics": self.run.metrics,
+            "data": {k: data.get(k) for k in ("dataset", "source", "verified", "images") if k in data},
+            "training": meta.get("config", {}), "seed": meta.get("seed"),
+            "command": meta.get("command"), "versions": meta.get("versions", {}),
+        }

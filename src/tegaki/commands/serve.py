@@ -1,0 +1,107 @@
+"""`tegaki serve [--model RUN] [--host 127.0.0.1] [--port 8000]`: the drawing page and the HTTP API.
+
+This is where the environment is read (the app itself takes everything as arguments):
+  the MNIST test set for "random test digit": --data-dir, else $TEGAKI_DATA_DIR/mnist, else the
+    user cache; never downloaded here (the page works without it, minus that button)
+  the drawings folder for "save as label N": --drawings, else $XDG_DATA_HOME/tegaki/drawings
+    (~/.local/share/tegaki/drawings); --no-save turns saving off
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+from pathlib import Path
+
+from tegaki.errors import TegakiError
+
+
+def default_drawings(environ=None) -> Path:
+    env = os.environ if environ is None else environ
+    base = env.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "tegaki" / "drawings"
+
+
+def find_mnist_test(args) -> tuple[tuple[Path, Path] | None, str]:
+    from tegaki.cli import data_kwargs
+    from tegaki.data.sources import locate
+
+    try:
+        files, where = locate("mnist", fetch=False, **data_kwargs(args))
+    except TegakiError as e:
+        return None, str(e)
+    return (files["t10k-images"], files["t10k-labels"]), where
+
+
+def check_port(host: str, port: int) -> None:
+    if not 0 < port < 65536:
+        raise TegakiError(f"--port must be 1..65535, got {port}")
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as e:
+        raise TegakiError(f"--host {host}: not an address this machine can serve on ({e.strerror})") from None
+    family, _, _, _, addr = infos[0]
+    s = socket.socket(family, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        s.bind(addr)
+    except OSError as e:
+        raise TegakiError(f"cannot listen on {host}:{port} ({e.strerror}); another program may be using it: "
+                          "choose another --port") from None
+    finally:
+        s.close()
+
+
+def cmd_serve(args) -> int:
+    import uvicorn
+
+    from tegaki.data.preprocess import MAX_PIXELS
+    from tegaki.predict import bundled_model_path
+    from tegaki.run import load_run
+    from tegaki.serve.app import Limits, create_app
+
+    if args.threads < 1:
+        raise TegakiError(f"--threads must be at least 1, got {args.threads}")
+    if args.max_upload_mb <= 0:
+        raise TegakiError(f"--max-upload-mb must be positive, got {args.max_upload_mb}")
+    ref = args.model or bundled_model_path()
+    if ref is None:
+        raise TegakiError("no model named and no bundled model installed; pass --model RUN_FOLDER")
+    run = load_run(ref)  # a bad run folder is one clear line here, not a failed server start
+    check_port(args.host, args.port)
+    mnist, where = find_mnist_test(args)
+    drawings = None if args.no_save else Path(args.drawings).expanduser() if args.drawings else default_drawings()
+    limits = Limits(max_upload=int(args.max_upload_mb * 1024 * 1024), max_pixels=min(MAX_PIXELS, args.max_pixels))
+    app = create_app(run, engine=args.engine, mnist=mnist, drawings=drawings, limits=limits, threads=args.threads)
+    host = f"[{args.host}]" if ":" in args.host else args.host
+    acc = run.metrics.get("test_accuracy")
+    print(f"tegaki serve: model {run.spec.name} ({run.path})" + (f", test accuracy {acc:.2%}" if acc else ""))
+    print(f"  random test digits: {'MNIST test set from ' + where if mnist else 'off (' + where + ')'}")
+    print(f"  drawings saved to:  {drawings or 'off (--no-save)'}")
+    print(f"  open http://{host}:{args.port}/   (API docs: http://{host}:{args.port}/docs; Ctrl-C stops)")
+    sys.stdout.flush()
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=args.access_log)
+    return 0
+
+
+def register(sub) -> None:
+    from tegaki.engines import ENGINES
+
+    p = sub.add_parser("serve", help="the drawing page and the HTTP API (FastAPI + uvicorn)")
+    p.add_argument("--model", metavar="RUN", help="a run folder (default: the model bundled with tegaki)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    p.add_argument("--engine", choices=ENGINES, default="torch", help="which engine runs the network")
+    p.add_argument("--data-dir", help="a folder with the MNIST IDX files, for 'random test digit'")
+    p.add_argument("--drawings", metavar="DIR",
+                   help="where 'save as label N' writes (default ~/.local/share/tegaki/drawings)")
+    p.add_argument("--no-save", action="store_true", help="turn 'save as label N' off")
+    p.add_argument("--threads", type=int, default=1,
+                   help="PyTorch threads per request (default 1: requests run side by side instead)")
+    p.add_argument("--max-upload-mb", type=float, default=8.0, help="largest request body in MB (default 8)")
+    p.add_argument("--max-pixels", type=int, default=25_000_000, help="largest image in pixels (default 25 million)")
+    p.add_argument("--log-level", default="warning", choices=["critical", "error", "warning", "info", "debug"],
+                   help="uvicorn's log level (default warning)")
+    p.add_argument("--access-log", action="store_true", help="log every request")
+    p.set_defaults(func=cmd_serve)
