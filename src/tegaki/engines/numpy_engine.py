@@ -99,7 +99,7 @@ class NumpyEngine:
             x = x.detach().cpu().numpy()
         return np.ascontiguousarray(x, self.dtype)
 
-    def logits(self, x, batch_size: int = 2000) -> np.ndarray:
+    def logits(self, x, batch_size: int = 500) -> np.ndarray:
         self._mode(False)
         out = [self.forward(self._array(x[i:i + batch_size])).copy() for i in range(0, len(x), batch_size)]
         return np.concatenate(out) if out else np.zeros((0, self.spec.num_classes), self.dtype)
@@ -120,7 +120,7 @@ class NumpyEngine:
         onehot[np.arange(len(logits)), np.asarray(target)] = 1.0  # d(sum of the chosen logits)/dlogits
         return np.ascontiguousarray(self.backward(onehot, need_input_grad=True))
 
-    def evaluate(self, data, batch_size: int = 2000) -> tuple[float, float, np.ndarray]:
+    def evaluate(self, data, batch_size: int = 500) -> tuple[float, float, np.ndarray]:
         """(mean cross-entropy, accuracy, logits) over prepared data."""
         x, y = data
         logits = self.logits(x, batch_size)

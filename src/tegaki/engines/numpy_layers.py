@@ -54,6 +54,15 @@ class Layer:
         self.grads: dict[str, np.ndarray] = {}  # dL/dparam after backward: same keys and shapes
         self.training = False  # dropout and batchnorm behave differently while training
         self.need_dx = True  # the engine turns this off for the first layer: no one needs dL/dinput
+        self._scratch: dict[str, np.ndarray] = {}
+
+    def scratch(self, name: str, shape: tuple, dtype) -> np.ndarray:
+        """An uninitialised array kept from one call to the next while its shape stays the same.
+        (A fresh array of more than 32 MB costs page faults every step: the conv's im2col matrix.)"""
+        a = self._scratch.get(name)
+        if a is None or a.shape != shape or a.dtype != dtype:
+            a = self._scratch[name] = np.empty(shape, dtype)
+        return a
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         raise NotImplementedError
@@ -94,7 +103,9 @@ class Conv2d(Layer):
         win = windows(xp, self.kernel, self.stride, axes=(1, 2))  # (N, Ho, Wo, C, kh, kw), a view
         n, ho, wo, c, kh, kw = win.shape
         # im2col: one row per output pixel holding the kh*kw*C inputs it sees (the only big copy)
-        cols = win.transpose(0, 1, 2, 4, 5, 3).reshape(n * ho * wo, kh * kw * c)  # (N*Ho*Wo, kh*kw*C)
+        cols = self.scratch("cols", (n, ho, wo, kh, kw, c), x.dtype)
+        np.copyto(cols, win.transpose(0, 1, 2, 4, 5, 3))
+        cols = cols.reshape(n * ho * wo, kh * kw * c)  # (N*Ho*Wo, kh*kw*C)
         weight = self.params["weight"]  # (F, C, kh, kw)
         wmat = weight.transpose(0, 2, 3, 1).reshape(len(weight), -1)  # (F, kh*kw*C), matching cols
         y = cols @ wmat.T  # (N*Ho*Wo, F): the whole batch in one BLAS call
@@ -122,8 +133,8 @@ class Conv2d(Layer):
         dxp = np.zeros(self.xp_shape, dy.dtype)  # (N, Hp, Wp, C)
         for u in range(kh):
             for v in range(kw):
-                rows, cols = hit(u, v, (ho, wo), self.stride)
-                dxp[:, rows, cols] += (dy2 @ wk[u, v]).reshape(n, ho, wo, c)  # (N, Ho, Wo, C)
+                hs, ws = hit(u, v, (ho, wo), self.stride)  # the input rows and columns offset (u, v) met
+                dxp[:, hs, ws] += (dy2 @ wk[u, v]).reshape(n, ho, wo, c)  # (N, Ho, Wo, C)
         t, _, l, _ = self.pads
         h, w = self.x_shape[2:]
         return dxp[:, t:t + h, l:l + w].transpose(0, 3, 1, 2)  # (N, C, H, W); padding's gradient dropped
@@ -185,7 +196,7 @@ class BatchNorm(Layer):
             mean, var = self.buffers["running_mean"], self.buffers["running_var"]
         self.inv = (1.0 / np.sqrt(var + self.eps)).reshape(self.bshape)  # (1, C, 1, 1)
         self.xhat = (x - mean.reshape(self.bshape)) * self.inv
-        self.m, self.batch_stats = m, self.training
+        self.batch_stats = self.training  # which statistics normalised: backward differs
         return self.xhat * self.params["weight"].reshape(self.bshape) + self.params["bias"].reshape(self.bshape)
 
     def backward(self, dy):
@@ -211,6 +222,7 @@ class MaxPool(Layer):
     def __init__(self, layer: S.MaxPool, in_shape, dtype):
         super().__init__(layer.name)
         self.kernel, self.stride = layer.window()
+        self.overlap = any(s < k for s, k in zip(self.stride, self.kernel))  # may windows share pixels?
 
     def forward(self, x):  # (N, C, H, W) -> (N, C, Ho, Wo)
         win = windows(x, self.kernel, self.stride)  # (N, C, Ho, Wo, kh, kw), a view
@@ -226,13 +238,18 @@ class MaxPool(Layer):
         # first winner in the window (row by row) takes it all, as in PyTorch
         win = windows(self.x, self.kernel, self.stride)
         dx = np.zeros_like(self.x)
-        taken = np.zeros(self.y.shape, bool)  # windows whose winner has been found
+        taken = np.zeros_like(self.y, dtype=bool)  # windows whose winner is already found
+        won = np.empty_like(taken)
         for u in range(self.kernel[0]):
             for v in range(self.kernel[1]):
-                won = (win[..., u, v] == self.y) & ~taken
+                np.equal(win[..., u, v], self.y, out=won)
+                np.greater(won, taken, out=won)  # won and not taken (True > False only)
                 taken |= won
-                rows, cols = hit(u, v, self.y.shape[2:], self.stride)
-                dx[:, :, rows, cols] += dy * won  # += : overlapping windows may share an input
+                hs, ws = hit(u, v, self.y.shape[2:], self.stride)
+                if self.overlap:
+                    dx[:, :, hs, ws] += dy * won  # a pixel in several windows sums their gradients
+                else:
+                    np.multiply(dy, won, out=dx[:, :, hs, ws])
         return dx
 
 
@@ -249,16 +266,16 @@ class AvgPool(Layer):
         for u in range(self.kernel[0]):
             for v in range(self.kernel[1]):
                 y += win[..., u, v]
-        self.x_like = x
+        self.x = x
         return y / (self.kernel[0] * self.kernel[1])
 
     def backward(self, dy):  # each input of a window gets 1/(kh*kw) of the window's gradient
         share = dy / (self.kernel[0] * self.kernel[1])
-        dx = np.zeros_like(self.x_like)
+        dx = np.zeros_like(self.x)  # in x's memory order
         for u in range(self.kernel[0]):
             for v in range(self.kernel[1]):
-                rows, cols = hit(u, v, dy.shape[2:], self.stride)
-                dx[:, :, rows, cols] += share
+                hs, ws = hit(u, v, dy.shape[2:], self.stride)
+                dx[:, :, hs, ws] += share
         return dx
 
 
