@@ -157,8 +157,17 @@ class Predictor:
         blocks = self.conv_blocks(limit)
         if not blocks:
             return []
-        acts = self.engine.activations(self.normalise(np.asarray(image)[None]))
+        acts = self._looking_engine().activations(self.normalise(np.asarray(image)[None]))
         return [(conv, read, np.asarray(acts[read][0], np.float32)) for conv, read in blocks]
+
+    def _looking_engine(self):
+        """An engine that can show every layer's output: this one, or (for inference-only engines
+        such as onnx) a torch engine with the same weights, built once."""
+        if self.engine_name in ("torch", "numpy"):
+            return self.engine
+        if getattr(self, "_torch", None) is None:
+            self._torch = make_engine("torch", self.spec, self.run.weights)
+        return self._torch
 
     def describe(self) -> dict:
         """What this model is, as plain data: spec summary, metrics, data provenance, command."""

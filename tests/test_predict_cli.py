@@ -1,0 +1,197 @@
+"""`tegaki predict`: files, folders and globs; table, JSON and CSV; per-file errors; the bundled model.
+
+The acceptance test renders real MNIST test digits as phone photos (dark ink on light paper,
+enlarged, off-centre, slightly rotated, blurred, uneven light, JPEG) and asks `tegaki predict`,
+with the bundled model, to read them back: at least 97% must come out right.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageFilter
+
+from tegaki.predict import Predictor, bundled_model_path
+
+
+def render_photo(digit: np.ndarray, rng: np.random.Generator) -> bytes:
+    """An MNIST digit as a photo of dark ink on light paper: enlarged 4-10x, rotated up to 10
+    degrees, placed off-centre on a larger sheet, coloured paper and ink, light falling off
+    across the sheet, sensor noise, blurred, saved as JPEG."""
+    size = int(28 * rng.uniform(4, 10))
+    ink = Image.fromarray(digit).resize((size, size), Image.BICUBIC)
+    ink = ink.rotate(rng.uniform(-10, 10), resample=Image.BICUBIC, expand=True)
+    a = np.asarray(ink, np.float32) / 255  # (h, w) ink coverage
+    h, w = int(a.shape[0] * rng.uniform(1.3, 2.2)), int(a.shape[1] * rng.uniform(1.3, 2.2))
+    top, left = rng.integers(0, h - a.shape[0] + 1), rng.integers(0, w - a.shape[1] + 1)
+    cover = np.zeros((h, w), np.float32)
+    cover[top: top + a.shape[0], left: left + a.shape[1]] = a
+    paper = np.array([rng.uniform(200, 245), rng.uniform(195, 240), rng.uniform(185, 230)], np.float32)
+    pen = np.array([rng.uniform(10, 60), rng.uniform(10, 60), rng.uniform(20, 90)], np.float32)
+    yy, xx = np.mgrid[0:h, 0:w] / max(h, w)
+    light = 1.0 - rng.uniform(0, 0.25) * (yy * rng.uniform(-1, 1) + xx * rng.uniform(-1, 1) + 0.5)
+    rgb = (paper * (1 - cover[..., None]) + pen * cover[..., None]) * light[..., None]  # (h, w, 3)
+    rgb += rng.normal(0, 4, rgb.shape)
+    im = Image.fromarray(np.clip(rgb, 0, 255).astype(np.uint8)).filter(ImageFilter.GaussianBlur(rng.uniform(0.5, 2)))
+    buf = io.BytesIO()
+    im.save(buf, "JPEG", quality=int(rng.integers(60, 92)))
+    return buf.getvalue()
+
+
+def write_png(path: Path, a: np.ndarray) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(a).save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def model() -> Path:
+    """The bundled model's run folder (also what `predict` uses without --model)."""
+    path = bundled_model_path()
+    if path is None:
+        pytest.fail("the bundled model (src/tegaki/model/) is missing")
+    return path
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory, mnist):
+    """Five MNIST test digits as dark-on-light PNGs in a folder tree, plus their labels."""
+    root = tmp_path_factory.mktemp("pred")
+    labels = {}
+    for i in range(5):
+        d = 255 - np.asarray(Image.fromarray(mnist.test_images[i]).resize((112, 112), Image.BICUBIC))
+        sub = root / ("a" if i < 3 else "b/c")
+        f = write_png(sub / f"digit{i}.png", d)
+        labels[str(f)] = int(mnist.test_labels[i])
+    return root, labels
+
+
+def test_table_for_a_folder_with_the_right_labels(cli, model, images):
+    root, labels = images
+    r = cli("predict", "--model", model, root)
+    assert r.code == 0, r.err
+    lines = r.out.strip().splitlines()
+    assert lines[0].split()[:3] == ["file", "label", "confidence"]
+    assert len(lines) == 1 + len(labels)  # every image below the folder, recursively
+    p = Predictor.load(model)
+    for line in lines[1:]:
+        f, label = line.split()[:2]
+        assert int(label) == p.predict_image(f).label  # the same door as the library
+
+
+def test_json_csv_top_k_and_globs(cli, model, images):
+    root, labels = images
+    r = cli("predict", "--model", model, "--format", "json", "--top", "4", str(root / "a" / "*.png"))
+    assert r.code == 0, r.err
+    rows = json.loads(r.out)
+    assert [Path(x["file"]).name for x in rows] == ["digit0.png", "digit1.png", "digit2.png"]
+    for x in rows:
+        assert len(x["top"]) == 4 and x["top"][0]["label"] == x["label"] and x["error"] is None
+        probs = [t["probability"] for t in x["top"]]
+        assert probs == sorted(probs, reverse=True) and abs(x["confidence"] - probs[0]) < 1e-6
+    r = cli("predict", "--model", model, "--format", "csv", "--top", "2", root)
+    assert r.code == 0
+    table = list(csv.DictReader(io.StringIO(r.out)))
+    assert len(table) == len(labels) and set(table[0]) >= {"file", "label", "confidence", "top1", "top2", "error"}
+    correct = sum(int(t["label"]) == labels[t["file"]] for t in table)
+    assert correct >= 4
+
+
+def test_unreadable_files_are_reported_and_the_others_go_on(cli, model, images, tmp_path):
+    root, labels = images
+    junk = tmp_path / "junk.png"
+    junk.write_bytes(b"not a png at all")
+    good = sorted(labels)[0]
+    blank = write_png(tmp_path / "blank.png", np.full((100, 100), 255, np.uint8))
+    r = cli("predict", "--model", model, "--format", "json", junk, good, tmp_path / "missing.jpg", blank,
+            str(tmp_path / "nothing-*.png"))
+    assert r.code == 1
+    rows = json.loads(r.out)
+    assert [x["error"] is not None for x in rows] == [True, False, True, False, True]
+    assert "not an image" in rows[0]["error"]
+    assert "No such file" in rows[2]["error"] or "cannot open" in rows[2]["error"]
+    assert rows[1]["label"] is not None and 0 <= rows[1]["confidence"] <= 1
+    assert rows[3]["label"] is None and rows[3]["no_digit"] is True  # empty is a result, not a failure
+    assert "no files match" in rows[4]["error"]
+    assert "3 of 5 file(s) could not be read" in r.err
+    r = cli("predict", "--model", model, junk)  # table: one line per file, still exit 1
+    assert r.code == 1 and "error: not an image" in r.out
+
+
+def test_bad_model_and_options_are_one_line(cli, images, tmp_path):
+    root, _ = images
+    r = cli("predict", "--model", tmp_path / "nope", root)
+    assert r.code == 2 and r.err.count("\n") == 1 and "no such run folder" in r.err
+    r = cli("predict", "--top", "0", root)
+    assert r.code == 2 and "--top" in r.err
+
+
+def test_bundled_model_is_small_accurate_and_the_default(cli, images):
+    path = bundled_model_path()
+    assert path is not None, "the bundled model (src/tegaki/model/) is missing"
+    assert (path / "model.safetensors").stat().st_size < 1_000_000
+    metrics = json.loads((path / "metrics.json").read_text())
+    assert metrics["test_accuracy"] >= 0.995 and metrics["dataset"] == "mnist"
+    assert metrics["train_size"] == 60000  # the full training set
+    meta = json.loads((path / "model.json").read_text())
+    assert meta["command"][:2] == ["tegaki", "train"]
+    root, labels = images
+    r = cli("predict", "--format", "json", root)  # no --model: the bundled one
+    assert r.code == 0
+    assert all(x["label"] == labels[x["file"]] for x in json.loads(r.out))
+
+
+def test_photos_of_mnist_test_digits_are_recognised(cli, mnist, tmp_path):
+    """>= 97% of 300 MNIST test digits rendered as JPEG photos are read right by `tegaki predict`."""
+    rng = np.random.default_rng(2024)
+    idx = rng.choice(len(mnist.test_labels), 300, replace=False)
+    truth = {}
+    for k, i in enumerate(idx):
+        f = tmp_path / f"photo{k:03d}.jpg"
+        f.write_bytes(render_photo(mnist.test_images[i], rng))
+        truth[str(f)] = int(mnist.test_labels[i])
+    r = cli("predict", "--format", "json", "--top", "1", tmp_path)
+    assert r.code == 0, r.err
+    rows = json.loads(r.out)
+    assert len(rows) == 300
+    acc = np.mean([x["label"] == truth[x["file"]] for x in rows])
+    print(f"photos of MNIST test digits: {acc:.1%} recognised")
+    assert acc >= 0.97
+
+
+def test_other_engines_give_the_same_answers(cli, model, images):
+    root, _ = images
+    ref = json.loads(cli("predict", "--format", "json", "--top", "3", root).out)
+    for engine in ("numpy", "onnx"):
+        r = cli("predict", "--format", "json", "--top", "3", "--engine", engine, root)
+        assert r.code == 0, r.err
+        rows = json.loads(r.out)
+        assert [x["label"] for x in rows] == [x["label"] for x in ref]
+        assert np.allclose([x["confidence"] for x in rows], [x["confidence"] for x in ref], atol=1e-4)
+
+
+def test_fine_pen_lines_in_big_images_need_thickening(model):
+    """A digit written with a fine pen in a big image is a faint hair at 28x28 unless its strokes
+    are thickened to MNIST's width: without that, the bundled model reads every one as a 1."""
+    from PIL import ImageDraw
+
+    from tegaki.data.preprocess import to_mnist
+
+    p = Predictor.load(model)
+    digits = {7: [(400, 200), (800, 200), (560, 1000)], 2: [(420, 360), (600, 220), (780, 360), (420, 1000), (800, 1000)],
+              4: [(700, 200), (380, 760), (860, 760)]}
+    without = []
+    for digit, line in digits.items():
+        img = Image.new("L", (1600, 1200), 255)
+        ImageDraw.Draw(img).line(line, fill=0, width=3)
+        if digit == 4:
+            ImageDraw.Draw(img).line([(700, 200), (700, 1000)], fill=0, width=3)
+        a = np.asarray(img)
+        assert p.classify(to_mnist(a)).label == digit
+        without.append(p.classify(to_mnist(a, strokes=False)).label)
+    assert without != list(digits)  # the thin version is misread
