@@ -19,7 +19,7 @@ from pathlib import Path
 from tegaki import __version__
 from tegaki.errors import TegakiError
 
-DEFAULT_PRESET = "keras-lecture"
+DEFAULT_PRESET = "fast"
 # options a resumed run keeps from its checkpoint
 RESUME_FIXED = ("preset", "spec", "batch_size", "lr", "optimizer", "schedule", "weight_decay", "label_smoothing",
                 "patience", "valid_size", "seed", "engine", "out", "augment", "augment_strength")
@@ -103,6 +103,8 @@ def cmd_train(args) -> int:
     from tegaki.spec import Spec, load_preset
     from tegaki.train import TrainConfig, read_checkpoint, train
 
+    if args.ensemble is not None and (args.ensemble < 1 or args.resume or (args.nproc or 1) > 1):
+        raise TegakiError("--ensemble N needs N >= 1 and works without --resume and --nproc")
     if args.nproc is not None and args.nproc != 1:  # N copies of this command, one per process
         return distributed.launch(args.nproc, getattr(args, "argv", sys.argv[1:]), dict(os.environ))
     resume = None
@@ -157,6 +159,14 @@ def cmd_train(args) -> int:
     command = ["tegaki", *getattr(args, "argv", sys.argv[1:])]
     if os.environ.get("TEGAKI_LAUNCH_ARGV"):  # started by --nproc: record the command the user typed
         command = ["tegaki", *json.loads(os.environ["TEGAKI_LAUNCH_ARGV"])]
+    if args.ensemble or args.tta:  # several models and/or test-time augmentation: see tegaki/ensemble.py
+        from tegaki.ensemble import ensemble_table, train_ensemble
+
+        res = train_ensemble(spec, ds, cfg, out, args.ensemble or 1, tta=args.tta, command=command)
+        if res.get("interrupted"):
+            return 130
+        print(f"\n{ensemble_table(res)}\n\nruns saved in {out}; accuracies in {out / 'ensemble.json'}")
+        return 0
     result = train(spec, ds, cfg, out, resume=resume, command=command,
                    dist=dist if dist.world > 1 else None, log=print if dist.is_main else (lambda m: None))
     dist.close()
@@ -270,6 +280,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--engine", choices=TRAINABLE, help="torch (default) or numpy")
     t.add_argument("--out", help="the run folder (default runs/<time>-<preset>)")
     t.add_argument("--resume", metavar="RUN", help="continue an interrupted run from its last checkpoint")
+    t.add_argument("--ensemble", type=int, metavar="N", help="train N models (seeds seed..seed+N-1, one "
+                   "validation split) and measure their averaged predictions")
+    t.add_argument("--tta", action="store_true", help="also measure test-time augmentation (averaging over "
+                   "shifted and rotated views of each image)")
     t.add_argument("--nproc", type=int, help="train in N processes with DistributedDataParallel (gloo on CPUs, "
                    "NCCL on GPUs; see docs/distributed.md)")
     t.set_defaults(func=cmd_train)

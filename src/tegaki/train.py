@@ -54,6 +54,7 @@ class TrainConfig:
     augment_strength: float = 1.0  # scales every augmentation range (0: identity); see data/augment.py
     precision: str = "fp32"  # fp32 | bf16 (mixed, autocast) | auto (bf16 where the hardware has it); torch only
     compile: bool = False  # run the torch training step through torch.compile
+    split_seed: int | None = None  # seed of the validation split alone (None: `seed`); ensembles share one split
 
     def check(self) -> None:
         if self.epochs < 1:
@@ -212,7 +213,7 @@ def train(spec: Spec, ds: Dataset, cfg: TrainConfig, out: Path, log: Callable[[s
     if n_valid < cfg.valid_size:
         log(f"validation split: {n_valid:,} of {len(ds.train_labels):,} training images "
             f"(--valid-size {cfg.valid_size:,} would leave too few to train on)")
-    tr, va = stratified_split(ds.train_labels, n_valid, cfg.seed)
+    tr, va = stratified_split(ds.train_labels, n_valid, cfg.seed if cfg.split_seed is None else cfg.split_seed)
     norm = norm_for(spec, ds.train_images[tr])
     init = spec.init_weights(cfg.seed)
     from tegaki.data.augment import Augmenter

@@ -1,0 +1,130 @@
+"""Ensembles and test-time augmentation (TTA): average class probabilities over models and views.
+
+    views = tta_views(x, background)                  # the input and a few small fixed distortions
+    probs = average_proba(engines, x, tta=True)       # (N, classes), mean over models and views
+    result = train_ensemble(spec, ds, cfg, out, members=5, tta=True)
+
+`train_ensemble` trains `members` ordinary runs (out/member-1 ... member-N; a single one is `out`
+itself, for TTA alone) that differ in their
+seed (initial weights, shuffling, dropout, augmentation) but share ONE validation split, so the
+ensemble's validation accuracy is honest; it then measures the validation and test sets with
+every combination (single models, ensemble, with and without TTA) and writes out/ensemble.json.
+The TTA views are fixed (no randomness): shifts of one pixel in four directions and rotations of
++-8 degrees, each alongside the untouched image.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from tegaki.data.augment import affine_matrices, warp
+from tegaki.fileio import write_json
+
+# (rotation degrees, shift x, shift y) of each view; the first is the identity
+VIEWS = ((0, 0, 0), (0, 1, 0), (0, -1, 0), (0, 0, 1), (0, 0, -1), (8, 0, 0), (-8, 0, 0))
+
+
+def tta_views(x: np.ndarray, background: float, views=VIEWS) -> list[np.ndarray]:
+    """Fixed distortions of a normalised batch (N, C, H, W); the first view is x itself."""
+    xt = torch.from_numpy(np.ascontiguousarray(x, np.float32))
+    n = len(xt)
+    out = []
+    for rot, sx, sy in views:
+        if (rot, sx, sy) == (0, 0, 0):
+            out.append(np.asarray(x, np.float32))
+            continue
+        theta = affine_matrices(torch.full((n,), math.radians(rot)), torch.ones(n, 2), torch.zeros(n),
+                                torch.tensor([[float(sx), float(sy)]]).expand(n, 2))
+        out.append(warp(xt, theta, None, background).numpy())
+    return out
+
+
+def softmax(z: np.ndarray) -> np.ndarray:
+    z = z - z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def average_proba(engines: list, x: np.ndarray, background: float = 0.0, tta: bool = False) -> np.ndarray:
+    """Mean softmax over models (engines with .logits) and, with tta, over the TTA views."""
+    xs = tta_views(x, background) if tta else [x]
+    total = None
+    for e in engines:
+        for v in xs:
+            p = softmax(e.logits(v).astype(np.float64))  # (N, classes)
+            total = p if total is None else total + p
+    return total / (len(engines) * len(xs))
+
+
+def train_ensemble(spec, ds, cfg, out: Path, members: int, tta: bool = False, log: Callable = print,
+                   command=None, train_one=None) -> dict:
+    """Train `members` runs with seeds cfg.seed, cfg.seed+1, ... on one validation split; measure
+    every combination on the validation and test sets; write out/ensemble.json; return it."""
+    from tegaki.data.sources import stratified_split
+    from tegaki.engines import make_engine
+    from tegaki.run import load_run
+    from tegaki.train import train
+
+    train_one = train_one or train
+    out = Path(out)
+    split_seed = cfg.seed if cfg.split_seed is None else cfg.split_seed
+    runs = []
+    for i in range(members):
+        mcfg = replace(cfg, seed=cfg.seed + i, split_seed=split_seed)
+        log(f"\nensemble member {i + 1}/{members} (seed {mcfg.seed})")
+        r = train_one(spec, ds, mcfg, out if members == 1 else out / f"member-{i + 1}", log=log, command=command)
+        if r.interrupted:
+            return {"interrupted": True}
+        runs.append(r)
+    loaded = [load_run(r.path) for r in runs]
+    norm = loaded[0].norm
+    bg = -norm["mean"] / norm["std"]
+    engines = [make_engine("torch", run.spec, run.weights, device="cpu") for run in loaded]
+
+    def prep(images):
+        x = (images.astype(np.float32) / 255.0 - np.float32(norm["mean"])) / np.float32(norm["std"])
+        return x.reshape(len(images), *spec.input_shape)
+
+    n_valid = min(cfg.valid_size, len(ds.train_labels) // 5)
+    _, va = stratified_split(ds.train_labels, n_valid, split_seed)
+    sets = {"test": (prep(ds.test_images), ds.test_labels)}
+    if len(va):
+        sets["valid"] = (prep(ds.train_images[va]), ds.train_labels[va])
+    result = {"members": [str(r.path) for r in runs], "seeds": [cfg.seed + i for i in range(members)],
+              "tta_views": [list(v) for v in VIEWS]}
+    for name, (x, y) in sets.items():
+        single = [float((average_proba([e], x).argmax(1) == y).mean()) for e in engines]
+        res = {"single": single, "ensemble": float((average_proba(engines, x).argmax(1) == y).mean())}
+        if tta:
+            res["single_tta"] = [float((average_proba([e], x, bg, tta=True).argmax(1) == y).mean()) for e in engines]
+            res["ensemble_tta"] = float((average_proba(engines, x, bg, tta=True).argmax(1) == y).mean())
+        result[name] = res
+    write_json(out / "ensemble.json", result)
+    return result
+
+
+def ensemble_table(result: dict) -> str:
+    """The accuracies of an ensemble.json as a small text table."""
+    cols = [c for c in ("valid", "test") if c in result]
+    lines = [f"{'':26s}" + "".join(f"{c:>10s}" for c in cols)]
+
+    def row(label, key, i=None):
+        vals = []
+        for c in cols:
+            v = result[c].get(key)
+            vals.append(v[i] if isinstance(v, list) else v)
+        if all(v is not None for v in vals):
+            lines.append(f"{label:26s}" + "".join(f"{v:10.2%}" for v in vals))
+
+    for i in range(len(result["members"])):
+        row(f"member {i + 1}", "single", i)
+        row(f"member {i + 1} + TTA", "single_tta", i)
+    row(f"ensemble of {len(result['members'])}", "ensemble")
+    row(f"ensemble of {len(result['members'])} + TTA", "ensemble_tta")
+    return "\n".join(lines)

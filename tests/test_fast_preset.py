@@ -1,0 +1,117 @@
+"""The fast preset, the torch engine's speed options, ensembles and test-time augmentation."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from tegaki.cli import DEFAULT_PRESET
+from tegaki.data.augment import Augmenter
+from tegaki.engines.torch_engine import TorchEngine, bf16_native
+from tegaki.ensemble import VIEWS, average_proba, tta_views
+from tegaki.errors import TegakiError
+from tegaki.predict import Predictor
+from tegaki.spec import load_preset
+from tegaki.train import TrainConfig, train
+
+
+@pytest.fixture(scope="module")
+def fast_run(tmp_path_factory, mnist_small):
+    """The fast preset's recipe on 18,000 real MNIST digits (2 epochs)."""
+    out = tmp_path_factory.mktemp("fast") / "run"
+    spec = load_preset("fast")
+    cfg = TrainConfig.for_spec(spec, valid_size=2000, device="cpu")
+    result = train(spec, mnist_small, cfg, out, log=lambda m: None)
+    return out, result.metrics
+
+
+def test_fast_is_the_default_and_learns(fast_run):
+    assert DEFAULT_PRESET == "fast"
+    out, m = fast_run
+    assert m["test_accuracy"] >= 0.975, m  # 99% needs the full 60,000 digits; see bench/time_to_99.py
+    assert m["valid_accuracy"] >= 0.97
+    assert m["precision"] == ("bf16" if bf16_native(torch.device("cpu")) else "fp32")
+    assert m["epochs"] == 2 and m["train_seconds"] > 0 and m["setup_seconds"] >= 0
+
+
+def test_distortions_keep_the_labels(fast_run, mnist):
+    """The fast model (trained without augmentation) still reads distorted test digits."""
+    pred = Predictor.load(fast_run[0])
+    images, labels = mnist.test_images[:2000], mnist.test_labels[:2000]
+    x = torch.from_numpy(pred.normalise(images))
+    clean = (pred.engine.logits(x).argmax(1) == labels).mean()
+    bg = -pred.norm["mean"] / pred.norm["std"]
+    for kinds, floor in ((("affine",), 0.85), (("elastic",), 0.9), (("thickness",), 0.9)):
+        aug = Augmenter(kinds, background=bg, strength=0.5)
+        aug.seed(0)
+        acc = (pred.engine.logits(aug(x)).argmax(1) == labels).mean()
+        assert floor < acc <= clean + 0.005, (kinds, clean, acc)
+
+
+def test_precision_options_and_errors():
+    spec = load_preset("fast")
+    e = TorchEngine(spec, device="cpu")
+    assert e.tune("fp32") == "fp32"
+    assert e.tune("bf16") == "bf16"
+    e.configure("momentum", 0.1)
+    x, y = torch.randn(8, 1, 28, 28), torch.randint(0, 10, (8,))
+    e.train_step(x, y)  # a mixed-precision step keeps float32 weights
+    assert all(v.dtype == np.float32 for v in e.get_weights().values())
+    with pytest.raises(TegakiError, match="precision"):
+        e.tune("fp8")
+    with pytest.raises(TegakiError, match="torch engine"):
+        TrainConfig.for_spec(spec, engine="numpy", precision="bf16")
+
+
+def test_channels_last_engine_matches_a_plain_torch_forward():
+    spec = load_preset("fast")
+    w = spec.init_weights(0)
+    e = TorchEngine(spec, w, device="cpu")
+    x = np.random.default_rng(0).standard_normal((5, 1, 28, 28)).astype(np.float32)
+    import torch.nn.functional as F
+
+    t = {k: torch.from_numpy(v) for k, v in w.items()}
+    h = F.relu(F.batch_norm(F.conv2d(torch.from_numpy(x), t["conv1.weight"], t["conv1.bias"], stride=2),
+                            t["bn1.running_mean"], t["bn1.running_var"], t["bn1.weight"], t["bn1.bias"]))
+    h = F.max_pool2d(F.conv2d(h, t["conv2.weight"], t["conv2.bias"]), 2)
+    h = F.relu(F.batch_norm(h, t["bn2.running_mean"], t["bn2.running_var"], t["bn2.weight"], t["bn2.bias"]))
+    ref = F.linear(h.flatten(1), t["dense1.weight"], t["dense1.bias"]).numpy()
+    np.testing.assert_allclose(e.logits(x), ref, atol=1e-5)
+
+
+def test_tta_views_and_averaging():
+    x = np.random.default_rng(1).standard_normal((3, 1, 28, 28)).astype(np.float32)
+    views = tta_views(x, background=-0.5)
+    assert len(views) == len(VIEWS) and views[0] is x or np.array_equal(views[0], x)
+    i = VIEWS.index((0, 1, 0))  # one pixel to the right
+    np.testing.assert_allclose(views[i][..., 1:], x[..., :-1], atol=1e-4)
+    np.testing.assert_allclose(views[i][..., 0], -0.5, atol=1e-5)
+    e = TorchEngine(load_preset("fast"), device="cpu")
+    p1 = average_proba([e], x)
+    np.testing.assert_allclose(average_proba([e, e], x), p1, atol=1e-12)
+    np.testing.assert_allclose(p1.sum(1), 1.0, atol=1e-9)
+
+
+def test_ensemble_cli(cli, tmp_path, mnist):
+    from tegaki.data.idx import write_idx
+
+    d = tmp_path / "sub"
+    d.mkdir()
+    write_idx(d / "train-images-idx3-ubyte", mnist.train_images[:3000])
+    write_idx(d / "train-labels-idx1-ubyte", mnist.train_labels[:3000].astype(np.uint8))
+    write_idx(d / "t10k-images-idx3-ubyte", mnist.test_images[:500])
+    write_idx(d / "t10k-labels-idx1-ubyte", mnist.test_labels[:500].astype(np.uint8))
+    r = cli("train", "--dataset", f"idx:{d}", "--valid-size", "500", "--epochs", "1", "--ensemble", "2", "--tta",
+            "--out", tmp_path / "ens")
+    assert r.code == 0, r.err
+    res = json.loads((tmp_path / "ens" / "ensemble.json").read_text())
+    assert res["seeds"] == [0, 1] and set(res) >= {"valid", "test", "members"}
+    assert set(res["test"]) == {"single", "ensemble", "single_tta", "ensemble_tta"}
+    m = [json.loads((tmp_path / "ens" / f"member-{i}" / "model.json").read_text())["config"] for i in (1, 2)]
+    assert m[0]["split_seed"] == m[1]["split_seed"] == 0 and m[0]["seed"] != m[1]["seed"]
+    assert "ensemble of 2 + TTA" in r.out
+    bad = cli("train", "--ensemble", "0", "--out", tmp_path / "x")
+    assert bad.code == 2 and "--ensemble" in bad.err and not (tmp_path / "x").exists()
