@@ -289,3 +289,28 @@ def test_serve_command_errors_are_one_line(cli, tmp_path):
         assert r.code == 2 and "choose another --port" in r.err
     finally:
         s.close()
+
+
+def test_damaged_images_never_cause_a_server_error(server):
+    """Random damage to PNG, JPEG, GIF, BMP and TIFF files: every answer is a 200, 413 or 422."""
+    rng = np.random.default_rng(7)
+    im = Image.open(io.BytesIO(drawing(DIGITS[7]))).convert("RGB")
+    originals = []
+    for fmt in ("PNG", "JPEG", "GIF", "BMP", "TIFF", "WEBP"):
+        buf = io.BytesIO()
+        im.save(buf, fmt)
+        originals.append(buf.getvalue())
+    statuses = set()
+    for k in range(60):
+        data = bytearray(originals[k % len(originals)])
+        for _ in range(int(rng.integers(1, 20))):  # flip bytes, mostly in the headers
+            i = int(rng.integers(0, min(len(data), 200 if k % 2 else len(data))))
+            data[i] = int(rng.integers(0, 256))
+        if k % 3 == 0:
+            data = data[: int(rng.integers(8, len(data)))]
+        r = post_png(server, bytes(data))
+        statuses.add(r.status_code)
+        assert r.status_code in (200, 413, 422), (k, r.status_code, r.text)
+    assert 422 in statuses
+    r = server.post("/api/predict", json={"pixels": [10 ** 400] * 784})
+    assert r.status_code == 422

@@ -113,7 +113,7 @@ def load_image(source, max_pixels: int = MAX_PIXELS, formats: tuple[str, ...] | 
             allowed = ", ".join(formats or ("any format Pillow reads",))
             raise TegakiError(f"{name}: not an image, or not one of the formats read here ({allowed}); "
                               "send a PNG or JPEG") from None
-        except (OSError, ValueError, SyntaxError, EOFError, MemoryError) as e:
+        except Exception as e:  # a damaged file can make a decoder fail in many ways; all mean the same here
             msg = str(e).splitlines()[0][:120] if str(e) else type(e).__name__
             raise TegakiError(f"{name}: corrupt or truncated image ({msg}); save it again and retry") from None
 

@@ -196,7 +196,9 @@ def parse_pixels(obj) -> np.ndarray:
             raise ApiError(422, f"{shape_msg}; found something that is not a number")
     try:
         a = np.asarray(px, dtype=np.float64)
-    except ValueError:
+    except OverflowError:
+        raise ApiError(422, "'pixels' must be intensities in 0..255 (or 0..1); found a huge number") from None
+    except (ValueError, TypeError):
         raise ApiError(422, f"{shape_msg}; the rows have different lengths") from None
     if a.shape not in ((28, 28), (784,)):
         raise ApiError(422, f"{shape_msg}; got shape {'x'.join(map(str, a.shape)) or 'scalar'}")
