@@ -62,6 +62,19 @@ def test_engines_give_the_same_logits_for_every_preset(preset):
         np.testing.assert_allclose(an[k], at[k], rtol=0, atol=1e-5 * max(1.0, np.abs(at[k]).max()), err_msg=k)
 
 
+@pytest.mark.parametrize("preset", ["lenet", "keras-lecture"])
+def test_engines_give_the_same_input_gradients(preset):
+    """Saliency maps (d logit / d pixel) come out the same whichever engine draws them."""
+    spec = load_preset(preset)
+    w = random_weights(spec)
+    images, labels = batch(spec, 6)
+    x = NumpyEngine(spec, w).prepare(images, None, NORM)[0]
+    gt = make_engine("torch", spec, w).input_gradient(x, labels)
+    gn = make_engine("numpy", spec, w).input_gradient(x, labels)
+    assert gn.shape == gt.shape == x.shape
+    np.testing.assert_allclose(gn, gt, rtol=0, atol=1e-5 * np.abs(gt).max())
+
+
 def no_dropout(spec: S.Spec) -> S.Spec:
     """The same network with dropout rates set to 0: the engines draw different random masks."""
     d = spec.to_dict()
@@ -279,3 +292,32 @@ def test_numpy_trained_run_evaluates_the_same_on_the_torch_engine(mnist_dir, cli
         re = cli("evaluate", out, "--engine", engine, "--out", tmp_path / engine)
         assert re.code == 0, re.err
         assert abs(accuracy_of(re.out) - 100 * metrics["test_accuracy"]) <= 0.02
+
+
+def test_shared_loop_schedule_interrupt_and_resume_with_the_numpy_engine(mnist_small, tmp_path):
+    """The numpy engine in train.py's loop: a cosine schedule, early-stopping bookkeeping, a
+    checkpoint after each epoch, and a resume that ends exactly where an uninterrupted run ends."""
+    from tegaki.run import load_weights
+    from tegaki.train import TrainConfig, read_checkpoint, train
+
+    spec = load_preset("ffnn")
+    cfg = TrainConfig.for_spec(spec, engine="numpy", epochs=2, optimizer="momentum", lr=0.1, schedule="cosine",
+                               patience=5, valid_size=4000, seed=3)
+    whole = train(spec, mnist_small, cfg, tmp_path / "whole", log=lambda m: None)
+    assert whole.metrics["engine"] == "numpy" and whole.metrics["test_accuracy"] > 0.85
+    assert whole.history[1]["lr"] < whole.history[0]["lr"] < cfg.lr  # the cosine schedule ran
+
+    def stop_in_epoch_2(line: str) -> None:  # the loop logs a table row per epoch, before its checkpoint
+        if line.strip().startswith("2 |"):
+            raise KeyboardInterrupt
+
+    part = train(spec, mnist_small, cfg, tmp_path / "part", log=stop_in_epoch_2)
+    assert part.interrupted
+    state = read_checkpoint(tmp_path / "part")
+    assert state["epoch"] == 1
+    resumed = train(spec, mnist_small, cfg, tmp_path / "part", log=lambda m: None, resume=state)
+    assert not resumed.interrupted
+    a, b = load_weights(tmp_path / "whole" / "model.safetensors"), load_weights(tmp_path / "part" / "model.safetensors")
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+    assert resumed.metrics["test_accuracy"] == whole.metrics["test_accuracy"]
