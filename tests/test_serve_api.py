@@ -314,3 +314,39 @@ def test_damaged_images_never_cause_a_server_error(server):
     assert 422 in statuses
     r = server.post("/api/predict", json={"pixels": [10 ** 400] * 784})
     assert r.status_code == 422
+
+
+def test_the_serve_command_as_a_user_runs_it(mnist_dir, tmp_path):
+    """`python -m tegaki serve` in its own process: it prints where to go, serves the page and the API."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    env = {k: v for k, v in os.environ.items() if k != "TEGAKI_DATA_DIR"}
+    cmd = [sys.executable, "-m", "tegaki", "serve", "--port", str(port), "--data-dir", str(mnist_dir),
+           "--drawings", str(tmp_path / "drawings")]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        t0 = time.monotonic()
+        while True:
+            assert proc.poll() is None, proc.stdout.read()
+            try:
+                if httpx.get(url + "/api/health", timeout=2).json()["mnist"] is True:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() - t0 < 90, "the server did not come up"
+            time.sleep(0.3)
+        assert "<canvas" in httpx.get(url + "/").text
+        r = httpx.post(url + "/api/predict", files={"file": ("d.png", drawing(DIGITS[7]), "image/png")})
+        assert r.json()["label"] == 7
+    finally:
+        proc.terminate()
+        out = proc.communicate(timeout=30)[0]
+    assert f"open http://127.0.0.1:{port}/" in out and "MNIST test set" in out and str(tmp_path / "drawings") in out
