@@ -231,7 +231,8 @@ def main(argv=None) -> int:
             s_txt += f" ({hit}/{len(rs)} seeds reached it)"
         cpu = med([r["cpu_seconds"] for r in rs])
         print(f"| {name} | {spec.num_params():,} | {ep if ep is not None else '-'} | {s_txt} | {ratio} | "
-              f"{f'{cpu:.1f}' if cpu is not None else '-'} | {per_epoch:.1f} | {med([r['best'] for r in rs]):.2%} ({med([r['epochs_run'] for r in rs])}) |")
+              f"{f'{cpu:.1f}' if cpu is not None else '-'} | {per_epoch:.1f} | "
+              f"{med([r['best'] for r in rs]):.2%} ({med([r['epochs_run'] for r in rs])}) |")
     return 0
 
 

@@ -102,17 +102,20 @@ def to_onnx(spec: S.Spec, weights: dict[str, np.ndarray], norm: dict | None = No
     nodes.append(helper.make_node("Identity", [x], ["logits"], name="logits"))
     nodes.append(helper.make_node("Softmax", ["logits"], ["probabilities"], name="probabilities", axis=1))
     k = spec.num_classes
+    shape = ", ".join(map(str, spec.input_shape))
     graph = helper.make_graph(
-        nodes, spec.name, [helper.make_tensor_value_info("input", onnx.TensorProto.FLOAT, ["batch", *spec.input_shape])],
+        nodes, spec.name,
+        [helper.make_tensor_value_info("input", onnx.TensorProto.FLOAT, ["batch", *spec.input_shape])],
         [helper.make_tensor_value_info("logits", onnx.TensorProto.FLOAT, ["batch", k]),
          helper.make_tensor_value_info("probabilities", onnx.TensorProto.FLOAT, ["batch", k])], inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], producer_name="tegaki",
-                              doc_string=f"tegaki network {spec.name!r}: input (batch, {', '.join(map(str, spec.input_shape))}) "
+                              doc_string=f"tegaki network {spec.name!r}: input (batch, {shape}) "
                                          "float32 = (pixels / 255 - mean) / std; outputs logits and probabilities")
     model.ir_version = min(model.ir_version, 8)  # readable by older runtimes too (opset 17 needs IR 8)
     meta = {"tegaki.spec": spec.to_json(), "tegaki.weights_sha256": weights_digest(weights)}
     if norm is not None:
-        meta["tegaki.normalize"] = json.dumps({"mean": float(norm["mean"]), "std": float(norm["std"]), "scale": 1 / 255})
+        meta["tegaki.normalize"] = json.dumps({"mean": float(norm["mean"]), "std": float(norm["std"]),
+                                               "scale": 1 / 255})
     if classes is not None:
         meta["tegaki.classes"] = json.dumps(list(classes))
     helper.set_model_props(model, meta)
