@@ -22,7 +22,8 @@ from tegaki.errors import TegakiError
 DEFAULT_PRESET = "fast"
 # options a resumed run keeps from its checkpoint
 RESUME_FIXED = ("preset", "spec", "batch_size", "lr", "optimizer", "schedule", "weight_decay", "label_smoothing",
-                "patience", "valid_size", "seed", "engine", "out", "augment", "augment_strength")
+                "patience", "valid_size", "seed", "engine", "out", "augment", "augment_strength", "precision",
+                "compile", "ensemble", "tta")
 COMMAND_MODULES = ("inspect", "report", "probe", "predict", "serve", "export")
 
 
@@ -139,7 +140,7 @@ def cmd_train(args) -> int:
             schedule=args.schedule, seed=args.seed, device=args.device, patience=args.patience,
             valid_size=args.valid_size, engine=args.engine, weight_decay=args.weight_decay,
             label_smoothing=args.label_smoothing, dataset=dataset, augment=args.augment,
-            augment_strength=args.augment_strength)
+            augment_strength=args.augment_strength, precision=args.precision, compile=args.compile)
         dist = distributed.setup(os.environ, cfg.device)  # one process of several under torchrun or --nproc
         stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(dist.agree(time.time())))  # rank 0's
         out = Path(args.out) if args.out else Path("runs") / f"{stamp}-{spec.name}"
@@ -280,10 +281,14 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--engine", choices=TRAINABLE, help="torch (default) or numpy")
     t.add_argument("--out", help="the run folder (default runs/<time>-<preset>)")
     t.add_argument("--resume", metavar="RUN", help="continue an interrupted run from its last checkpoint")
+    t.add_argument("--precision", choices=["fp32", "bf16", "auto"], help="torch engine: bf16 mixed precision, "
+                   "or auto = bf16 where the CPU/GPU computes it natively (default: the preset's, else fp32)")
+    t.add_argument("--compile", action="store_true", default=None, help="torch engine: compile the training step "
+                   "with torch.compile (pays off on long runs; compiling takes a minute)")
     t.add_argument("--ensemble", type=int, metavar="N", help="train N models (seeds seed..seed+N-1, one "
                    "validation split) and measure their averaged predictions")
-    t.add_argument("--tta", action="store_true", help="also measure test-time augmentation (averaging over "
-                   "shifted and rotated views of each image)")
+    t.add_argument("--tta", action="store_true", default=None, help="also measure test-time augmentation "
+                   "(averaging over shifted and rotated views of each image)")
     t.add_argument("--nproc", type=int, help="train in N processes with DistributedDataParallel (gloo on CPUs, "
                    "NCCL on GPUs; see docs/distributed.md)")
     t.set_defaults(func=cmd_train)
