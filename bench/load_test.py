@@ -2,6 +2,7 @@
 
     python bench/load_test.py                       # starts its own server (bundled model) and measures
     python bench/load_test.py --model runs/x        # another model
+    python bench/load_test.py --engine onnx         # the server runs the network with ONNX Runtime
     python bench/load_test.py --url http://127.0.0.1:8000   # an already running server (loopback only)
 
 The server runs in a separate process (`python -m tegaki serve`), on the loopback interface
@@ -10,7 +11,7 @@ bounded number of requests, after a warm-up. The payload is what the drawing pag
 280x280 canvas reduced to a 140x140 RGBA PNG of black strokes on white (a few different digits, in
 turn; --size 280 sends the full canvas). Printed: requests
 per second, client-side latency p50/p99, the server's own time per request (its X-Process-Time
-header) p50/p99, and errors (any non-200 answer or failed request); the exit status is 1 if there
+header) p50/p99, the server process's CPU time per request, and errors (any non-200 answer or failed request); the exit status is 1 if there
 was any error. The machine (CPU, cores, load average) is printed with the table: timings taken
 while other programs use the CPU are noisy, so rerun it on a quiet machine.
 """
@@ -34,13 +35,23 @@ import httpx
 import numpy as np
 from PIL import Image, ImageDraw
 
-DIGITS = [
-    [[(150, 40), (138, 240)]],  # 1
-    [[(80, 50), (200, 50), (120, 240)]],  # 7
-    [[(140 + 60 * math.sin(t), 140 - 95 * math.cos(t)) for t in np.linspace(0, 2 * math.pi, 40)]],  # 0
-    [[(170, 40), (80, 170), (215, 170)], [(170, 40), (170, 250)]],  # 4
-    [[(90, 80), (140, 40), (190, 80), (90, 240), (200, 240)]],  # 2
-]
+def arc(cx, cy, rx, ry, a0, a1, n=24):
+    return [(cx + rx * math.cos(t), cy + ry * math.sin(t)) for t in np.linspace(math.radians(a0), math.radians(a1), n)]
+
+
+# the ten digits as polylines on the page's 280x280 canvas (as in tests/test_serve_api.py)
+DIGITS = {
+    0: [arc(140, 140, 60, 95, 0, 360, 40)],
+    1: [[(150, 40), (138, 240)]],
+    2: [arc(140, 95, 55, 50, 200, 390, 20) + [(85, 240), (205, 240)]],
+    3: [arc(135, 90, 50, 45, 210, 450, 20) + arc(135, 185, 58, 52, 270, 495, 20)],
+    4: [[(170, 40), (80, 170), (215, 170)], [(170, 40), (170, 250)]],
+    5: [[(195, 45), (100, 45), (92, 130)] + arc(135, 170, 62, 60, 230, 480, 24)],
+    6: [[(180, 40), (120, 110), (85, 185)] + arc(140, 185, 55, 55, 180, 540, 30)],
+    7: [[(80, 50), (200, 50), (120, 240)]],
+    8: [arc(140, 90, 45, 48, 90, 450, 30), arc(140, 188, 55, 52, -90, 270, 30)],
+    9: [arc(140, 95, 52, 52, 0, 360, 30), [(192, 95), (175, 245)]],
+}
 
 
 def drawing(strokes, width: int = 18, size: int = 140) -> bytes:
@@ -74,6 +85,16 @@ def machine() -> str:
             f"{platform.system()} {platform.release()}")
 
 
+def cpu_seconds(pid: int | None) -> float:
+    """User + system CPU time of a process so far (Linux /proc), or NaN."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, TypeError):
+        return float("nan")
+
+
 def free_port() -> int:
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
@@ -98,6 +119,8 @@ def start_server(args) -> tuple[subprocess.Popen, str]:
            "--threads", str(args.threads)]
     if args.model:
         cmd += ["--model", args.model]
+    if args.engine:
+        cmd += ["--engine", args.engine]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     url = f"http://127.0.0.1:{port}"
     t0 = time.monotonic()
@@ -114,7 +137,8 @@ def start_server(args) -> tuple[subprocess.Popen, str]:
     sys.exit("load_test: the server did not answer /api/health within 120 s")
 
 
-async def level(url: str, payloads: list[bytes], clients: int, seconds: float, max_requests: int) -> dict:
+async def level(url: str, payloads: list[bytes], clients: int, seconds: float, max_requests: int,
+                pid: int | None = None) -> dict:
     """`clients` concurrent loops posting drawings until the time or the request budget runs out."""
     latencies: list[float] = []
     server: list[float] = []
@@ -141,14 +165,14 @@ async def level(url: str, payloads: list[bytes], clients: int, seconds: float, m
                 else:
                     server.append(float(r.headers.get("x-process-time", "nan")) / 1000)
 
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), cpu_seconds(pid)
         await asyncio.gather(*(worker(k) for k in range(clients)))
-        wall = time.perf_counter() - t0
+        wall, cpu = time.perf_counter() - t0, cpu_seconds(pid) - c0
     lat = np.array(latencies) * 1000
     srv = np.array(server) * 1000
     return {"clients": clients, "requests": len(latencies), "errors": len(errors), "first_error": errors[:1],
             "rps": len(latencies) / wall, "p50": np.percentile(lat, 50), "p99": np.percentile(lat, 99),
-            "s50": np.percentile(srv, 50), "s99": np.percentile(srv, 99)}
+            "s50": np.percentile(srv, 50), "s99": np.percentile(srv, 99), "cpu": cpu / max(1, len(latencies)) * 1000}
 
 
 def main() -> int:
@@ -158,6 +182,7 @@ def main() -> int:
     ap.add_argument("--concurrency", default="1,8,32", help="comma-separated client counts (default 1,8,32)")
     ap.add_argument("--seconds", type=float, default=6.0, help="time per level (default 6)")
     ap.add_argument("--max-requests", type=int, default=3000, help="requests per level at most (default 3000)")
+    ap.add_argument("--engine", help="engine of the server this script starts (torch, onnx ...; default torch)")
     ap.add_argument("--size", type=int, default=140, help="side of the PNG sent (default 140, as the page sends)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads in the server it starts (default 1)")
     args = ap.parse_args()
@@ -171,10 +196,11 @@ def main() -> int:
     else:
         proc, url = start_server(args)
     try:
-        payloads = [drawing(d, size=args.size) for d in DIGITS]
+        payloads = [drawing(d, size=args.size) for d in DIGITS.values()]
         info = httpx.get(url + "/api/model", timeout=10).json()
         asyncio.run(level(url, payloads, 1, 2.0, 50))  # warm-up
-        rows = [asyncio.run(level(url, payloads, c, args.seconds, args.max_requests)) for c in levels]
+        pid = proc.pid if proc else None
+        rows = [asyncio.run(level(url, payloads, c, args.seconds, args.max_requests, pid)) for c in levels]
     finally:
         if proc is not None:
             proc.terminate()
@@ -185,11 +211,16 @@ def main() -> int:
     print(f"machine: {machine()}")
     print(f"server: {'started by this script, one uvicorn process, torch threads ' + str(args.threads) if proc else url}; "
           f"client: one asyncio process on the same machine; {args.seconds:g} s or {args.max_requests} requests per level\n")
-    print("| clients | requests | errors | requests/s | latency p50 (ms) | latency p99 (ms) | server p50 (ms) | server p99 (ms) |")
-    print("|--------:|---------:|-------:|-----------:|-----------------:|-----------------:|----------------:|----------------:|")
+    print("| clients | requests | errors | requests/s | latency p50 (ms) | latency p99 (ms) | server p50 (ms) "
+          "| server p99 (ms) | server CPU per request (ms) |")
+    print("|--------:|---------:|-------:|-----------:|-----------------:|-----------------:|----------------:"
+          "|----------------:|----------------------------:|")
     for r in rows:
         print(f"| {r['clients']:7d} | {r['requests']:8d} | {r['errors']:6d} | {r['rps']:10.1f} | {r['p50']:16.2f} | "
-              f"{r['p99']:16.2f} | {r['s50']:15.2f} | {r['s99']:15.2f} |")
+              f"{r['p99']:16.2f} | {r['s50']:15.2f} | {r['s99']:15.2f} | {r['cpu']:27.2f} |")
+    print("\nlatency: as the client sees it; server: the X-Process-Time header (from the request's arrival to the "
+          "answer's start);\nserver CPU: the server process's user+system CPU time divided by the requests answered "
+          "(less sensitive to other load)")
     bad = [r for r in rows if r["errors"]]
     for r in bad:
         print(f"errors at {r['clients']} clients, first: {r['first_error'][0]}", file=sys.stderr)
