@@ -49,7 +49,7 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.formparsers import MultiPartException, MultiPartParser
 
-from tegaki.data.preprocess import FORMATS, TooLarge, load_image
+from tegaki.data.preprocess import TooLarge, load_image
 from tegaki.errors import TegakiError
 from tegaki.fileio import atomic_write_bytes
 from tegaki.predict import Prediction, Predictor
@@ -502,4 +502,4 @@ def _version() -> str:
     return __version__
 
 
-__all__ = ["create_app", "serving", "Limits", "FORMATS"]
+__all__ = ["create_app", "serving", "Limits"]
