@@ -148,3 +148,20 @@ def test_readable_on_a_phone(browser, url, tmp_path):
     label_becomes(pg, "7")
     pg.screenshot(path=str(tmp_path / "page_phone.png"), full_page=True)
     pg.close()
+
+
+def test_a_photo_of_a_digit(page, mnist, tmp_path):
+    """The "photo…" button (a file chooser; on a phone, the camera) sends the file itself."""
+    from PIL import Image, ImageFilter
+
+    digit = mnist.test_images[0]  # a 7
+    ink = np.asarray(Image.fromarray(digit).resize((200, 200), Image.BICUBIC), np.float32) / 255
+    sheet = np.full((420, 320, 3), (235, 228, 210), np.float32)
+    sheet[150:350, 40:240] = sheet[150:350, 40:240] * (1 - ink[..., None]) + np.array([30, 30, 80]) * ink[..., None]
+    photo = tmp_path / "digit.jpg"
+    Image.fromarray(sheet.astype(np.uint8)).filter(ImageFilter.GaussianBlur(1.2)).save(photo, quality=80)
+    page.set_input_files("#photo", str(photo))
+    label_becomes(page, str(mnist.test_labels[0]))
+    assert "digit.jpg" in page.locator("#truth").inner_text()
+    page.click("#clear")
+    label_becomes(page, "")

@@ -10,7 +10,8 @@ const DEBOUNCE_MS = 90;
 
 let strokes = [];        // [{size, points: [[x, y], ...]}] in canvas pixels
 let current = null;      // the stroke being drawn
-let base = null;         // a random MNIST test digit shown under the strokes: {index, label, pixels}
+let base = null;         // shown under the strokes: a random MNIST test digit {pixels, index, label},
+                         // or a photo the person chose {photo: HTMLImageElement, file: Blob}
 let classes = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"];
 let inFlight = false, dirty = false, timer = null, generation = 0;
 
@@ -20,7 +21,8 @@ function brush() { return Number($("brush").value); }
 function paint() {
   ctx.fillStyle = "#fff";
   ctx.fillRect(0, 0, pad.width, pad.height);
-  if (base) drawBase(base.pixels);
+  if (base && base.pixels) drawBase(base.pixels);
+  if (base && base.photo) drawPhoto(base.photo);
   ctx.strokeStyle = ctx.fillStyle = "#000";
   ctx.lineCap = ctx.lineJoin = "round";
   for (const s of strokes.concat(current ? [current] : [])) {
@@ -49,6 +51,14 @@ function drawBase(pixels) {
   sctx.putImageData(img, 0, 0);
   ctx.imageSmoothingEnabled = true;
   ctx.drawImage(small, 0, 0, pad.width, pad.height);
+}
+
+function drawPhoto(img) {
+  // the whole photo, fitted into the canvas (what is sent is the original file, not this)
+  const s = Math.min(pad.width / img.naturalWidth, pad.height / img.naturalHeight);
+  const w = img.naturalWidth * s, h = img.naturalHeight * s;
+  ctx.imageSmoothingEnabled = true;
+  ctx.drawImage(img, (pad.width - w) / 2, (pad.height - h) / 2, w, h);
 }
 
 function point(ev) {
@@ -87,6 +97,26 @@ $("brush").addEventListener("input", () => { $("brush-out").textContent = brush(
 $("undo").addEventListener("click", undo);
 $("clear").addEventListener("click", clearAll);
 $("random").addEventListener("click", randomDigit);
+$("photo").addEventListener("change", () => {
+  const file = $("photo").files[0];
+  $("photo").value = "";
+  if (!file) return;
+  const img = new Image();
+  img.onload = () => {
+    strokes = []; current = null;
+    base = { photo: img, file };
+    $("truth").textContent = `photo: ${file.name || "camera"} (${img.naturalWidth}×${img.naturalHeight})`;
+    paint();
+    schedule(0);
+  };
+  img.onerror = () => {  // the browser cannot show it; the server may still read it
+    strokes = []; current = null;
+    base = { photo: null, file };
+    paint();
+    schedule(0);
+  };
+  img.src = URL.createObjectURL(file);
+});
 document.addEventListener("keydown", (ev) => {
   if ((ev.ctrlKey || ev.metaKey) && ev.key === "z") { ev.preventDefault(); undo(); }
   if (ev.key === "Escape") clearAll();
@@ -131,6 +161,11 @@ function canvasBlob() {
 async function body() {
   // a random test digit with nothing drawn over it goes as its own 28x28 pixels; anything else as the PNG
   if (base && !strokes.length && !current) {
+    if (base.file) {
+      const fd = new FormData();
+      fd.append("file", base.file, base.file.name || "photo");
+      return { body: fd };
+    }
     return { headers: { "Content-Type": "application/json" }, body: JSON.stringify({ pixels: base.pixels }) };
   }
   const fd = new FormData();
@@ -250,6 +285,7 @@ function showPrediction(p) {
   lab.dataset.label = p.label;
   $("prediction-text").textContent = `${(100 * p.confidence).toFixed(1)}% sure`;
   if (!base || strokes.length) $("truth").textContent = "";
+  else if (base.file && !$("truth").textContent) $("truth").textContent = "photo";
   document.querySelectorAll("#bars li").forEach((li, i) => {
     const v = p.probabilities[i] || 0;
     li.querySelector(".fill").style.width = `${(100 * v).toFixed(1)}%`;
