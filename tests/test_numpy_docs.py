@@ -20,7 +20,8 @@ def test_excerpts_match_the_cited_lines():
     assert len(found) >= 5, "the walk-through should quote the conv layer, the tanh and the engine's loop"
     for path, a, b, code in found:
         lines = (ROOT / path).read_text(encoding="utf-8").splitlines()[int(a) - 1:int(b)]
-        assert code == "\n".join(lines), f"docs/backprop.md quotes {path} lines {a}-{b}, which have changed"
+        assert code == "\n".join(lines), (f"docs/backprop.md quotes {path} lines {a}-{b}, which have changed: "
+                                          "copy the current lines into the excerpt and fix its line numbers")
     assert text.count("From [") == len(found), "an excerpt is not in the checked form"
 
 

@@ -15,6 +15,10 @@ checkpoints. One training step is the whole of backpropagation:
 
 The layers are in numpy_layers.py, the optimisers in numpy_optim.py. Weights are the spec's
 "<layer>.<param>" arrays in PyTorch layouts, so runs move freely between the two engines.
+
+Speed: the matrix products run in NumPy's BLAS, on every core by default. On a machine busy with
+other work, one BLAS thread is often much faster (OPENBLAS_NUM_THREADS=1, or threadpoolctl);
+bench/bench_engines.py measures both engines either way.
 """
 
 from __future__ import annotations
