@@ -1,0 +1,158 @@
+"""`tegaki inspect RUN`: pictures of what a trained network learned and how it sees one digit.
+
+Writes PNGs into --out (default RUN/inspect/): the network diagram, every conv layer's filters
+before and after training, the feature maps of every conv and pool layer for one input, the
+activations of every dense layer and the output probabilities, saliency and occlusion maps,
+and PCA / t-SNE embeddings of the penultimate layer's features of the test set.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from tegaki.errors import TegakiError
+
+PARTS = ("diagram", "filters", "maps", "activations", "saliency", "embedding")
+
+
+def register(subparsers) -> None:
+    from tegaki.engines import ENGINES
+
+    p = subparsers.add_parser("inspect", help="pictures of filters, feature maps, activations, saliency, embeddings",
+                              description=__doc__.split("\n\n", 1)[1].strip())
+    p.add_argument("run", help="a run folder")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--image", metavar="PATH", help="an image file (any size; preprocessed like MNIST)")
+    src.add_argument("--index", type=int, default=None, metavar="N", help="a test-set digit by index (default 0)")
+    p.add_argument("--out", metavar="DIR", help="where to write the pictures (default RUN/inspect)")
+    p.add_argument("--only", metavar="PARTS", help=f"comma-separated subset of: {', '.join(PARTS)} (default all)")
+    p.add_argument("--tsne-sample", type=int, default=3000, metavar="N",
+                   help="test digits in the t-SNE map (default 3000; 0 skips t-SNE)")
+    p.add_argument("--dataset", help="default: the dataset the run was trained on")
+    p.add_argument("--data-dir", help="a folder holding the dataset's four IDX files")
+    p.add_argument("--engine", choices=ENGINES, default="torch", help="engine that runs the network (default torch)")
+    p.set_defaults(func=cmd_inspect)
+
+
+def parse_parts(only: str | None) -> list[str]:
+    if not only:
+        return list(PARTS)
+    parts = [s.strip() for s in only.split(",") if s.strip()]
+    bad = [s for s in parts if s not in PARTS]
+    if bad or not parts:
+        raise TegakiError(f"--only: unknown part(s) {', '.join(bad) or '(none given)'}; choose from {', '.join(PARTS)}")
+    return parts
+
+
+def load_predictor(args):
+    from tegaki.predict import Predictor
+
+    return Predictor.load(args.run, engine=args.engine)
+
+
+def load_test_data(args, run):
+    """The dataset to look at: --dataset, else the one the run was trained on."""
+    from tegaki.cli import load_data
+
+    name = getattr(args, "dataset", None) or run.meta.get("config", {}).get("dataset") or "mnist"
+    ds = load_data(args, name, all_test=True) if name.startswith("folder:") else load_data(args, name)
+    if len(ds.classes) != len(run.classes):
+        raise TegakiError(f"{ds.name} has {len(ds.classes)} classes, the model {len(run.classes)}; "
+                          "choose a dataset with the run's classes")
+    return ds
+
+
+def pick_input(args, ds):
+    """(28x28 uint8 image, label or None, description) from --image or --index."""
+    import numpy as np
+
+    if args.image:
+        from tegaki.data.preprocess import to_mnist
+
+        pre = to_mnist(args.image)
+        if pre.empty:
+            raise TegakiError(f"{args.image}: no digit found (the image is blank or has no ink that stands out); "
+                              "give an image with a visible digit")
+        return pre.image, None, f"image {Path(args.image).name}"
+    index = 0 if args.index is None else args.index
+    n = len(ds.test_labels)
+    if not 0 <= index < n:
+        raise TegakiError(f"--index {index} is out of range: the {ds.name} test set has {n:,} digits (0 to {n - 1})")
+    return np.asarray(ds.test_images[index]), int(ds.test_labels[index]), f"test digit #{index}"
+
+
+def cmd_inspect(args) -> int:
+    import numpy as np
+
+    from tegaki import diagram
+    from tegaki import inspect as I
+    from tegaki import report as R
+
+    parts = parse_parts(args.only)
+    if args.tsne_sample < 0:
+        raise TegakiError(f"--tsne-sample must be >= 0, got {args.tsne_sample}")
+    if args.image and not Path(args.image).is_file():
+        raise TegakiError(f"{args.image}: no such image file")
+    pred = load_predictor(args)
+    run, spec, classes = pred.run, pred.spec, pred.classes
+    convs = I.conv_layers(spec)
+    if not convs and parts == ["filters"]:
+        raise TegakiError(f"{spec.name} has no conv layers, so it has no filters to show; "
+                          "try --only maps,activations,saliency,embedding")
+    if not convs and ("filters" in parts or "maps" in parts):
+        print(f"note: {spec.name} has no conv layers: no filters or feature maps; writing the rest")
+        parts = [p for p in parts if p not in ("filters", "maps")]
+    need_input = any(p in parts for p in ("maps", "activations", "saliency"))
+    need_data = "embedding" in parts or (need_input and not args.image)
+    ds = load_test_data(args, run) if need_data else None
+    image, label, what = pick_input(args, ds) if need_input else (None, None, "")
+    look = I.Inspector(pred)
+    out = Path(args.out) if args.out else run.path / "inspect"
+    files: list[Path] = []
+    t0 = time.perf_counter()
+
+    if image is not None:
+        probs = look.probabilities(image)[0]
+        top = int(probs.argmax())
+        truth = f", true {classes[label]}" if label is not None else ""
+        print(f"{what}: predicted {classes[top]} ({probs[top]:.1%}){truth}")
+        name = f"{classes[top]} ({probs[top]:.0%})" + (f", true {classes[label]}" if label is not None else "")
+    if "diagram" in parts:
+        files.append(diagram.draw(spec, out / "diagram.png", title=spec.name))
+    if "filters" in parts:
+        before = run.initial_weights()
+        if before is None:
+            print("note: the run kept no initial weights (initial.safetensors): filters after training only")
+        for c in convs:
+            files.append(R.save_figure(R.filters_figure(before, run.weights, c), out / f"filters_{c}.png"))
+    if "maps" in parts:
+        fig = R.feature_maps_figure(image, look.feature_maps(image), I.layer_shapes(spec),
+                                    f"feature maps of {what}: predicted {name}")
+        files.append(R.save_figure(fig, out / "feature_maps.png"))
+    if "activations" in parts:
+        fig = R.activations_figure(look.dense_activations(image), classes, f"activations for {what}")
+        files.append(R.save_figure(fig, out / "activations.png"))
+    if "saliency" in parts:
+        sal = look.saliency(image, top)[0, 0]  # (H, W)
+        occ = look.occlusion(image, top)
+        fig = R.attribution_figure(image, sal, occ, f"{what}: why {classes[top]}?", R.OCCLUSION_NOTE)
+        files.append(R.save_figure(fig, out / "saliency_occlusion.png"))
+    if "embedding" in parts:
+        pen = I.penultimate(spec) or "pixels"
+        f = look.features(ds.test_images, [pen])[pen]
+        labels = np.asarray(ds.test_labels)
+        z, ratio = I.pca_2d(f)
+        title = (f"PCA of {pen} ({f.shape[1]} features), {len(f):,} {ds.name} test digits; "
+                 f"axes explain {ratio[0]:.0%} + {ratio[1]:.0%}")
+        files.append(R.save_figure(R.embedding_figure(z, labels, classes, title), out / "embedding_pca.png"))
+        if args.tsne_sample:
+            idx = I.sample_indices(len(f), args.tsne_sample)
+            zt = I.tsne_2d(f[idx])
+            files.append(R.save_figure(R.embedding_figure(zt, labels[idx], classes,
+                                                          f"t-SNE of {pen}, a random sample of {len(idx):,} test digits"),
+                                       out / "embedding_tsne.png"))
+    print(f"wrote {len(files)} pictures in {time.perf_counter() - t0:.1f} s:")
+    for f in files:
+        print(f"  {f}")
+    return 0

@@ -1,0 +1,96 @@
+"""A network diagram drawn with matplotlib alone (no graphviz or other system binaries).
+
+One box per layer, left to right, input first: the box's colour says its kind (conv, pool,
+dense, activation ...), its height grows with the size of the layer's output, and the text
+gives the layer's name, what it does, its output shape and its parameter count.
+
+    draw(spec, "diagram.png", title="lenet")
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.patches import FancyArrowPatch, FancyBboxPatch  # noqa: E402
+
+from tegaki import spec as S  # noqa: E402
+
+COLOURS = {
+    "input": "#d9d9d9", "conv2d": "#8ec1e6", "maxpool": "#f5c26b", "avgpool": "#f5c26b",
+    "dense": "#9fd89a", "flatten": "#e6e6e6", "dropout": "#f0d0d0", "batchnorm": "#d7c4ec",
+    "softmax": "#f39c9c",
+}
+ACTIVATION_COLOUR = "#fbe8a6"
+
+
+def _pair_text(v) -> str:
+    a, b = S._pair(v, "size")
+    return f"{a}x{b}"
+
+
+def describe(layer: S.Layer) -> str:
+    """What a layer does, in a few characters: 'conv 20@5x5', 'max 2x2', 'dense 500' ..."""
+    if isinstance(layer, S.Conv2d):
+        extra = []
+        if S._pair(layer.stride, "stride") != (1, 1):
+            extra.append(f"stride {_pair_text(layer.stride)}")
+        if layer.padding != "valid":
+            extra.append(f"pad {layer.padding}")
+        return f"conv {layer.filters}@{_pair_text(layer.kernel)}" + ("\n" + ", ".join(extra) if extra else "")
+    if isinstance(layer, S._Pool):
+        (k, s) = layer.window()
+        txt = f"{'max' if isinstance(layer, S.MaxPool) else 'avg'} {k[0]}x{k[1]}"
+        return txt + (f"\nstride {s[0]}x{s[1]}" if s != k else "")
+    if isinstance(layer, S.Dense):
+        return f"dense {layer.units}"
+    if isinstance(layer, S.Dropout):
+        return f"dropout {layer.rate:g}"
+    if isinstance(layer, S.LeakyReLU):
+        return f"leaky relu {layer.slope:g}"
+    if isinstance(layer, S.Maxout):
+        return f"maxout {layer.pieces}"
+    return layer.type.replace("_", " ")
+
+
+def shape_text(shape) -> str:
+    return "x".join(str(int(s)) for s in shape)
+
+
+def draw(spec: S.Spec, path: Path, title: str = "", dpi: int = 110) -> Path:
+    from tegaki.plots import save
+
+    boxes = [("input", "input", spec.input_shape, 0, COLOURS["input"])]
+    for layer, shape, si in zip(spec.layers, spec.shapes(), spec.in_shapes()):
+        n = int(sum(np.prod(p) for p in layer.params(si).values()))
+        colour = COLOURS.get(layer.type, ACTIVATION_COLOUR if isinstance(layer, S.Activation) else "#eeeeee")
+        boxes.append((layer.name, describe(layer), shape, n, colour))
+    sizes = [int(np.prod(b[2])) for b in boxes]
+    top = math.log10(max(sizes) + 1)
+    step, width = 1.35, 1.12
+    fig, ax = plt.subplots(figsize=(step * len(boxes) + 0.4, 3.5))
+    for i, (name, what, shape, n, colour) in enumerate(boxes):
+        h = 0.7 + 1.8 * math.log10(sizes[i] + 1) / max(top, 1e-9)
+        x = i * step
+        ax.add_patch(FancyBboxPatch((x - width / 2, -h / 2), width, h, boxstyle="round,pad=0.02,rounding_size=0.08",
+                                    facecolor=colour, edgecolor="#555555", linewidth=0.8))
+        ax.text(x, h / 2 + 0.12, name, ha="center", va="bottom", fontsize=8.5, fontweight="bold")
+        ax.text(x, 0, what, ha="center", va="center", fontsize=8)
+        ax.text(x, -h / 2 - 0.12, shape_text(shape), ha="center", va="top", fontsize=8)
+        ax.text(x, -h / 2 - 0.42, f"{n:,} params" if n else "-", ha="center", va="top", fontsize=7,
+                color="#333333" if n else "#999999")
+        if i:
+            ax.add_patch(FancyArrowPatch(((i - 1) * step + width / 2, 0), (x - width / 2, 0),
+                                         arrowstyle="-|>", mutation_scale=9, color="#444444", linewidth=0.8))
+    ax.set_xlim(-step / 2 - 0.1, (len(boxes) - 0.5) * step + 0.1)
+    ax.set_ylim(-2.0, 1.95)
+    ax.axis("off")
+    total = spec.num_params()
+    ax.set_title(f"{title or spec.name}: {len(spec.layers)} layers, {total:,} parameters "
+                 f"({total * 4 / 1024:,.0f} KB as float32)", fontsize=10)
+    return save(fig, path, dpi=dpi)

@@ -1,0 +1,192 @@
+"""Reusing a trained network's hidden layers as features for scikit-learn classifiers.
+
+The classic transfer-learning experiment: read a layer's activations for the training and
+test sets, fit a logistic regression or an SVM on them, and compare its test accuracy with the
+raw pixels and with the network's own softmax.
+
+    feats = extract(predictor, dataset, ["pixels", "tanh3"])      # layer -> Features
+    rows = [fit(feats["tanh3"], "logreg")]
+    print(table(rows, network_accuracy))
+
+Each classifier sees standardised features (a StandardScaler fitted on its training rows).
+Fitting time grows with the training set (kernel SVMs as its square), so by default each
+classifier is fitted on a seeded random subset (MAX_TRAIN: 20,000 digits for the linear ones,
+3,000 for the kernel SVM) to finish in about two minutes on two CPU cores; the table says how
+many examples each fit used, and `--train-size` changes it.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+
+from tegaki import inspect as I
+from tegaki.errors import TegakiError
+
+CLASSIFIERS = ("logreg", "linear-svm", "svm")
+DESCRIPTIONS = {
+    "logreg": "logistic regression (multinomial, L-BFGS, C=0.01)",
+    "linear-svm": "linear SVM (hinge loss, averaged SGD, 15 epochs)",
+    "svm": "kernel SVM (SVC, RBF kernel, C=10)",
+}
+#: default number of training examples per classifier (None: all); kernel SVMs are O(n^2)
+MAX_TRAIN = {"logreg": 20000, "linear-svm": 20000, "svm": 3000}
+
+
+@dataclass
+class Features:
+    layer: str  # a layer name, or "pixels"
+    label: str  # what the table shows: "pixels", "conv1->tanh1" ...
+    train: np.ndarray  # (N, F) float32, rows in the order of train_index
+    test: np.ndarray  # (M, F) float32
+    train_labels: np.ndarray  # (N,)
+    test_labels: np.ndarray  # (M,)
+    train_index: np.ndarray  # (N,) rows of the dataset's training set, in a seeded random order
+    train_total: int  # size of the dataset's whole training set
+
+
+@dataclass
+class ProbeResult:
+    classifier: str
+    layer: str
+    label: str
+    dims: int
+    train_size: int
+    accuracy: float
+    fit_seconds: float
+    train_total: int  # training examples available (train_size < train_total: a subset)
+    converged: bool = True
+
+
+def default_layers(spec) -> list[str]:
+    """The raw pixels, then the end of every hidden block (LeNet: tanh1, tanh2, tanh3)."""
+    return ["pixels"] + [end for _, end in I.hidden_layers(spec)]
+
+
+def layer_label(spec, layer: str) -> str:
+    if layer in ("pixels", "input"):
+        return "pixels"
+    for start, end in I.hidden_layers(spec):
+        if end == layer and start != end:
+            return f"{start}->{end}"
+    return layer
+
+
+def train_order(n: int, seed: int = 0) -> np.ndarray:
+    """A seeded random order of the training set; a subset of size k is its first k rows, so the
+    subsets of different sizes are nested and do not depend on how many rows were extracted."""
+    return np.random.default_rng(seed).permutation(n)
+
+
+def extract(predictor, dataset, layers: list[str], train_rows: int | None = None, seed: int = 0,
+            batch_size: int = 1000, log=lambda m: None) -> tuple[dict[str, Features], float]:
+    """Flattened activations of `layers` for (the first `train_rows` of a seeded random order of)
+    the training images and for all test images; and the network's own test accuracy, from the
+    same forward pass."""
+    spec = predictor.spec
+    for name in layers:
+        I.check_layer(spec, name)
+    look = I.Inspector(predictor)
+    t0 = time.perf_counter()
+    index = train_order(len(dataset.train_labels), seed)[:train_rows]
+    tr = look.features(dataset.train_images[index], layers, batch_size)
+    te = look.features(dataset.test_images, layers, batch_size, with_logits=True)
+    yte = np.asarray(dataset.test_labels)
+    net_acc = float((te.pop("logits").argmax(axis=1) == yte).mean())
+    log(f"extracted {', '.join(layers)} for {len(index):,} training and {len(yte):,} test images "
+        f"in {time.perf_counter() - t0:.1f} s")
+    ytr = np.asarray(dataset.train_labels)[index]
+    return {k: Features(k, layer_label(spec, k), tr[k], te[k], ytr, yte, index, len(dataset.train_labels))
+            for k in layers}, net_acc
+
+
+def save_features(path, feats: dict[str, Features]) -> None:
+    """One .npz (no pickle: load with np.load(path, allow_pickle=False)): <layer>_train,
+    <layer>_test, train_labels, test_labels, train_index (rows of the dataset's training set)."""
+    import io
+
+    from tegaki.fileio import atomic_write_bytes
+
+    first = next(iter(feats.values()))
+    arrays = {"train_labels": first.train_labels.astype(np.int64), "test_labels": first.test_labels.astype(np.int64),
+              "train_index": first.train_index.astype(np.int64)}
+    for k, f in feats.items():
+        arrays[f"{k}_train"] = f.train
+        arrays[f"{k}_test"] = f.test
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def make_classifier(name: str, seed: int = 0):
+    from sklearn.linear_model import LogisticRegression, SGDClassifier
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    from sklearn.svm import SVC
+
+    if name == "logreg":
+        clf = LogisticRegression(C=0.01, max_iter=300, tol=1e-4)  # C=0.01: faster and no worse than 1
+    elif name == "linear-svm":
+        # liblinear's LinearSVC takes minutes on raw pixels; averaged SGD on the hinge loss is a
+        # linear SVM too, and takes seconds
+        clf = SGDClassifier(loss="hinge", alpha=1e-4, average=True, max_iter=15, tol=None, random_state=seed)
+    elif name == "svm":
+        clf = SVC(C=10.0, kernel="rbf", gamma="scale", random_state=seed)
+    else:
+        raise TegakiError(f"unknown classifier {name!r}; choose one of {', '.join(CLASSIFIERS)}")
+    return make_pipeline(StandardScaler(), clf)
+
+
+def fit(feats: Features, classifier: str, max_train: int | None = None, seed: int = 0) -> ProbeResult:
+    """Fit `classifier` on the first `max_train` training rows (all when None); score on the test set."""
+    from sklearn.exceptions import ConvergenceWarning
+
+    n = len(feats.train) if max_train is None else min(max_train, len(feats.train))
+    model = make_classifier(classifier, seed)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ConvergenceWarning)
+        t0 = time.perf_counter()
+        model.fit(feats.train[:n], feats.train_labels[:n])
+        seconds = time.perf_counter() - t0
+    converged = not any(issubclass(w.category, ConvergenceWarning) for w in caught)
+    acc = float((model.predict(feats.test) == feats.test_labels).mean())
+    return ProbeResult(classifier, feats.layer, feats.label, feats.train.shape[1], n, acc, seconds,
+                       feats.train_total, converged)
+
+
+def table(results: list[ProbeResult], network_accuracy: float, network_name: str = "network") -> str:
+    """Classifier x layer -> test accuracy and fit seconds, with the network's own softmax."""
+    layers = list(dict.fromkeys(r.label for r in results))
+    dims = {r.label: r.dims for r in results}
+    clfs = list(dict.fromkeys(r.classifier for r in results))
+    by = {(r.classifier, r.label): r for r in results}
+    w0 = max(len("classifier (train size)"), *(len(f"{c} ({by_any(by, c).train_size:,})") for c in clfs)) + 2
+    cw = max(16, *(len(l) + 2 for l in layers))
+    lines = [f"{'test accuracy / fit s':<{w0}}" + "".join(f"{l:>{cw}}" for l in layers),
+             f"{'features':<{w0}}" + "".join(f"{dims[l]:>{cw},}" for l in layers)]
+    lines.append("-" * len(lines[0]))
+    for c in clfs:
+        cells = []
+        for l in layers:
+            r = by.get((c, l))
+            cells.append(f"{'-':>{cw}}" if r is None else
+                         f"{f'{r.accuracy:.2%} {r.fit_seconds:5.1f}s' + ('*' if not r.converged else ' '):>{cw}}")
+        lines.append(f"{c + f' ({by_any(by, c).train_size:,})':<{w0}}" + "".join(cells))
+    lines.append("-" * len(lines[0]))
+    lines.append(f"{network_name + ' softmax':<{w0}}{network_accuracy:>{cw}.2%}   (the network's own output layer)")
+    notes = []
+    for c in clfs:
+        r = by_any(by, c)
+        sub = f" (a seeded random subset of {r.train_total:,})" if r.train_size < r.train_total else ""
+        notes.append(f"  {c}: {DESCRIPTIONS[c]} on standardised features, fitted on {r.train_size:,} training "
+                     f"digits{sub}")
+    if any(not r.converged for r in results):
+        notes.append("  * stopped at its iteration limit before converging")
+    return "\n".join(lines + notes)
+
+
+def by_any(by: dict, classifier: str) -> ProbeResult:
+    return next(r for (c, _), r in by.items() if c == classifier)
