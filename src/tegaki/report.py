@@ -481,15 +481,16 @@ def build_report(predictor, dataset, out: Path, index: int = 0, gallery_limit: i
     page.section("embedding", "Embedding of the penultimate layer")
     f = feats[layers[0]]
     z, ratio = I.pca_2d(f)
-    page.figure(figure_png(embedding_figure(z, labels, classes,
-                                            f"PCA of {layers[0]} ({f.shape[1]} features), {len(f):,} test digits; "
-                                            f"axes explain {ratio[0]:.0%} + {ratio[1]:.0%}")), "PCA embedding")
+    title = (f"PCA of {layers[0]} ({f.shape[1]} features), {len(f):,} test digits; "
+             f"axes explain {ratio[0]:.0%} + {ratio[1]:.0%}")
+    page.figure(figure_png(embedding_figure(z, labels, classes, title)), "PCA embedding",
+                title + " of the variance; colour: true class")
     lap("PCA")
     sample = I.sample_indices(len(f), tsne_sample)
     zt = I.tsne_2d(f[sample])
-    page.figure(figure_png(embedding_figure(zt, labels[sample], classes,
-                                            f"t-SNE of {layers[0]}, a random sample of {len(sample):,} test digits")),
-                "t-SNE embedding")
+    title = f"t-SNE of {layers[0]}, a random sample of {len(sample):,} test digits"
+    page.figure(figure_png(embedding_figure(zt, labels[sample], classes, title)), "t-SNE embedding",
+                title + " (perplexity 30, 500 iterations); colour: true class")
     lap("t-SNE")
 
     seconds = time.perf_counter() - t_start
