@@ -10,8 +10,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "backprop.md"
-EXCERPT = re.compile(r"From \[(src/tegaki/engines/\w+\.py), lines (\d+)-(\d+)\]\(\.\./\1#L\2-L\3\):\n\n```python\n(.*?)\n```",
-                     re.S)
+EXCERPT = re.compile(r"From \[(src/tegaki/engines/\w+\.py), lines (\d+)-(\d+)\]\(\.\./\1#L\2-L\3\):\n\n"
+                     r"```python\n(.*?)\n```", re.S)
 
 
 def test_excerpts_match_the_cited_lines():

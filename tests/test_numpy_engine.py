@@ -86,7 +86,8 @@ def no_dropout(spec: S.Spec) -> S.Spec:
 
 BN_NET = S.Spec(input_shape=(1, 28, 28), layers=[
     S.Conv2d(filters=6, kernel=5, stride=2, padding="same", bias=False), S.BatchNorm(), S.ReLU(),
-    S.MaxPool(size=3, stride=2), S.Flatten(), S.Dense(units=32, bias=False), S.BatchNorm(), S.ELU(), S.Dense(units=10), S.Softmax()], name="bn-net")
+    S.MaxPool(size=3, stride=2), S.Flatten(), S.Dense(units=32, bias=False), S.BatchNorm(), S.ELU(),
+    S.Dense(units=10), S.Softmax()], name="bn-net")
 
 STEP_SPECS = {p: no_dropout(load_preset(p)) for p in ("ffnn", "lenet", "keras-lecture", "nolearn")}
 STEP_SPECS["bn-net"] = BN_NET
@@ -302,7 +303,8 @@ def test_shared_loop_schedule_interrupt_and_resume_with_the_numpy_engine(mnist_s
 
     from dataclasses import replace
 
-    ds = replace(mnist_small, train_images=mnist_small.train_images[:6000], train_labels=mnist_small.train_labels[:6000])
+    ds = replace(mnist_small, train_images=mnist_small.train_images[:6000],
+                 train_labels=mnist_small.train_labels[:6000])
     spec = load_preset("ffnn")
     cfg = TrainConfig.for_spec(spec, engine="numpy", epochs=2, optimizer="momentum", lr=0.1, schedule="cosine",
                                patience=5, valid_size=1000, seed=3)
