@@ -210,14 +210,15 @@ def main(argv=None) -> int:
         return statistics.median(xs) if xs else None
 
     base = med([r["seconds"] for r in results.get("fast", [])])
+    base_cpu = med([r["cpu_seconds"] for r in results.get("fast", [])])
     print(f"\nTime to 99% MNIST test accuracy (training seconds; test evaluated after every epoch, untimed)")
     print(f"machine: {cpu_name()}, {os.cpu_count()} cores, {args.threads} torch threads; load average "
           f"{before} before, {after} after; torch {torch.__version__}, python {platform.python_version()}")
     print(f"seeds: {', '.join(map(str, seeds))} (medians). CPU-seconds: this process's CPU time (all threads); "
           "with --threads 1 on a busy machine it estimates one idle core's time.\n")
-    print("| recipe | parameters | epochs to 99% | seconds to 99% | x fast | CPU-seconds to 99% | seconds per epoch "
-          "| best test acc (epochs run) |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    print("| recipe | parameters | epochs to 99% | seconds to 99% | x fast | CPU-seconds to 99% | x fast (CPU) "
+          "| seconds per epoch | best test acc (epochs run) |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for name in names:
         rs = results[name]
         spec = all_recipes[name].spec
@@ -231,7 +232,8 @@ def main(argv=None) -> int:
             s_txt += f" ({hit}/{len(rs)} seeds reached it)"
         cpu = med([r["cpu_seconds"] for r in rs])
         print(f"| {name} | {spec.num_params():,} | {ep if ep is not None else '-'} | {s_txt} | {ratio} | "
-              f"{f'{cpu:.1f}' if cpu is not None else '-'} | {per_epoch:.1f} | "
+              f"{f'{cpu:.1f}' if cpu is not None else '-'} | "
+              f"{f'{cpu / base_cpu:.1f}' if cpu is not None and base_cpu else '-'} | {per_epoch:.1f} | "
               f"{med([r['best'] for r in rs]):.2%} ({med([r['epochs_run'] for r in rs])}) |")
     return 0
 
