@@ -56,6 +56,20 @@ def test_probe_beats_chance_and_equals_scikit_learn(extracted):
     assert r.accuracy > P.fit(feats["pixels"], "logreg", 2000).accuracy
 
 
+def test_kernel_svm_is_scikit_learns_rbf_svc(extracted):
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    from sklearn.svm import SVC
+
+    _, feats, _ = extracted
+    f = feats["pixels"]
+    ours = P.make_classifier("svm").fit(f.train[:800], f.train_labels[:800])
+    ref = make_pipeline(StandardScaler(), SVC(C=10.0, kernel="rbf", gamma="scale")).fit(f.train[:800],
+                                                                                       f.train_labels[:800])
+    a, b = ours.predict(f.test[:1000]), ref.predict(f.test[:1000])
+    assert (a == b).mean() >= 0.998 and (a == f.test_labels[:1000]).mean() > 0.8
+
+
 def test_every_classifier_and_the_table(extracted):
     _, feats, net_acc = extracted
     results = [P.fit(feats[k], c, 600) for c in P.CLASSIFIERS for k in ("pixels", "tanh3")]

@@ -299,9 +299,11 @@ class Inspector:
 def pca_2d(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(N, F) -> (N, 2) projection on the two main principal axes, and their explained variance ratios."""
     from sklearn.decomposition import PCA
+    from threadpoolctl import threadpool_limits
 
-    pca = PCA(n_components=2, random_state=0)
-    z = pca.fit_transform(np.asarray(features, np.float32))
+    with threadpool_limits(1):  # see tsne_2d
+        pca = PCA(n_components=2, random_state=0)
+        z = pca.fit_transform(np.asarray(features, np.float32))
     return z, pca.explained_variance_ratio_
 
 

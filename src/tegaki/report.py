@@ -114,6 +114,7 @@ def filters_figure(before: dict | None, after: dict, layer: str, title: str = ""
         fig, axes = plt.subplots(1, len(panels), figsize=(pw * len(panels) + 0.3, ph + 0.9), squeeze=False,
                                  layout="constrained")
         axes = axes[0]
+    fig.get_layout_engine().set(w_pad=0.12, wspace=0.06)
     for ax, (label, m) in zip(axes, panels):
         _imshow_mosaic(ax, m, FILTER_CMAP)
         ax.set_title(label, fontsize=10)
