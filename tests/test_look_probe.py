@@ -70,7 +70,9 @@ def test_kernel_svm_is_scikit_learns_rbf_svc(extracted):
     assert (a == b).mean() >= 0.998 and (a == f.test_labels[:1000]).mean() > 0.8
 
 
-def test_every_classifier_and_the_table(extracted):
+def test_every_classifier_and_the_table(extracted, tmp_path):
+    from PIL import Image
+
     _, feats, net_acc = extracted
     results = [P.fit(feats[k], c, 600) for c in P.CLASSIFIERS for k in ("pixels", "tanh3")]
     for r in results:
@@ -80,6 +82,8 @@ def test_every_classifier_and_the_table(extracted):
     assert "a seeded random subset of 3,000" in text
     for c in P.CLASSIFIERS:
         assert f"{c} (600)" in text
+    with Image.open(P.plot(results, net_acc, tmp_path / "probe.png")) as im:
+        assert im.format == "PNG" and im.width > 400
 
 
 def test_saved_features_load_without_pickle(extracted, tmp_path):

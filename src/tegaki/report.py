@@ -280,7 +280,8 @@ pre{background:#f7f7f7;padding:.7em;overflow-x:auto;font-size:.82em}
 img.fig{max-width:100%;height:auto}figure{margin:1em 0}figcaption{font-size:.85em;color:#555}
 .big{font-size:1.3em}.note{color:#666;font-size:.88em}
 .gallery{display:flex;flex-wrap:wrap;gap:8px}
-.card{border:1px solid #ddd;border-radius:6px;padding:4px;width:118px;text-align:center;font-size:.78em;
+.nw{white-space:nowrap}
+.card{border:1px solid #ddd;border-radius:6px;padding:4px;width:140px;text-align:center;font-size:.78em;
 background:#fff}.card img{image-rendering:pixelated;width:84px;height:84px}
 .card a{color:#1f5fa8}.card:target{outline:3px solid #e8a33d}
 .sal{width:290px}.sal img{width:84px;height:84px;image-rendering:pixelated}
@@ -367,15 +368,23 @@ def build_report(predictor, dataset, out: Path, index: int = 0, gallery_limit: i
     rows = [("run folder", str(run.path) if run.path else "-"), ("network", f"{name}: {spec.description}"),
             ("parameters", f"{spec.num_params():,}"), ("dataset", f"{dataset.name} (trained on {cfg.get('dataset', '?')})"),
             ("engine used here", predictor.engine_name)]
-    for key in ("epochs", "train_seconds", "test_accuracy", "best_epoch", "stopped_early"):
-        if key in m:
-            v = m[key]
-            rows.append((f"metrics.json {key}", f"{v:.4%}" if key == "test_accuracy" else
-                         (f"{v:.1f}" if isinstance(v, float) else str(v))))
-    for key in ("optimizer", "lr", "batch_size", "schedule", "epochs", "patience", "weight_decay", "seed",
-                "valid_size", "engine", "device"):
-        if key in cfg:
-            rows.append((f"training {key}", str(cfg[key])))
+    trained = []
+    if "test_accuracy" in m:
+        trained.append(f"test accuracy {m['test_accuracy']:.2%} when trained")
+    if "epochs" in m:
+        trained.append(f"{m['epochs']} epochs" + (f" (best {m['best_epoch']})" if m.get("best_epoch") not in
+                                                   (None, m["epochs"]) else "")
+                       + (", stopped early" if m.get("stopped_early") else ""))
+    if "train_seconds" in m:
+        trained.append(f"{m['train_seconds']:.0f} s of training")
+    if trained:
+        rows.append(("training result", ", ".join(trained)))
+    recipe = [f"{k.replace('_', ' ')} {cfg[k]}" for k in ("optimizer", "lr", "batch_size", "schedule", "epochs",
+                                                          "patience", "weight_decay", "label_smoothing", "seed",
+                                                          "valid_size", "engine", "device")
+              if cfg.get(k) not in (None, "")]
+    if recipe:
+        rows.append(("training recipe", ", ".join(recipe)))
     rows.append(("normalisation", f"mean {run.norm['mean']}, std {run.norm['std']}"))
     rows.append(("command", " ".join(map(str, meta.get("command", []))) or "-"))
     rows.append(("versions", ", ".join(f"{k} {v}" for k, v in meta.get("versions", {}).items())))
@@ -424,9 +433,9 @@ def build_report(predictor, dataset, out: Path, index: int = 0, gallery_limit: i
         cards, sal_cards = [], []
         for j, i in enumerate(wrong):
             top2 = np.argsort(-probs[i])[:2]
-            t2 = " · ".join(f"{html.escape(classes[c])} {_pct(probs[i, c])}" for c in top2)
+            t2 = " · ".join(f"{html.escape(classes[c])}&nbsp;{_pct(probs[i, c])}" for c in top2)
             cards.append(f'<div class="card" id="m{i}"><a href="#s{i}">{page.img(array_png(images[i]), f"test digit {i}")}'
-                         f'</a><br>true <b>{html.escape(classes[labels[i]])}</b><br>top-2: {t2}<br>'
+                         f'</a><br>true <b>{html.escape(classes[labels[i]])}</b><br><span class="nw">top-2: {t2}</span><br>'
                          f'<a href="#s{i}">saliency</a> · #{i}</div>')
             v = max(float(np.abs(g_pred[j]).max()), float(np.abs(g_true[j]).max())) or 1.0
             sal_cards.append(

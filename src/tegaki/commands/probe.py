@@ -34,6 +34,7 @@ def register(subparsers) -> None:
     p.add_argument("--save-features", metavar="FILE.npz",
                    help="also save the features as .npz: the training digits the classifiers saw "
                         "(--train-size 60000 for all) and the whole test set")
+    p.add_argument("--plot", metavar="FILE.png", help="also draw the table as a bar chart")
     p.add_argument("--threads", type=int, default=1, metavar="N",
                    help="BLAS/OpenMP threads for the classifiers (default 1: steady on a busy machine; 0: all cores)")
     p.add_argument("--seed", type=int, default=0, help="seed of the training subset order (default 0)")
@@ -60,6 +61,8 @@ def cmd_probe(args) -> int:
         raise TegakiError(f"--threads must be >= 0 (0: all cores), got {args.threads}")
     if args.train_size is not None and args.train_size < 10:
         raise TegakiError(f"--train-size must be at least 10, got {args.train_size}")
+    if args.plot and not Path(args.plot).resolve().parent.is_dir():
+        raise TegakiError(f"--plot {args.plot}: the folder does not exist")
     if args.save_features and not args.save_features.endswith(".npz"):
         raise TegakiError(f"--save-features {args.save_features}: give a file name ending in .npz")
     if args.save_features and not Path(args.save_features).resolve().parent.is_dir():
@@ -90,5 +93,8 @@ def cmd_probe(args) -> int:
             results.append(r)
     print()
     print(P.table(results, net_acc, spec.name))
+    if args.plot:
+        P.plot(results, net_acc, args.plot, f"{spec.name} on {ds.name}: hidden layers as features")
+        print(f"\nwrote {args.plot}")
     print(f"\ntotal {time.perf_counter() - t0:.1f} s")
     return 0
