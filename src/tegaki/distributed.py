@@ -57,10 +57,12 @@ class Dist:
             return
         if getattr(engine, "name", "") != "torch":
             raise TegakiError("training in several processes needs the torch engine; drop --engine")
+        import torch
         from torch.nn.parallel import DistributedDataParallel as DDP
 
         dev = engine.device
-        engine.train_net = DDP(engine.net, device_ids=[dev.index] if dev.type == "cuda" else None)
+        ids = [dev.index if dev.index is not None else torch.cuda.current_device()] if dev.type == "cuda" else None
+        engine.train_net = DDP(engine.net, device_ids=ids)
 
     def sync(self, engine) -> None:
         """Give every rank rank 0's parameters and buffers (batch-norm statistics)."""
