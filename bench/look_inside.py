@@ -84,7 +84,7 @@ def main() -> None:
                 wall, cpu, out = timed(cmd, env)
                 walls.append(wall)
                 cpus.append(cpu)
-                m = re.search(r"in ([\d.]+) s;", out) or re.search(r"total ([\d.]+) s", out)
+                m = re.search(r"in ([\d.]+) s[;:]", out) or re.search(r"total ([\d.]+) s", out)
                 own.append(float(m.group(1)) if m else float("nan"))
                 if name.startswith("probe"):
                     probe_table = out[out.find("test accuracy / fit s"):].strip()
@@ -98,7 +98,7 @@ def main() -> None:
     print(f"{'command':<22}{'runs':>5}{'wall s (median)':>17}{'CPU s (median)':>16}{'own figure s':>14}")
     for name, n, w, c, o in rows:
         print(f"{name:<22}{n:>5}{w:>17.1f}{c:>16.1f}{o:>14.1f}")
-    print("\nown figure: the report's build time / the probe's total, as the command prints them")
+    print("\nown figure: what the command prints about itself (report: build time; probe: total; inspect: pictures)")
     if probe_table:
         print("\n" + probe_table)
 

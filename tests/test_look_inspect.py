@@ -190,6 +190,9 @@ def test_inspect_bad_input_is_one_line(cli, lenet_run, ffnn_run, tmp_path):
         assert msg in r.err and len(r.err.strip().splitlines()) == 1, r.err
     r = cli("inspect", ffnn_run, "--only", "filters")
     assert r.code == 2 and "no conv layers" in r.err and len(r.err.strip().splitlines()) == 1
+    (tmp_path / "afile").write_text("x")
+    r = cli("inspect", lenet_run, "--out", tmp_path / "afile", "--only", "diagram")
+    assert r.code == 2 and "is a file" in r.err and len(r.err.strip().splitlines()) == 1
     r = cli("inspect", tmp_path / "no-run")
     assert r.code == 2 and "no such run folder" in r.err
 

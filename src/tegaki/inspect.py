@@ -158,6 +158,9 @@ class Inspector:
         self.p = predictor
         self.spec: S.Spec = predictor.spec
         self.engine = predictor.engine
+        if not callable(getattr(self.engine, "activations", None)):
+            raise TegakiError(f"the {getattr(predictor, 'engine_name', '?')} engine cannot show hidden layers "
+                              "(it computes logits only); use --engine torch or numpy")
         self.logits_name = logits_layer(self.spec)
 
     # inputs

@@ -14,11 +14,10 @@ from pathlib import Path
 from tegaki.errors import TegakiError
 
 PARTS = ("diagram", "filters", "maps", "activations", "saliency", "embedding")
+LOOK_ENGINES = ("torch", "numpy")  # the engines that expose every layer's output and input gradients
 
 
 def register(subparsers) -> None:
-    from tegaki.engines import ENGINES
-
     p = subparsers.add_parser("inspect", help="pictures of filters, feature maps, activations, saliency, embeddings",
                               description=__doc__.split("\n\n", 1)[1].strip())
     p.add_argument("run", help="a run folder")
@@ -31,7 +30,8 @@ def register(subparsers) -> None:
                    help="test digits in the t-SNE map (default 3000; 0 skips t-SNE)")
     p.add_argument("--dataset", help="default: the dataset the run was trained on")
     p.add_argument("--data-dir", help="a folder holding the dataset's four IDX files")
-    p.add_argument("--engine", choices=ENGINES, default="torch", help="engine that runs the network (default torch)")
+    p.add_argument("--engine", choices=LOOK_ENGINES, default="torch",
+                   help="engine that runs the network (default torch; onnx computes logits only)")
     p.set_defaults(func=cmd_inspect)
 
 
@@ -92,6 +92,8 @@ def cmd_inspect(args) -> int:
     parts = parse_parts(args.only)
     if args.tsne_sample < 0:
         raise TegakiError(f"--tsne-sample must be >= 0, got {args.tsne_sample}")
+    if args.out and Path(args.out).exists() and not Path(args.out).is_dir():
+        raise TegakiError(f"--out {args.out} is a file; give a folder for the pictures")
     if args.image and not Path(args.image).is_file():
         raise TegakiError(f"{args.image}: no such image file")
     pred = load_predictor(args)
@@ -99,7 +101,7 @@ def cmd_inspect(args) -> int:
     convs = I.conv_layers(spec)
     if not convs and parts == ["filters"]:
         raise TegakiError(f"{spec.name} has no conv layers, so it has no filters to show; "
-                          "try --only maps,activations,saliency,embedding")
+                          "try --only activations,saliency,embedding")
     if not convs and ("filters" in parts or "maps" in parts):
         print(f"note: {spec.name} has no conv layers: no filters or feature maps; writing the rest")
         parts = [p for p in parts if p not in ("filters", "maps")]

@@ -17,7 +17,7 @@ DEFAULT_CLASSIFIERS = ("logreg", "svm")
 
 
 def register(subparsers) -> None:
-    from tegaki.engines import ENGINES
+    from tegaki.commands.inspect import LOOK_ENGINES
     from tegaki.probe import CLASSIFIERS, MAX_TRAIN
 
     p = subparsers.add_parser("probe", help="hidden layers as features for logistic regression and SVMs",
@@ -40,7 +40,8 @@ def register(subparsers) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the training subset order (default 0)")
     p.add_argument("--dataset", help="default: the dataset the run was trained on")
     p.add_argument("--data-dir", help="a folder holding the dataset's four IDX files")
-    p.add_argument("--engine", choices=ENGINES, default="torch", help="engine that runs the network (default torch)")
+    p.add_argument("--engine", choices=LOOK_ENGINES, default="torch",
+                   help="engine that runs the network (default torch; onnx computes logits only)")
     p.set_defaults(func=cmd_probe)
 
 
