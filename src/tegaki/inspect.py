@@ -325,9 +325,10 @@ def tsne_2d(features: np.ndarray, seed: int = 0, iterations: int = 500) -> np.nd
     if f.shape[1] > 50:
         f = PCA(n_components=50, random_state=seed).fit_transform(f)
     perplexity = float(min(30, max(2, (len(f) - 1) / 3)))
+    steps = {"max_iter" if "max_iter" in TSNE().get_params() else "n_iter": iterations}  # renamed in 1.5
     with threadpool_limits(1):
         return TSNE(n_components=2, perplexity=perplexity, init="pca", learning_rate="auto",
-                    max_iter=iterations, random_state=seed).fit_transform(f)
+                    random_state=seed, **steps).fit_transform(f)
 
 
 def sample_indices(total: int, n: int, seed: int = 0) -> np.ndarray:

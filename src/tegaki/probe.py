@@ -261,11 +261,10 @@ def plot(results: list[ProbeResult], network_accuracy: float, path, title: str =
     for j, c in enumerate(clfs):
         xs = [i + (j - (len(clfs) - 1) / 2) * width for i in range(len(layers))]
         ys = [100 * by[(c, l)].accuracy if (c, l) in by else np.nan for l in layers]
-        bars = ax.bar(xs, ys, width * 0.92, label=f"{c} ({by_any(by, c).train_size:,} digits)")
+        ax.bar(xs, ys, width * 0.92, label=f"{c} ({by_any(by, c).train_size:,} digits)")
         for x, y in zip(xs, ys):
             if np.isfinite(y):
                 ax.text(x, y + 0.15, f"{y:.1f}", ha="center", va="bottom", fontsize=7)
-        del bars
     ax.axhline(100 * network_accuracy, color="#d62728", linestyle="--", linewidth=1,
                label=f"the network's softmax ({network_accuracy:.2%})")
     low = min(100 * r.accuracy for r in results)
