@@ -31,6 +31,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from _machine import cpu_name, load_average  # bench/_machine.py
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -93,14 +95,7 @@ def machine(threads: int) -> list[str]:
     import numpy
     import torch
 
-    cpu = platform.processor() or "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_name()
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     blas = "unknown (pip install threadpoolctl)"
     try:
@@ -116,10 +111,7 @@ def machine(threads: int) -> list[str]:
 
 
 def load() -> str:
-    try:
-        return " ".join(f"{v:.2f}" for v in os.getloadavg())
-    except OSError:
-        return "?"
+    return load_average(" ")
 
 
 def main() -> None:

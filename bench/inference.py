@@ -35,22 +35,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def load() -> str:
-    try:
-        return "/".join(f"{x:.2f}" for x in os.getloadavg())
-    except OSError:
-        return "n/a"
+from _machine import cpu_name, load_average  # noqa: E402  (bench/_machine.py)
 
 
 def timed(fn, repeats: int) -> tuple[float, float]:
@@ -97,7 +82,7 @@ def main(argv=None) -> int:
     from tegaki.predict import Predictor
 
     torch.set_num_threads(args.threads)
-    load_before = load()
+    load_before = load_average()
     pred = Predictor.load(args.run)
     env = os.environ.get("TEGAKI_DATA_DIR") or (str(ROOT.parent / "shared" / "data")
                                                  if (ROOT.parent / "shared" / "data" / "mnist").is_dir() else None)
@@ -180,7 +165,7 @@ def main(argv=None) -> int:
             ne = make_engine("numpy", spec, weights)
             add("NumPy engine", lambda: ne.logits(x, batch_size=args.batch) if _takes_batch(ne) else ne.logits(x),
                 lambda: ne.logits(one), f"numpy {np.__version__}")
-    load_after = load()
+    load_after = load_average()
 
     print(f"\nInference: {spec.name} ({spec.num_params():,} parameters) from {pred.run.path}")
     print(f"machine: {cpu_name()}, {os.cpu_count()} cores, {args.threads} threads; load average "

@@ -35,6 +35,8 @@ import httpx
 import numpy as np
 from PIL import Image, ImageDraw
 
+from _machine import cpu_name, load_average  # bench/_machine.py
+
 def arc(cx, cy, rx, ry, a0, a1, n=24):
     return [(cx + rx * math.cos(t), cy + ry * math.sin(t)) for t in np.linspace(math.radians(a0), math.radians(a1), n)]
 
@@ -68,19 +70,11 @@ def drawing(strokes, width: int = 18, size: int = 140) -> bytes:
 
 
 def machine() -> str:
-    cpu = platform.processor() or ""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    load = ", ".join(f"{x:.2f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "?"
+    cpu = cpu_name()
+    load = load_average(", ")
     import torch
 
-    return (f"{cpu or 'unknown CPU'}; {os.cpu_count()} logical cores (affinity {len(os.sched_getaffinity(0))}); "
+    return (f"{cpu}; {os.cpu_count()} logical cores (affinity {len(os.sched_getaffinity(0))}); "
             f"load average {load}; Python {platform.python_version()}, torch {torch.__version__}, "
             f"{platform.system()} {platform.release()}")
 

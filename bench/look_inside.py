@@ -27,17 +27,10 @@ import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path
+
+from _machine import cpu_name  # bench/_machine.py
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def children_cpu() -> float:
@@ -91,7 +84,7 @@ def main() -> None:
             rows.append((name, n, statistics.median(walls), statistics.median(cpus), statistics.median(own)))
     load1 = os.getloadavg()
 
-    print(f"machine: {cpu_model()}, {os.cpu_count()} cores, python {platform.python_version()}, "
+    print(f"machine: {cpu_name()}, {os.cpu_count()} cores, python {platform.python_version()}, "
           f"threads {args.threads or 'default'}")
     print(f"load average before {load0[0]:.2f}, after {load1[0]:.2f} (other jobs slow every timing down)")
     print(f"run: {args.run}\n")

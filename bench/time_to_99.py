@@ -45,22 +45,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def load() -> str:
-    try:
-        return "/".join(f"{x:.2f}" for x in os.getloadavg())
-    except OSError:
-        return "n/a"
+from _machine import cpu_name, load_average  # noqa: E402  (bench/_machine.py)
 
 
 def C(f, k):
@@ -198,12 +183,12 @@ def main(argv=None) -> int:
     if bad:
         p.error(f"unknown recipe(s) {bad}; choose from {', '.join(all_recipes)}")
     seeds = [int(s) for s in args.seeds.split(",")]
-    before = load()
+    before = load_average()
     results = {}
     for name in names:
         results[name] = [run(all_recipes[name], ds, s, lambda m: print(m, file=sys.stderr, flush=True))
                          for s in seeds]
-    after = load()
+    after = load_average()
 
     def med(xs):
         xs = [x for x in xs if x is not None]
@@ -211,7 +196,7 @@ def main(argv=None) -> int:
 
     base = med([r["seconds"] for r in results.get("fast", [])])
     base_cpu = med([r["cpu_seconds"] for r in results.get("fast", [])])
-    print(f"\nTime to 99% MNIST test accuracy (training seconds; test evaluated after every epoch, untimed)")
+    print("\nTime to 99% MNIST test accuracy (training seconds; test evaluated after every epoch, untimed)")
     print(f"machine: {cpu_name()}, {os.cpu_count()} cores, {args.threads} torch threads; load average "
           f"{before} before, {after} after; torch {torch.__version__}, python {platform.python_version()}")
     print(f"seeds: {', '.join(map(str, seeds))} (medians). CPU-seconds: this process's CPU time (all threads); "

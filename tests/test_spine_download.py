@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from tegaki.data.download import download, payload_sha256
-from tegaki.data.idx import read_idx, write_idx
+from tegaki.data.idx import read_idx
 from tegaki.errors import TegakiError
 
 

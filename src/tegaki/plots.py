@@ -74,4 +74,4 @@ def gallery(images: np.ndarray, captions: list[str], path: Path, cols: int = 10,
 def misclassified(images, labels, preds, probs, classes, path: Path, limit: int = 40) -> Path:
     caps = [f"true {classes[t]}\npred {classes[p]} {probs[i, p]:.0%}" for i, (t, p) in
             enumerate(zip(labels[:limit], preds[:limit]))]
-    return gallery(images[:limit], caps, path, title=f"misclassified test digits (most confident first)")
+    return gallery(images[:limit], caps, path, title="misclassified test digits (most confident first)")
