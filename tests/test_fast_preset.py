@@ -113,5 +113,22 @@ def test_ensemble_cli(cli, tmp_path, mnist):
     m = [json.loads((tmp_path / "ens" / f"member-{i}" / "model.json").read_text())["config"] for i in (1, 2)]
     assert m[0]["split_seed"] == m[1]["split_seed"] == 0 and m[0]["seed"] != m[1]["seed"]
     assert "ensemble of 2 + TTA" in r.out
+    # a run trained on its own (here or on another machine) with the same --split-seed joins the ensemble:
+    # measuring the same members again gives the same figures, and the new one shares their validation set
+    r3 = cli("train", "--dataset", f"idx:{d}", "--valid-size", "500", "--epochs", "1", "--seed", "5",
+             "--split-seed", "0", "--out", tmp_path / "m3")
+    assert r3.code == 0, r3.err
+    assert json.loads((tmp_path / "m3" / "model.json").read_text())["config"]["split_seed"] == 0
+    from tegaki.data.sources import load_dataset
+    from tegaki.ensemble import measure_ensemble
+
+    ds = load_dataset(f"idx:{d}")
+    members = [tmp_path / "ens" / "member-1", tmp_path / "ens" / "member-2"]
+    again = measure_ensemble(members, ds, 0, 500, tta=True)
+    assert again["test"] == res["test"] and again["valid"] == res["valid"]
+    three = measure_ensemble(members + [tmp_path / "m3"], ds, 0, 500)
+    m3 = json.loads((tmp_path / "m3" / "metrics.json").read_text())
+    assert three["seeds"] == [0, 1, 5]
+    assert three["valid"]["single"][2] == pytest.approx(m3["valid_accuracy"], abs=1e-6)
     bad = cli("train", "--ensemble", "0", "--out", tmp_path / "x")
     assert bad.code == 2 and "--ensemble" in bad.err and not (tmp_path / "x").exists()

@@ -12,7 +12,6 @@ import subprocess
 import sys
 import time
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -135,6 +134,42 @@ def test_early_stopping_restores_the_best_epoch(small, tmp_path):
                         load_weights(tmp_path / "ref" / "model.safetensors"))
 
 
+def test_early_stopping_on_validation_accuracy(small, tmp_path):
+    # --monitor accuracy (the LeNet tutorial's criterion): the kept epoch is the one with the best
+    # validation accuracy (ties: the lower loss), found here from the history by hand
+    res = run(load_preset("ffnn"), small, tmp_path / "acc", epochs=8, patience=3, lr=0.5, monitor="accuracy")
+    h = res.history
+    best = max(h, key=lambda r: (r["valid_acc"], -r["valid_loss"]))
+    assert res.metrics["best_epoch"] == best["epoch"]
+    assert res.metrics["valid_accuracy"] == pytest.approx(best["valid_acc"], abs=1e-6)
+    stopped = res.metrics["stopped_early"]
+    assert len(h) == (best["epoch"] + 3 if stopped else 8)
+    assert all(r["valid_acc"] < best["valid_acc"] or r["valid_loss"] >= best["valid_loss"]
+               for r in h if r["epoch"] > best["epoch"])
+
+
+def test_better_follows_the_monitored_score():
+    from tegaki.train import _better
+
+    best = {"loss": 0.30, "acc": 0.95, "epoch": 4}
+    assert _better("loss", 0.29, 0.90, best) and not _better("loss", 0.31, 0.99, best)
+    assert _better("accuracy", 0.50, 0.96, best) and not _better("accuracy", 0.10, 0.94, best)
+    assert _better("accuracy", 0.29, 0.95, best) and not _better("accuracy", 0.31, 0.95, best)
+    assert _better("accuracy", 9.0, 0.5, {"loss": math.inf, "epoch": 0})  # the first epoch always counts
+
+
+def test_changing_the_optimizer_without_lr_takes_its_usual_rate():
+    from tegaki.train import lr_for
+
+    lenet = load_preset("lenet").train  # SGD 0.1
+    lr, note = lr_for(lenet, "adam", None)
+    assert lr == 1e-3 and "using lr 0.001" in note and "0.1 for sgd" in note
+    assert lr_for(lenet, "adam", 0.005) == (0.005, None)  # an explicit --lr wins
+    assert lr_for(lenet, "sgd", None) == (None, None)  # same optimiser: the recipe's rate
+    assert lr_for(lenet, None, None) == (None, None)
+    assert lr_for(load_preset("fast").train, "adadelta", None)[0] == 1.0
+
+
 def cfg_for(schedule, epochs=9, lr=0.2):
     return TrainConfig(schedule=schedule, epochs=epochs, lr=lr)
 
@@ -173,6 +208,7 @@ def test_schedule_is_what_the_loop_uses(small, tmp_path):
     (dict(optimizer="rmsprop"), "unknown optimizer 'rmsprop'"),
     (dict(schedule="linear"), "unknown schedule 'linear'"),
     (dict(patience=0), "--patience must be at least 1"),
+    (dict(monitor="f1"), "unknown monitor 'f1'; choose one of loss, accuracy"),
     (dict(lr="fast"), "training option lr must be float"),
 ])
 def test_bad_training_options(bad, message):
@@ -262,7 +298,7 @@ def test_ctrl_c_then_resume_on_the_command_line(idx_subset, tmp_path):
     # resume, finishing at epoch 3, and an uninterrupted 3-epoch run with the same seed
     r = tegaki("train", "--resume", out, "--epochs", "3")
     ref = tegaki(*common, "--epochs", "3", "--out", tmp_path / "ref")
-    (o1, e1), (o2, e2) = r.communicate(timeout=300), ref.communicate(timeout=300)
+    (o1, e1), (_, e2) = r.communicate(timeout=300), ref.communicate(timeout=300)
     assert r.returncode == 0 and ref.returncode == 0, e1 + e2
     assert f"resuming {out} after epoch {stopped_at}" in o1
     m1, m2 = (json.loads((d / "metrics.json").read_text()) for d in (out, tmp_path / "ref"))

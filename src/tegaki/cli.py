@@ -22,7 +22,8 @@ from tegaki.errors import TegakiError
 DEFAULT_PRESET = "fast"
 # options a resumed run keeps from its checkpoint
 RESUME_FIXED = ("preset", "spec", "batch_size", "lr", "optimizer", "schedule", "weight_decay", "label_smoothing",
-                "patience", "valid_size", "seed", "engine", "out", "augment", "augment_strength", "precision",
+                "patience", "monitor", "valid_size", "split_seed", "seed", "engine", "out", "augment",
+                "augment_strength", "precision",
                 "compile", "ensemble", "tta")
 COMMAND_MODULES = ("inspect", "report", "probe", "predict", "serve", "export")
 
@@ -102,7 +103,7 @@ def cmd_summary(args) -> int:
 def cmd_train(args) -> int:
     from tegaki import distributed
     from tegaki.spec import Spec, load_preset
-    from tegaki.train import TrainConfig, read_checkpoint, train
+    from tegaki.train import TrainConfig, lr_for, read_checkpoint, train
 
     if args.ensemble is not None and (args.ensemble < 1 or args.resume or (args.nproc or 1) > 1):
         raise TegakiError("--ensemble N needs N >= 1 and works without --resume and --nproc")
@@ -135,9 +136,13 @@ def cmd_train(args) -> int:
             raise TegakiError("give --preset or --spec, not both")
         spec = Spec.from_file(args.spec) if args.spec else load_preset(args.preset or DEFAULT_PRESET)
         dataset = args.dataset
+        lr, note = lr_for(spec.train, args.optimizer, args.lr)
+        if note and os.environ.get("RANK", "0") == "0":
+            err(note)
         cfg = TrainConfig.for_spec(
-            spec, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer,
+            spec, epochs=args.epochs, batch_size=args.batch_size, lr=lr, optimizer=args.optimizer,
             schedule=args.schedule, seed=args.seed, device=args.device, patience=args.patience,
+            monitor=args.monitor, split_seed=args.split_seed,
             valid_size=args.valid_size, engine=args.engine, weight_decay=args.weight_decay,
             label_smoothing=args.label_smoothing, dataset=dataset, augment=args.augment,
             augment_strength=args.augment_strength, precision=args.precision, compile=args.compile)
@@ -243,7 +248,7 @@ class Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     from tegaki.engines import ENGINES, TRAINABLE
-    from tegaki.train import OPTIMIZERS, SCHEDULES
+    from tegaki.train import MONITORS, OPTIMIZERS, SCHEDULES
 
     p = Parser(prog="tegaki", description="tegaki: a workbench for handwritten-digit recognition")
     p.add_argument("--version", action="version", version=f"tegaki {__version__}")
@@ -271,12 +276,16 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--schedule", choices=SCHEDULES, help="learning-rate schedule (default: constant)")
     t.add_argument("--weight-decay", type=float, help="L2 penalty (default 0)")
     t.add_argument("--label-smoothing", type=float, help="cross-entropy label smoothing (default 0)")
-    t.add_argument("--patience", type=int, help="early stopping: epochs without a better validation loss")
+    t.add_argument("--patience", type=int, help="early stopping: epochs without a better validation score")
+    t.add_argument("--monitor", choices=MONITORS, help="the validation score for early stopping and the weights "
+                   "kept: loss or accuracy (default: the preset's, else loss)")
     t.add_argument("--augment", metavar="KINDS", help="distort training batches: affine, elastic, thickness "
                    "joined by + (e.g. affine+elastic), or none (default: the preset's)")
     t.add_argument("--augment-strength", type=float, help="scale of the distortions (default 1; 0 = none)")
     t.add_argument("--valid-size", type=int, help="validation examples carved from training (default 10000)")
     t.add_argument("--seed", type=int, help="seed for split, weights, shuffling and dropout (default 0)")
+    t.add_argument("--split-seed", type=int, help="seed of the validation split alone (default: --seed); runs "
+                   "with one split seed can be compared and averaged honestly on their validation set")
     t.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], help="default auto")
     t.add_argument("--engine", choices=TRAINABLE, help="torch (default) or numpy")
     t.add_argument("--out", help="the run folder (default runs/<time>-<preset>)")

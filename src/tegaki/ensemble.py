@@ -66,9 +66,6 @@ def train_ensemble(spec, ds, cfg, out: Path, members: int, tta: bool = False, lo
                    command=None, train_one=None) -> dict:
     """Train `members` runs with seeds cfg.seed, cfg.seed+1, ... on one validation split; measure
     every combination on the validation and test sets; write out/ensemble.json; return it."""
-    from tegaki.data.sources import stratified_split
-    from tegaki.engines import make_engine
-    from tegaki.run import load_run
     from tegaki.train import train
 
     train_one = train_one or train
@@ -82,7 +79,20 @@ def train_ensemble(spec, ds, cfg, out: Path, members: int, tta: bool = False, lo
         if r.interrupted:
             return {"interrupted": True}
         runs.append(r)
-    loaded = [load_run(r.path) for r in runs]
+    result = measure_ensemble([r.path for r in runs], ds, split_seed, cfg.valid_size, tta)
+    write_json(out / "ensemble.json", result)
+    return result
+
+
+def measure_ensemble(paths: list, ds, split_seed: int, valid_size: int, tta: bool = False) -> dict:
+    """Accuracies of trained runs (which share the validation split of `split_seed`), alone and averaged,
+    with and without TTA, on the validation split and the test set."""
+    from tegaki.data.sources import stratified_split
+    from tegaki.engines import make_engine
+    from tegaki.run import load_run
+
+    loaded = [load_run(p) for p in paths]
+    spec = loaded[0].spec
     norm = loaded[0].norm
     bg = -norm["mean"] / norm["std"]
     engines = [make_engine("torch", run.spec, run.weights, device="cpu") for run in loaded]
@@ -91,12 +101,12 @@ def train_ensemble(spec, ds, cfg, out: Path, members: int, tta: bool = False, lo
         x = (images.astype(np.float32) / 255.0 - np.float32(norm["mean"])) / np.float32(norm["std"])
         return x.reshape(len(images), *spec.input_shape)
 
-    n_valid = min(cfg.valid_size, len(ds.train_labels) // 5)
+    n_valid = min(valid_size, len(ds.train_labels) // 5)
     _, va = stratified_split(ds.train_labels, n_valid, split_seed)
     sets = {"test": (prep(ds.test_images), ds.test_labels)}
     if len(va):
         sets["valid"] = (prep(ds.train_images[va]), ds.train_labels[va])
-    result = {"members": [str(r.path) for r in runs], "seeds": [cfg.seed + i for i in range(members)],
+    result = {"members": [str(p) for p in paths], "seeds": [run.meta.get("seed") for run in loaded],
               "tta_views": [list(v) for v in VIEWS]}
     for name, (x, y) in sets.items():
         single = [float((average_proba([e], x).argmax(1) == y).mean()) for e in engines]
@@ -105,7 +115,6 @@ def train_ensemble(spec, ds, cfg, out: Path, members: int, tta: bool = False, lo
             res["single_tta"] = [float((average_proba([e], x, bg, tta=True).argmax(1) == y).mean()) for e in engines]
             res["ensemble_tta"] = float((average_proba(engines, x, bg, tta=True).argmax(1) == y).mean())
         result[name] = res
-    write_json(out / "ensemble.json", result)
     return result
 
 

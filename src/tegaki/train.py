@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 import sys
 import time
 from dataclasses import asdict, dataclass, fields
@@ -26,12 +25,26 @@ import numpy as np
 from tegaki.data.sources import Dataset, stratified_split
 from tegaki.engines import ENGINES, TRAINABLE, make_engine
 from tegaki.errors import TegakiError
-from tegaki.fileio import write_json
 from tegaki.run import load_weights, make_meta, norm_for, save_run, save_weights
 from tegaki.spec import Spec
 
 OPTIMIZERS = ("sgd", "momentum", "adam", "adamw", "adadelta")
 SCHEDULES = ("constant", "step", "cosine", "onecycle")
+MONITORS = ("loss", "accuracy")
+# each optimiser's usual learning rate, used when --optimizer changes a preset's optimiser without --lr
+USUAL_LR = {"sgd": 0.01, "momentum": 0.01, "adam": 1e-3, "adamw": 1e-3, "adadelta": 1.0}
+
+
+def lr_for(spec_train: dict, optimizer: str | None, lr: float | None) -> tuple[float | None, str | None]:
+    """The learning rate to use, and a note when --optimizer replaced the recipe's optimiser without --lr
+    (a preset's SGD rate of 0.1 would make Adam diverge)."""
+    if lr is not None or optimizer is None or optimizer == spec_train.get("optimizer", "adam"):
+        return lr, None
+    if "lr" not in spec_train:
+        return lr, None
+    usual = USUAL_LR[optimizer]
+    return usual, (f"note: --optimizer {optimizer} without --lr: using lr {usual:g}, {optimizer}'s usual rate, "
+                   f"not the recipe's {spec_train['lr']:g} for {spec_train.get('optimizer', 'adam')}")
 
 
 @dataclass
@@ -44,7 +57,8 @@ class TrainConfig:
     weight_decay: float = 0.0  # L2 penalty (decoupled for adamw)
     schedule: str = "constant"  # constant | step (x0.1 every third of the run) | cosine | onecycle
     label_smoothing: float = 0.0  # cross-entropy label smoothing
-    patience: int | None = None  # stop after this many epochs without a better validation loss
+    patience: int | None = None  # stop after this many epochs without a better validation score (`monitor`)
+    monitor: str = "loss"  # loss | accuracy: the validation score that early stopping and best weights follow
     valid_size: int = 10_000  # examples carved from the training set for validation (stratified)
     seed: int = 0  # one seed for the split, the initial weights, shuffling and dropout
     device: str = "auto"  # auto | cpu | cuda | mps
@@ -69,6 +83,8 @@ class TrainConfig:
             raise TegakiError(f"unknown schedule {self.schedule!r}; choose one of {', '.join(SCHEDULES)}")
         if self.patience is not None and self.patience < 1:
             raise TegakiError(f"--patience must be at least 1, got {self.patience}")
+        if self.monitor not in MONITORS:
+            raise TegakiError(f"unknown monitor {self.monitor!r}; choose one of {', '.join(MONITORS)}")
         if self.valid_size < 0:
             raise TegakiError(f"--valid-size must be >= 0, got {self.valid_size}")
         if self.engine not in ENGINES:
@@ -291,7 +307,7 @@ def train(spec: Spec, ds: Dataset, cfg: TrainConfig, out: Path, log: Callable[[s
             prog.clear()
             row = {"epoch": epoch, "train_loss": train_loss, "valid_loss": valid_loss, "train_acc": train_acc,
                    "valid_acc": valid_acc, "lr": lr, "seconds": time.perf_counter() - t0}
-            is_best = valid_loss < best["loss"]
+            is_best = _better(cfg.monitor, valid_loss, valid_acc, best)
             if is_best:
                 best = {"loss": valid_loss, "epoch": epoch, "acc": valid_acc}
                 if cfg.patience:
@@ -305,7 +321,7 @@ def train(spec: Spec, ds: Dataset, cfg: TrainConfig, out: Path, log: Callable[[s
                                           "spec": spec.to_dict(), "dataset": ds.name, "command": meta["command"]},
                             best_weights)
             if stopped_early:
-                log(f"early stopping: no better validation loss for {cfg.patience} epochs; "
+                log(f"early stopping: no better validation {cfg.monitor} for {cfg.patience} epochs; "
                     f"restoring the weights of epoch {best['epoch']}")
                 break
         if dist is not None and not dist.is_main:
@@ -333,6 +349,14 @@ def train(spec: Spec, ds: Dataset, cfg: TrainConfig, out: Path, log: Callable[[s
 def _remove_if_empty(out: Path, created: bool) -> None:
     if created and out.is_dir() and not any(out.iterdir()):
         out.rmdir()
+
+
+def _better(monitor: str, loss: float, acc: float, best: dict) -> bool:
+    """Whether this epoch's validation score beats the best so far (accuracy ties go to the lower loss)."""
+    if monitor == "accuracy":
+        best_acc = best.get("acc", -math.inf)
+        return acc > best_acc or (acc == best_acc and loss < best["loss"])
+    return loss < best["loss"]
 
 
 def _finish(spec, ds, cfg, out, engine, norm, init, meta, history, best, best_weights, stopped_early,
