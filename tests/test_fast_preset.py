@@ -130,5 +130,17 @@ def test_ensemble_cli(cli, tmp_path, mnist):
     m3 = json.loads((tmp_path / "m3" / "metrics.json").read_text())
     assert three["seeds"] == [0, 1, 5]
     assert three["valid"]["single"][2] == pytest.approx(m3["valid_accuracy"], abs=1e-6)
+    # the same from the command line
+    r4 = cli("ensemble", *members, tmp_path / "m3", "--out", tmp_path / "three.json")
+    assert r4.code == 0, r4.err
+    assert json.loads((tmp_path / "three.json").read_text()) == json.loads(json.dumps(three))
+    assert "ensemble of 3" in r4.out and "different splits" not in r4.out
+    one = cli("ensemble", tmp_path / "m3")
+    assert one.code == 2 and "two or more runs" in one.err
+    r5 = cli("train", "--dataset", f"idx:{d}", "--valid-size", "500", "--epochs", "1", "--seed", "6",
+             "--out", tmp_path / "m4")  # its own split (seed 6)
+    mixed = cli("ensemble", tmp_path / "m3", tmp_path / "m4")
+    assert r5.code == 0 and mixed.code == 0 and "different splits" in mixed.out, mixed.err
+    assert "valid" not in mixed.out.splitlines()[2]  # the table's header: test only
     bad = cli("train", "--ensemble", "0", "--out", tmp_path / "x")
     assert bad.code == 2 and "--ensemble" in bad.err and not (tmp_path / "x").exists()

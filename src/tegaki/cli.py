@@ -25,7 +25,7 @@ RESUME_FIXED = ("preset", "spec", "batch_size", "lr", "optimizer", "schedule", "
                 "patience", "monitor", "valid_size", "split_seed", "seed", "engine", "out", "augment",
                 "augment_strength", "precision",
                 "compile", "ensemble", "tta")
-COMMAND_MODULES = ("inspect", "report", "probe", "predict", "serve", "export")
+COMMAND_MODULES = ("inspect", "report", "probe", "predict", "serve", "export", "ensemble")
 
 
 def data_kwargs(args) -> dict:

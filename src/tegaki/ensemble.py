@@ -85,35 +85,39 @@ def train_ensemble(spec, ds, cfg, out: Path, members: int, tta: bool = False, lo
 
 
 def measure_ensemble(paths: list, ds, split_seed: int, valid_size: int, tta: bool = False) -> dict:
-    """Accuracies of trained runs (which share the validation split of `split_seed`), alone and averaged,
-    with and without TTA, on the validation split and the test set."""
+    """Accuracies of trained runs, alone and averaged, with and without TTA, on the validation split
+    of `split_seed` (which the runs should share; valid_size 0: none) and on the test set. Each run
+    normalises the images with its own statistics."""
     from tegaki.data.sources import stratified_split
     from tegaki.engines import make_engine
     from tegaki.run import load_run
 
     loaded = [load_run(p) for p in paths]
-    spec = loaded[0].spec
-    norm = loaded[0].norm
-    bg = -norm["mean"] / norm["std"]
-    engines = [make_engine("torch", run.spec, run.weights, device="cpu") for run in loaded]
-
-    def prep(images):
-        x = (images.astype(np.float32) / 255.0 - np.float32(norm["mean"])) / np.float32(norm["std"])
-        return x.reshape(len(images), *spec.input_shape)
-
     n_valid = min(valid_size, len(ds.train_labels) // 5)
     _, va = stratified_split(ds.train_labels, n_valid, split_seed)
-    sets = {"test": (prep(ds.test_images), ds.test_labels)}
+    sets = {"test": (ds.test_images, ds.test_labels)}
     if len(va):
-        sets["valid"] = (prep(ds.train_images[va]), ds.train_labels[va])
+        sets["valid"] = (ds.train_images[va], ds.train_labels[va])
     result = {"members": [str(p) for p in paths], "seeds": [run.meta.get("seed") for run in loaded],
               "tta_views": [list(v) for v in VIEWS]}
-    for name, (x, y) in sets.items():
-        single = [float((average_proba([e], x).argmax(1) == y).mean()) for e in engines]
-        res = {"single": single, "ensemble": float((average_proba(engines, x).argmax(1) == y).mean())}
+    for name, (images, y) in sets.items():
+        plain, views = [], []  # each run's class probabilities (N, classes)
+        for run in loaded:
+            norm = run.norm
+            x = (images.astype(np.float32) / 255.0 - np.float32(norm["mean"])) / np.float32(norm["std"])
+            x = x.reshape(len(images), *run.spec.input_shape)
+            engine = make_engine("torch", run.spec, run.weights, device="cpu")
+            plain.append(average_proba([engine], x))
+            if tta:
+                views.append(average_proba([engine], x, -norm["mean"] / norm["std"], tta=True))
+
+        def acc(p):
+            return float((p.argmax(1) == y).mean())
+
+        res = {"single": [acc(p) for p in plain], "ensemble": acc(sum(plain) / len(plain))}
         if tta:
-            res["single_tta"] = [float((average_proba([e], x, bg, tta=True).argmax(1) == y).mean()) for e in engines]
-            res["ensemble_tta"] = float((average_proba(engines, x, bg, tta=True).argmax(1) == y).mean())
+            res["single_tta"] = [acc(p) for p in views]
+            res["ensemble_tta"] = acc(sum(views) / len(views))
         result[name] = res
     return result
 

@@ -1,0 +1,62 @@
+"""`tegaki ensemble RUN RUN ... [--tta]`: average runs that were trained separately.
+
+Runs trained one by one (on one machine or several, at the same time) with one `--split-seed`
+share a validation split, so their ensemble is measured honestly on it as well as on the test
+set; runs with different splits are measured on the test set only. Same table as
+`tegaki train --ensemble N`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tegaki.errors import TegakiError
+
+
+def _split(run) -> tuple[int, int]:
+    cfg = run.meta.get("config", {})
+    seed = cfg.get("split_seed")
+    return (cfg.get("seed", 0) if seed is None else seed), cfg.get("valid_size", 0)
+
+
+def cmd_ensemble(args) -> int:
+    from tegaki.cli import load_data
+    from tegaki.ensemble import ensemble_table, measure_ensemble
+    from tegaki.fileio import write_json
+    from tegaki.run import load_run
+
+    if len(args.runs) < 2 and not args.tta:
+        raise TegakiError("give two or more runs to average (or one run with --tta)")
+    runs = [load_run(r) for r in args.runs]
+    first = runs[0]
+    for r in runs[1:]:
+        if r.spec.input_shape != first.spec.input_shape or r.classes != first.classes:
+            raise TegakiError(f"{r.path} does not fit {first.path}: input {r.spec.input_shape} vs "
+                              f"{first.spec.input_shape}, classes {r.classes} vs {first.classes}")
+    name = args.dataset or first.meta.get("config", {}).get("dataset") or "mnist"
+    ds = load_data(args, name)
+    splits = {_split(r) for r in runs}
+    valid_size = 0
+    split_seed = 0
+    if len(splits) == 1:
+        split_seed, valid_size = splits.pop()
+    else:
+        print("note: the runs were validated on different splits (give them one --split-seed when training); "
+              "measuring the test set only")
+    res = measure_ensemble([r.path for r in runs], ds, split_seed, valid_size, tta=args.tta)
+    print(f"{len(runs)} run(s) of {first.spec.name} on {ds.name}\n")
+    print(ensemble_table(res))
+    if args.out:
+        write_json(Path(args.out), res)
+        print(f"\nwrote {args.out}")
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser("ensemble", help="average the predictions of separately trained runs (and TTA)")
+    p.add_argument("runs", nargs="+", metavar="RUN", help="run folders of one recipe, ideally one --split-seed")
+    p.add_argument("--tta", action="store_true", help="also average over small shifts and rotations of each image")
+    p.add_argument("--dataset", help="default: the dataset the first run was trained on")
+    p.add_argument("--data-dir", help="a folder holding the dataset's four IDX files")
+    p.add_argument("--out", help="write the accuracies as JSON to this file")
+    p.set_defaults(func=cmd_ensemble)
