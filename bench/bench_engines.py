@@ -143,7 +143,12 @@ def main() -> None:
     print(f"load average before: {load()}  ({time.strftime('%Y-%m-%d %H:%M')})\n")
     rows = []
     if args.only in (None, "ffnn"):
-        configs = [("ffnn", e, {}, "preset: 2 epochs x 1,000 steps of 50, lr 0.4") for e in engines]
+        from tegaki.spec import load_preset
+
+        t = load_preset("ffnn").train
+        n = 60_000 - t.get("valid_size", 10_000)
+        label = f"preset: {t['epochs']} epochs x {-(-n // t['batch_size']):,} steps of {t['batch_size']}, lr {t['lr']:g}"
+        configs = [("ffnn", e, {}, label) for e in engines]
         if args.ffnn_valid_size is not None:
             configs.append(("ffnn", "numpy", {"valid_size": args.ffnn_valid_size},
                             f"--valid-size {args.ffnn_valid_size}"))
