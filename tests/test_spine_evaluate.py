@@ -138,3 +138,25 @@ def test_evaluate_on_another_dataset_writes_beside_the_run(cli, ffnn_run, tmp_pa
     assert r.code == 0, r.err
     assert "on sklearn-digits (360 test images" in r.out
     assert {"evaluation.json", "confusion.png", "misclassified.png"} <= {p.name for p in (tmp_path / "ev").iterdir()}
+
+
+def test_threads_option(cli, ffnn_run, tmp_path):
+    from threadpoolctl import threadpool_info
+
+    from tegaki import cli as C
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)  # so that the option has something to change
+        r = cli("evaluate", ffnn_run, "--threads", "1", "--out", tmp_path / "ev")
+        assert r.code == 0, r.err
+        assert torch.get_num_threads() == 1
+        assert all(p["num_threads"] == 1 for p in threadpool_info() if p["user_api"] == "blas")
+    finally:
+        while C._THREAD_LIMITS:
+            C._THREAD_LIMITS.pop().restore_original_limits()
+        torch.set_num_threads(before)
+    for args in (("evaluate", ffnn_run, "--threads", "0"), ("train", "--threads", "-2", "--out", tmp_path / "t")):
+        bad = cli(*args)
+        assert bad.code == 2 and "--threads must be at least 1" in bad.err
+    assert not (tmp_path / "t").exists()

@@ -35,6 +35,22 @@ def data_kwargs(args) -> dict:
             "cache_dir": default_cache_dir(os.environ)}
 
 
+_THREAD_LIMITS = []  # threadpoolctl's controller, kept alive while the limit holds
+
+
+def apply_threads(n: int | None) -> None:
+    """--threads N: torch's intra-op threads and the BLAS/OpenMP pools (NumPy engine) both N."""
+    if n is None:
+        return
+    if n < 1:
+        raise TegakiError(f"--threads must be at least 1, got {n}")
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    torch.set_num_threads(n)
+    _THREAD_LIMITS.append(threadpool_limits(n))
+
+
 def err(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
@@ -105,6 +121,8 @@ def cmd_train(args) -> int:
     from tegaki.spec import Spec, load_preset
     from tegaki.train import TrainConfig, lr_for, read_checkpoint, train
 
+    if args.threads is not None and args.threads < 1:
+        raise TegakiError(f"--threads must be at least 1, got {args.threads}")
     if args.ensemble is not None and (args.ensemble < 1 or args.resume or (args.nproc or 1) > 1):
         raise TegakiError("--ensemble N needs N >= 1 and works without --resume and --nproc")
     if args.nproc is not None and args.nproc != 1:  # N copies of this command, one per process
@@ -155,6 +173,7 @@ def cmd_train(args) -> int:
             raise TegakiError(f"--out {out} already exists and is not an empty folder; choose a new --out")
     if not dist.is_main:
         sys.stdout = open(os.devnull, "w")  # rank 0 speaks for all
+    apply_threads(args.threads)  # after distributed.setup, which shares the cores out otherwise
     t0 = time.perf_counter()
     extra = {"seed": cfg.seed} if dataset.startswith("folder:") else {}
     # no fallback when resuming: a run continues on the data it started with, or not at all
@@ -206,6 +225,7 @@ def cmd_evaluate(args) -> int:
     from tegaki.fileio import write_json
     from tegaki.predict import Predictor
 
+    apply_threads(args.threads)
     pred = Predictor.load(args.run, engine=args.engine)
     run = pred.run
     name = args.dataset or run.meta.get("config", {}).get("dataset") or "mnist"
@@ -289,6 +309,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], help="default auto")
     t.add_argument("--engine", choices=TRAINABLE, help="torch (default) or numpy")
     t.add_argument("--out", help="the run folder (default runs/<time>-<preset>)")
+    t.add_argument("--threads", type=int, help="CPU threads for torch and NumPy (default: all cores, or a "
+                   "share of them per --nproc process); fewer helps on a machine busy with other work")
     t.add_argument("--resume", metavar="RUN", help="continue an interrupted run from its last checkpoint")
     t.add_argument("--precision", choices=["fp32", "bf16", "auto"], help="torch engine: bf16 mixed precision, "
                    "or auto = bf16 where the CPU/GPU computes it natively (default: the preset's, else fp32)")
@@ -308,6 +330,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--data-dir", help="a folder holding the dataset's four IDX files")
     e.add_argument("--engine", choices=ENGINES, default="torch")
     e.add_argument("--out", help="where to write the pictures (default: the run folder)")
+    e.add_argument("--threads", type=int, help="CPU threads for torch and NumPy (default: all cores)")
     e.set_defaults(func=cmd_evaluate)
 
     for name in COMMAND_MODULES:
