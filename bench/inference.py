@@ -103,42 +103,34 @@ def main(argv=None) -> int:
         print(f"  {name}: {n / sec:,.0f} images/s, latency {med:.3f} ms", file=sys.stderr, flush=True)
 
     want = set(args.engines.split(","))
-    if "eager" in want:
-        eng = TorchEngine(spec, weights, device="cpu")
-        net = eng.net.eval()
-        xt, onet = torch.from_numpy(x), torch.from_numpy(one)
+    xt, onet = torch.from_numpy(x), torch.from_numpy(one)
 
-        def eager_batch():
+    def torch_calls(net):
+        """(the whole test set in batches, one image) through a torch module, without autograd."""
+        def batch():
             with torch.inference_mode():
                 return torch.cat([net(xt[i:i + args.batch]) for i in range(0, n, args.batch)]).numpy()
 
-        def eager_one():
+        def single():
             with torch.inference_mode():
                 return net(onet)
 
-        add("torch eager", eager_batch, eager_one, "channels-last fp32")
+        return batch, single
+
+    if "eager" in want:
+        net = TorchEngine(spec, weights, device="cpu").net.eval()
+        add("torch eager", *torch_calls(net), "channels-last fp32")
     if "compiled" in want:
-        eng = TorchEngine(spec, weights, device="cpu")
-        net = eng.net.eval()
+        net = TorchEngine(spec, weights, device="cpu").net.eval()
         t = time.perf_counter()
         cnet = torch.compile(net, dynamic=False)
-        xt, onet = torch.from_numpy(x), torch.from_numpy(one)
         with torch.inference_mode():
             cnet(xt[:args.batch])
             cnet(onet)
             if n % args.batch:
                 cnet(xt[n - n % args.batch:])
         compile_s = time.perf_counter() - t
-
-        def comp_batch():
-            with torch.inference_mode():
-                return torch.cat([cnet(xt[i:i + args.batch]) for i in range(0, n, args.batch)]).numpy()
-
-        def comp_one():
-            with torch.inference_mode():
-                return cnet(onet)
-
-        add("torch compiled", comp_batch, comp_one, f"inductor, {compile_s:.0f} s to compile")
+        add("torch compiled", *torch_calls(cnet), f"inductor, {compile_s:.0f} s to compile")
     if "onnx" in want:
         from tegaki.export import session, to_onnx
 

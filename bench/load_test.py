@@ -20,9 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import io
 import ipaddress
-import math
 import os
 import platform
 import socket
@@ -33,40 +31,9 @@ from urllib.parse import urlparse
 
 import httpx
 import numpy as np
-from PIL import Image, ImageDraw
 
 from _machine import cpu_name, load_average  # bench/_machine.py
-
-def arc(cx, cy, rx, ry, a0, a1, n=24):
-    return [(cx + rx * math.cos(t), cy + ry * math.sin(t)) for t in np.linspace(math.radians(a0), math.radians(a1), n)]
-
-
-# the ten digits as polylines on the page's 280x280 canvas (as in tests/test_serve_api.py)
-DIGITS = {
-    0: [arc(140, 140, 60, 95, 0, 360, 40)],
-    1: [[(150, 40), (138, 240)]],
-    2: [arc(140, 95, 55, 50, 200, 390, 20) + [(85, 240), (205, 240)]],
-    3: [arc(135, 90, 50, 45, 210, 450, 20) + arc(135, 185, 58, 52, 270, 495, 20)],
-    4: [[(170, 40), (80, 170), (215, 170)], [(170, 40), (170, 250)]],
-    5: [[(195, 45), (100, 45), (92, 130)] + arc(135, 170, 62, 60, 230, 480, 24)],
-    6: [[(180, 40), (120, 110), (85, 185)] + arc(140, 185, 55, 55, 180, 540, 30)],
-    7: [[(80, 50), (200, 50), (120, 240)]],
-    8: [arc(140, 90, 45, 48, 90, 450, 30), arc(140, 188, 55, 52, -90, 270, 30)],
-    9: [arc(140, 95, 52, 52, 0, 360, 30), [(192, 95), (175, 245)]],
-}
-
-
-def drawing(strokes, width: int = 18, size: int = 140) -> bytes:
-    """Strokes drawn on the page's 280x280 canvas, sent as the page sends them: a size x size RGBA PNG."""
-    im = Image.new("RGBA", (280, 280), (255, 255, 255, 255))
-    d = ImageDraw.Draw(im)
-    for s in strokes:
-        d.line(s, fill=(0, 0, 0, 255), width=width, joint="curve")
-    if size != 280:
-        im = im.resize((size, size), Image.LANCZOS)
-    buf = io.BytesIO()
-    im.save(buf, "PNG")
-    return buf.getvalue()
+from tegaki.serve.sketches import DIGITS, drawing
 
 
 def machine() -> str:

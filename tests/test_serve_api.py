@@ -8,50 +8,18 @@ from __future__ import annotations
 
 import base64
 import io
-import math
 import re
 import time
 
 import httpx
 import numpy as np
 import pytest
-from PIL import Image, ImageDraw
+from PIL import Image
 
 from tegaki.data.preprocess import to_mnist
 from tegaki.predict import Predictor, bundled_model_path
 from tegaki.serve.app import Limits, create_app, serving
-
-def arc(cx, cy, rx, ry, a0, a1, n=24):
-    return [(cx + rx * math.cos(t), cy + ry * math.sin(t)) for t in np.linspace(math.radians(a0), math.radians(a1), n)]
-
-
-# polylines on a 280x280 canvas, as a person would draw them with the mouse
-DIGITS = {
-    0: [arc(140, 140, 60, 95, 0, 360, 40)],
-    1: [[(150, 40), (138, 240)]],
-    2: [arc(140, 95, 55, 50, 200, 390, 20) + [(85, 240), (205, 240)]],
-    3: [arc(135, 90, 50, 45, 210, 450, 20) + arc(135, 185, 58, 52, 270, 495, 20)],
-    4: [[(170, 40), (80, 170), (215, 170)], [(170, 40), (170, 250)]],
-    5: [[(195, 45), (100, 45), (92, 130)] + arc(135, 170, 62, 60, 230, 480, 24)],
-    6: [[(180, 40), (120, 110), (85, 185)] + arc(140, 185, 55, 55, 180, 540, 30)],
-    7: [[(80, 50), (200, 50), (120, 240)]],
-    8: [arc(140, 90, 45, 48, 90, 450, 30), arc(140, 188, 55, 52, -90, 270, 30)],
-    9: [arc(140, 95, 52, 52, 0, 360, 30), [(192, 95), (175, 245)]],
-}
-
-
-def drawing(strokes, width: int = 18, size: int = 280, fmt: str = "PNG") -> bytes:
-    """Black strokes on a white canvas, saved like the page's canvas (RGBA PNG) or as JPEG."""
-    im = Image.new("RGBA", (size, size), (255, 255, 255, 255))
-    d = ImageDraw.Draw(im)
-    for s in strokes:
-        d.line([tuple(p) for p in s], fill=(0, 0, 0, 255), width=width, joint="curve")
-        for p in (s[0], s[-1]):
-            d.ellipse([p[0] - width / 2, p[1] - width / 2, p[0] + width / 2, p[1] + width / 2], fill=(0, 0, 0, 255))
-    buf = io.BytesIO()
-    (im if fmt == "PNG" else im.convert("RGB")).save(buf, fmt)
-    return buf.getvalue()
-
+from tegaki.serve.sketches import DIGITS, drawing
 
 def decode_data_url(url: str) -> np.ndarray:
     assert url.startswith("data:image/png;base64,")
@@ -267,7 +235,7 @@ def test_bad_query_and_routes(server):
 
 def test_upload_limit_and_no_mnist_no_saving(predictor):
     app = create_app(predictor, limits=Limits(max_upload=100_000))
-    big = drawing(DIGITS[7], size=2000, fmt="BMP")  # a few MB, uncompressed
+    big = drawing(DIGITS[7], canvas=2000, fmt="BMP")  # a few MB, uncompressed
     with serving(app) as url, httpx.Client(base_url=url) as c:
         r = c.post("/api/predict", content=big, headers={"content-type": "image/bmp"})
         assert r.status_code == 413 and "larger than" in r.json()["detail"]

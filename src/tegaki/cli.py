@@ -23,8 +23,7 @@ DEFAULT_PRESET = "fast"
 # options a resumed run keeps from its checkpoint
 RESUME_FIXED = ("preset", "spec", "batch_size", "lr", "optimizer", "schedule", "weight_decay", "label_smoothing",
                 "patience", "monitor", "valid_size", "split_seed", "seed", "engine", "out", "augment",
-                "augment_strength", "precision",
-                "compile", "ensemble", "tta")
+                "augment_strength", "precision", "compile", "ensemble", "tta")
 COMMAND_MODULES = ("inspect", "report", "probe", "predict", "serve", "export", "ensemble")
 
 
@@ -155,8 +154,6 @@ def cmd_train(args) -> int:
         spec = Spec.from_file(args.spec) if args.spec else load_preset(args.preset or DEFAULT_PRESET)
         dataset = args.dataset
         lr, note = lr_for(spec.train, args.optimizer, args.lr)
-        if note and os.environ.get("RANK", "0") == "0":
-            err(note)
         cfg = TrainConfig.for_spec(
             spec, epochs=args.epochs, batch_size=args.batch_size, lr=lr, optimizer=args.optimizer,
             schedule=args.schedule, seed=args.seed, device=args.device, patience=args.patience,
@@ -165,6 +162,8 @@ def cmd_train(args) -> int:
             label_smoothing=args.label_smoothing, dataset=dataset, augment=args.augment,
             augment_strength=args.augment_strength, precision=args.precision, compile=args.compile)
         dist = distributed.setup(os.environ, cfg.device)  # one process of several under torchrun or --nproc
+        if note and dist.is_main:
+            err(note)
         stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(dist.agree(time.time())))  # rank 0's
         out = Path(args.out) if args.out else Path("runs") / f"{stamp}-{spec.name}"
         if (out / "model.json").exists() or (out / "checkpoint.safetensors").exists():

@@ -70,7 +70,7 @@ def train_ensemble(spec, ds, cfg, out: Path, members: int, tta: bool = False, lo
 
     train_one = train_one or train
     out = Path(out)
-    split_seed = cfg.seed if cfg.split_seed is None else cfg.split_seed
+    split_seed = cfg.validation_seed
     runs = []
     for i in range(members):
         mcfg = replace(cfg, seed=cfg.seed + i, split_seed=split_seed)
@@ -84,32 +84,29 @@ def train_ensemble(spec, ds, cfg, out: Path, members: int, tta: bool = False, lo
     return result
 
 
-def measure_ensemble(paths: list, ds, split_seed: int, valid_size: int, tta: bool = False) -> dict:
-    """Accuracies of trained runs, alone and averaged, with and without TTA, on the validation split
-    of `split_seed` (which the runs should share; valid_size 0: none) and on the test set. Each run
-    normalises the images with its own statistics."""
-    from tegaki.data.sources import stratified_split
-    from tegaki.engines import make_engine
-    from tegaki.run import load_run
+def measure_ensemble(runs: list, ds, split_seed: int, valid_size: int, tta: bool = False) -> dict:
+    """Accuracies of trained runs (Run objects or run folders), alone and averaged, with and without
+    TTA, on the validation split of `split_seed` (which the runs should share; valid_size 0: none)
+    and on the test set. Each run normalises the images with its own statistics."""
+    from tegaki.data.sources import validation_split
+    from tegaki.predict import Predictor
+    from tegaki.run import Run, load_run
 
-    loaded = [load_run(p) for p in paths]
-    n_valid = min(valid_size, len(ds.train_labels) // 5)
-    _, va = stratified_split(ds.train_labels, n_valid, split_seed)
+    loaded = [r if isinstance(r, Run) else load_run(r) for r in runs]
+    predictors = [Predictor(run) for run in loaded]
+    _, va = validation_split(ds.train_labels, valid_size, split_seed)
     sets = {"test": (ds.test_images, ds.test_labels)}
     if len(va):
         sets["valid"] = (ds.train_images[va], ds.train_labels[va])
-    result = {"members": [str(p) for p in paths], "seeds": [run.meta.get("seed") for run in loaded],
+    result = {"members": [str(run.path) for run in loaded], "seeds": [run.meta.get("seed") for run in loaded],
               "tta_views": [list(v) for v in VIEWS]}
     for name, (images, y) in sets.items():
         plain, views = [], []  # each run's class probabilities (N, classes)
-        for run in loaded:
-            norm = run.norm
-            x = (images.astype(np.float32) / 255.0 - np.float32(norm["mean"])) / np.float32(norm["std"])
-            x = x.reshape(len(images), *run.spec.input_shape)
-            engine = make_engine("torch", run.spec, run.weights, device="cpu")
-            plain.append(average_proba([engine], x))
+        for pred in predictors:
+            x = pred.normalise(images)
+            plain.append(average_proba([pred.engine], x))
             if tta:
-                views.append(average_proba([engine], x, -norm["mean"] / norm["std"], tta=True))
+                views.append(average_proba([pred.engine], x, -pred.norm["mean"] / pred.norm["std"], tta=True))
 
         def acc(p):
             return float((p.argmax(1) == y).mean())

@@ -22,7 +22,7 @@ from typing import Callable
 
 import numpy as np
 
-from tegaki.data.sources import Dataset, stratified_split
+from tegaki.data.sources import Dataset, validation_split
 from tegaki.engines import ENGINES, TRAINABLE, make_engine
 from tegaki.errors import TegakiError
 from tegaki.run import load_weights, make_meta, norm_for, save_run, save_weights
@@ -38,9 +38,7 @@ USUAL_LR = {"sgd": 0.01, "momentum": 0.01, "adam": 1e-3, "adamw": 1e-3, "adadelt
 def lr_for(spec_train: dict, optimizer: str | None, lr: float | None) -> tuple[float | None, str | None]:
     """The learning rate to use, and a note when --optimizer replaced the recipe's optimiser without --lr
     (a preset's SGD rate of 0.1 would make Adam diverge)."""
-    if lr is not None or optimizer is None or optimizer == spec_train.get("optimizer", "adam"):
-        return lr, None
-    if "lr" not in spec_train:
+    if lr is not None or "lr" not in spec_train or optimizer in (None, spec_train.get("optimizer", "adam")):
         return lr, None
     usual = USUAL_LR[optimizer]
     return usual, (f"note: --optimizer {optimizer} without --lr: using lr {usual:g}, {optimizer}'s usual rate, "
@@ -69,6 +67,10 @@ class TrainConfig:
     precision: str = "fp32"  # fp32 | bf16 (mixed, autocast) | auto (bf16 where the hardware has it); torch only
     compile: bool = False  # run the torch training step through torch.compile
     split_seed: int | None = None  # seed of the validation split alone (None: `seed`); ensembles share one split
+
+    @property
+    def validation_seed(self) -> int:
+        return self.seed if self.split_seed is None else self.split_seed
 
     def check(self) -> None:
         if self.epochs < 1:
@@ -225,11 +227,10 @@ def train(spec: Spec, ds: Dataset, cfg: TrainConfig, out: Path, log: Callable[[s
     if tuple(ds.train_images.shape[1:]) != expect:
         raise TegakiError(f"{ds.name} images are {ds.train_images.shape[1:]}, the network expects {expect}")
     t_setup = time.perf_counter()
-    n_valid = min(cfg.valid_size, len(ds.train_labels) // 5)
-    if n_valid < cfg.valid_size:
-        log(f"validation split: {n_valid:,} of {len(ds.train_labels):,} training images "
+    tr, va = validation_split(ds.train_labels, cfg.valid_size, cfg.validation_seed)
+    if len(va) < cfg.valid_size:
+        log(f"validation split: {len(va):,} of {len(ds.train_labels):,} training images "
             f"(--valid-size {cfg.valid_size:,} would leave too few to train on)")
-    tr, va = stratified_split(ds.train_labels, n_valid, cfg.seed if cfg.split_seed is None else cfg.split_seed)
     norm = norm_for(spec, ds.train_images[tr])
     init = spec.init_weights(cfg.seed)
     from tegaki.data.augment import Augmenter

@@ -43,7 +43,7 @@ def cmd_ensemble(args) -> int:
     else:
         print("note: the runs were validated on different splits (give them one --split-seed when training); "
               "measuring the test set only")
-    res = measure_ensemble([r.path for r in runs], ds, split_seed, valid_size, tta=args.tta)
+    res = measure_ensemble(runs, ds, split_seed, valid_size, tta=args.tta)
     print(f"{len(runs)} run(s) of {first.spec.name} on {ds.name}\n")
     print(ensemble_table(res))
     if args.out:

@@ -28,11 +28,16 @@ def register(subparsers) -> None:
     p.add_argument("--only", metavar="PARTS", help=f"comma-separated subset of: {', '.join(PARTS)} (default all)")
     p.add_argument("--tsne-sample", type=int, default=3000, metavar="N",
                    help="test digits in the t-SNE map (default 3000; 0 skips t-SNE)")
+    add_data_engine_args(p)
+    p.set_defaults(func=cmd_inspect)
+
+
+def add_data_engine_args(p) -> None:
+    """--dataset, --data-dir and --engine, as inspect and report take them."""
     p.add_argument("--dataset", help="default: the dataset the run was trained on")
     p.add_argument("--data-dir", help="a folder holding the dataset's four IDX files")
     p.add_argument("--engine", choices=LOOK_ENGINES, default="torch",
                    help="engine that runs the network (default torch; onnx computes logits only)")
-    p.set_defaults(func=cmd_inspect)
 
 
 def parse_parts(only: str | None) -> list[str]:

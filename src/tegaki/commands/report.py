@@ -16,7 +16,7 @@ from tegaki.errors import TegakiError
 
 
 def register(subparsers) -> None:
-    from tegaki.commands.inspect import LOOK_ENGINES
+    from tegaki.commands.inspect import add_data_engine_args
 
     p = subparsers.add_parser("report", help="one self-contained HTML report of a run (opens offline)",
                               description=__doc__.split("\n\n", 1)[1].strip())
@@ -28,10 +28,7 @@ def register(subparsers) -> None:
                    help="misclassified digits in the gallery (default 60, most confident first)")
     p.add_argument("--tsne-sample", type=int, default=2000, metavar="N",
                    help="test digits in the t-SNE map (default 2000, to build in seconds)")
-    p.add_argument("--dataset", help="default: the dataset the run was trained on")
-    p.add_argument("--data-dir", help="a folder holding the dataset's four IDX files")
-    p.add_argument("--engine", choices=LOOK_ENGINES, default="torch",
-                   help="engine that runs the network (default torch; onnx computes logits only)")
+    add_data_engine_args(p)
     p.add_argument("--verbose", action="store_true", help="print the time each part takes")
     p.set_defaults(func=cmd_report)
 

@@ -386,6 +386,11 @@ def load_dataset(name: str, data_dir=None, env_dir=None, cache_dir=None, fetch: 
     return ds
 
 
+def validation_split(labels: np.ndarray, valid_size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (train, valid): a stratified split of `valid_size` items, at most a fifth of the set."""
+    return stratified_split(labels, min(valid_size, len(labels) // 5), seed)
+
+
 def stratified_split(labels: np.ndarray, n_valid: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Indices (train, valid) with `n_valid` items taken from each class in proportion, seeded."""
     n = len(labels)
