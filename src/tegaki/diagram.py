@@ -66,8 +66,7 @@ def draw(spec: S.Spec, path: Path, title: str = "", dpi: int = 110) -> Path:
     from tegaki.plots import save
 
     boxes = [("input", "input", spec.input_shape, 0, COLOURS["input"])]
-    for layer, shape, si in zip(spec.layers, spec.shapes(), spec.in_shapes()):
-        n = int(sum(np.prod(p) for p in layer.params(si).values()))
+    for layer, shape, n in zip(spec.layers, spec.shapes(), spec.layer_params()):
         colour = COLOURS.get(layer.type, ACTIVATION_COLOUR if isinstance(layer, S.Activation) else "#eeeeee")
         boxes.append((layer.name, describe(layer), shape, n, colour))
     sizes = [int(np.prod(b[2])) for b in boxes]

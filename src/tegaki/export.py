@@ -166,8 +166,9 @@ class OnnxEngine:
         return np.concatenate(out) if out else np.zeros((0, self.spec.num_classes), np.float32)
 
     def prepare(self, images: np.ndarray, labels: np.ndarray | None, norm: dict):
-        x = (images.astype(np.float32) / 255.0 - np.float32(norm["mean"])) / np.float32(norm["std"])
-        return x.reshape(len(images), *self.spec.input_shape), None if labels is None else np.asarray(labels, np.int64)
+        from tegaki.run import normalise
+
+        return normalise(images, norm, self.spec.input_shape), None if labels is None else np.asarray(labels, np.int64)
 
     def take(self, data, idx: np.ndarray):
         return data[0][idx], data[1][idx]

@@ -97,8 +97,7 @@ def layer_shapes(spec: S.Spec) -> dict[str, tuple[int, ...]]:
 
 
 def param_counts(spec: S.Spec) -> dict[str, int]:
-    return {l.name: int(sum(np.prod(p) for p in l.params(s).values()))
-            for l, s in zip(spec.layers, spec.in_shapes())}
+    return {l.name: n for l, n in zip(spec.layers, spec.layer_params())}
 
 
 # filters ---------------------------------------------------------------------------------------

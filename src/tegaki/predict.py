@@ -23,7 +23,7 @@ from tegaki import spec as S
 from tegaki.data.preprocess import MAX_PIXELS, Preprocessed, to_mnist
 from tegaki.engines import make_engine
 from tegaki.errors import TegakiError
-from tegaki.run import Run, load_run
+from tegaki.run import Run, load_run, normalise
 
 
 def bundled_model_path() -> Path | None:
@@ -60,6 +60,13 @@ class Prediction:
         return [(int(i), float(self.probabilities[i])) for i in order]
 
 
+def _prediction(pre: Preprocessed, probs: np.ndarray | None) -> Prediction:
+    """A preprocessed image and its class probabilities (None: no digit in it) as a Prediction."""
+    if probs is None:
+        return Prediction(None, [], None, pre.steps, pre.info)
+    return Prediction(int(probs.argmax()), [float(p) for p in probs], pre.image, pre.steps, pre.info)
+
+
 class Predictor:
     def __init__(self, run: Run, engine: str = "torch", device: str = "cpu"):
         self.run = run
@@ -79,10 +86,7 @@ class Predictor:
 
     def normalise(self, images: np.ndarray) -> np.ndarray:
         """uint8 (N, 28, 28) -> the float32 (N, C, H, W) input the network was trained on."""
-        images = np.asarray(images)
-        x = images.astype(np.float32) / 255.0
-        x = (x - np.float32(self.norm["mean"])) / np.float32(self.norm["std"])
-        return x.reshape(len(images), *self.spec.input_shape)
+        return normalise(images, self.norm, self.spec.input_shape)
 
     def logits(self, images: np.ndarray) -> np.ndarray:
         return self.engine.logits(self.normalise(images))
@@ -103,10 +107,7 @@ class Predictor:
 
     def classify(self, pre: Preprocessed) -> Prediction:
         """The prediction for an already preprocessed image."""
-        if pre.empty:
-            return Prediction(None, [], None, pre.steps, pre.info)
-        probs = self.predict_proba(pre.image[None])[0]
-        return Prediction(int(probs.argmax()), [float(p) for p in probs], pre.image, pre.steps, pre.info)
+        return _prediction(pre, None if pre.empty else self.predict_proba(pre.image[None])[0])
 
     def predict_images(self, sources, batch_size: int = 500) -> list[Prediction | TegakiError]:
         """Many images: each preprocessed, all classified in batches; a file that cannot be read
@@ -125,13 +126,7 @@ class Predictor:
         out: list[Prediction | TegakiError] = []
         row = {i: k for k, i in enumerate(full)}
         for i, p in enumerate(pres):
-            if isinstance(p, TegakiError):
-                out.append(p)
-            elif p.empty:
-                out.append(Prediction(None, [], None, p.steps, p.info))
-            else:
-                pr = probs[row[i]]
-                out.append(Prediction(int(pr.argmax()), [float(v) for v in pr], p.image, p.steps, p.info))
+            out.append(p if isinstance(p, TegakiError) else _prediction(p, probs[row[i]] if i in row else None))
         return out
 
     # looking inside ------------------------------------------------------------------------
@@ -173,8 +168,7 @@ class Predictor:
         """What this model is, as plain data: spec summary, metrics, data provenance, command."""
         spec, meta = self.spec, self.run.meta
         layers = []
-        for layer, shape, si in zip(spec.layers, spec.shapes(), spec.in_shapes()):
-            n = int(sum(np.prod(p) for p in layer.params(si).values()))
+        for layer, shape, n in zip(spec.layers, spec.shapes(), spec.layer_params()):
             layers.append({"name": layer.name, "type": layer.type, "output_shape": list(shape), "params": n})
         data = meta.get("data", {})
         bundled = bundled_model_path()

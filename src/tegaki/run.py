@@ -90,6 +90,13 @@ def norm_for(spec: Spec, train_images: np.ndarray) -> dict:
     return {"mean": round(float(x.mean()), 6), "std": round(float(x.std()), 6)}
 
 
+def normalise(images: np.ndarray, norm: dict, input_shape) -> np.ndarray:
+    """Pixels 0..255 (N, H, W) -> the float32 (N, C, H, W) input a network trained with `norm` expects."""
+    images = np.asarray(images)
+    x = (images.astype(np.float32) / 255.0 - np.float32(norm["mean"])) / np.float32(norm["std"])
+    return x.reshape(len(images), *input_shape)
+
+
 def make_meta(spec: Spec, classes: list[str], norm: dict, provenance: dict, seed: int, config: dict,
               command: list[str] | None = None) -> dict:
     return {

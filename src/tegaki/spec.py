@@ -432,6 +432,10 @@ class Spec:
     def buffer_shapes(self) -> dict[str, Shape]:
         return {f"{l.name}.{k}": v for l, s in zip(self.layers, self.in_shapes()) for k, v in l.buffers(s).items()}
 
+    def layer_params(self) -> list[int]:
+        """The number of parameters of each layer, in order."""
+        return [int(sum(np.prod(p) for p in l.params(s).values())) for l, s in zip(self.layers, self.in_shapes())]
+
     def num_params(self) -> int:
         return int(sum(np.prod(s) for s in self.param_shapes().values()))
 
@@ -493,8 +497,7 @@ class Spec:
     def summary(self) -> str:
         rows = [("Layer (type)", "Output shape", "Param #")]
         rows.append(("input", str((None, *self.input_shape)), "0"))
-        for layer, s, si in zip(self.layers, self.shapes(), self.in_shapes()):
-            n = int(sum(np.prod(p) for p in layer.params(si).values()))
+        for layer, s, n in zip(self.layers, self.shapes(), self.layer_params()):
             rows.append((f"{layer.name} ({layer.type})", str((None, *s)), f"{n:,}"))
         w = [max(len(r[i]) for r in rows) + 2 for i in range(3)]
         line = "=" * sum(w)
