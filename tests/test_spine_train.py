@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import torch
 
+from tegaki import plots
 from tegaki import spec as S
 from tegaki.data.idx import write_idx
 from tegaki.engines.torch_engine import TorchEngine
@@ -146,6 +147,25 @@ def test_early_stopping_on_validation_accuracy(small, tmp_path):
     assert len(h) == (best["epoch"] + 3 if stopped else 8)
     assert all(r["valid_acc"] < best["valid_acc"] or r["valid_loss"] >= best["valid_loss"]
                for r in h if r["epoch"] > best["epoch"])
+
+
+def test_no_validation_split(small, tmp_path):
+    # --valid-size 0 (train on every training image): the history, the table and the curves show no
+    # validation figures instead of repeating the training ones; early stopping follows the training loss
+    lines = []
+    spec = tiny_cnn()
+    cfg = TrainConfig.for_spec(spec, device="cpu", valid_size=0, epochs=3, patience=1)
+    res = train(spec, small, cfg, tmp_path / "all", log=lines.append)
+    m, h = res.metrics, res.history
+    assert m["train_size"] == 2000 and m["valid_size"] == 0 and m["valid_accuracy"] is None
+    assert all(r["valid_loss"] is None and r["valid_acc"] is None for r in h)
+    losses = [r["train_loss"] for r in h]
+    assert m["best_epoch"] == int(np.argmin(losses)) + 1
+    rows = [ln for ln in "\n".join(lines).splitlines() if ln.strip().startswith(("1 |", "2 |", "3 |"))]
+    assert len(rows) == len(h) and all(ln.split("|")[2].strip() == "-" for ln in rows)
+    saved = load_run(tmp_path / "all").history()
+    assert [r["valid_loss"] for r in saved] == [None] * len(h)
+    assert plots.learning_curves(saved, tmp_path / "lc.png", "x").stat().st_size > 1000  # train curves only
 
 
 def test_better_follows_the_monitored_score():

@@ -29,16 +29,19 @@ def learning_curves(history: list[dict], path: Path, title: str = "") -> Path:
     ep = [r["epoch"] for r in history]
     style = "o-" if len(ep) <= 30 else "-"  # markers hide a long run's curve
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.6), layout="constrained")
-    losses = [r[k] for r in history for k in ("train_loss", "valid_loss")]
-    a.plot(ep, [r["train_loss"] for r in history], style, label="train")
-    a.plot(ep, [r["valid_loss"] for r in history], style, label="validation")
+    # a run trained with --valid-size 0 has no validation curve
+    kinds = ("train", "valid") if all(r.get("valid_loss") is not None for r in history) else ("train",)
+    label = {"train": "train", "valid": "validation"}
+    losses = [r[f"{k}_loss"] for r in history for k in kinds]
+    for k in kinds:
+        a.plot(ep, [r[f"{k}_loss"] for r in history], style, label=label[k])
     if min(losses) > 0 and max(losses) / min(losses) > 20:
         a.set_yscale("log")  # a long run's loss spans decades; on a linear axis its end is a flat line
     a.set_xlabel("epoch"), a.set_ylabel("cross-entropy loss"), a.set_title("loss"), a.legend(), a.grid(alpha=0.3)
-    b.plot(ep, [100 * r["train_acc"] for r in history], style, label="train")
-    b.plot(ep, [100 * r["valid_acc"] for r in history], style, label="validation")
+    for k in kinds:
+        b.plot(ep, [100 * r[f"{k}_acc"] for r in history], style, label=label[k])
     if len(ep) >= 10:  # zoom past the first tenth of the run, where the interesting differences are
-        late = [100 * r[k] for r in history[len(ep) // 10:] for k in ("train_acc", "valid_acc")]
+        late = [100 * r[f"{k}_acc"] for r in history[len(ep) // 10:] for k in kinds]
         lo, hi = min(late), max(late)
         b.set_ylim(lo - 0.15 * (hi - lo) - 0.05, min(100.0, hi + 0.15 * (hi - lo)) + 0.05)
     b.set_xlabel("epoch"), b.set_ylabel("accuracy (%)"), b.set_title("accuracy"), b.legend(), b.grid(alpha=0.3)

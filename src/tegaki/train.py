@@ -172,10 +172,14 @@ class Progress:
             self.bar_stream.flush()
 
     def row(self, r: dict) -> None:
-        ratio = r["train_loss"] / r["valid_loss"] if r["valid_loss"] else float("nan")
         mark = " *" if r.get("best") else ""
-        self.out(f"{int(r['epoch']):6d} | {r['train_loss']:10.5f} | {r['valid_loss']:10.5f} | {ratio:11.5f} | "
-                 f"{r['valid_acc']:8.2%} | {r['train_acc']:9.2%} | {r['lr']:9.3g} | {r['seconds']:6.1f}{mark}")
+        if r["valid_loss"] is None:  # no validation split
+            valid = f"{'-':>10} | {'-':>11} | {'-':>8}"
+        else:
+            ratio = r["train_loss"] / r["valid_loss"] if r["valid_loss"] else float("nan")
+            valid = f"{r['valid_loss']:10.5f} | {ratio:11.5f} | {r['valid_acc']:8.2%}"
+        self.out(f"{int(r['epoch']):6d} | {r['train_loss']:10.5f} | {valid} | "
+                 f"{r['train_acc']:9.2%} | {r['lr']:9.3g} | {r['seconds']:6.1f}{mark}")
 
 
 @dataclass
@@ -298,19 +302,20 @@ def train(spec: Spec, ds: Dataset, cfg: TrainConfig, out: Path, log: Callable[[s
             train_loss, train_acc = engine.read_stats()
             if dist is not None:
                 dist.sync(engine)  # rank 0's weights and batch-norm statistics everywhere
+            valid_loss = valid_acc = None  # --valid-size 0: no validation split, nothing to show
             if valid_data is not None:
                 valid_loss, valid_acc, _ = engine.evaluate(valid_data)
                 valid_loss = dist.agree(valid_loss) if dist is not None else valid_loss
-            else:
-                valid_loss, valid_acc = train_loss, train_acc
             if not math.isfinite(train_loss):
                 raise TegakiError(f"training diverged in epoch {epoch} (loss {train_loss}); lower --lr")
             prog.clear()
             row = {"epoch": epoch, "train_loss": train_loss, "valid_loss": valid_loss, "train_acc": train_acc,
                    "valid_acc": valid_acc, "lr": lr, "seconds": time.perf_counter() - t0}
-            is_best = _better(cfg.monitor, valid_loss, valid_acc, best)
+            # without a validation split, early stopping and best weights follow the training statistics
+            score_loss, score_acc = (train_loss, train_acc) if valid_data is None else (valid_loss, valid_acc)
+            is_best = _better(cfg.monitor, score_loss, score_acc, best)
             if is_best:
-                best = {"loss": valid_loss, "epoch": epoch, "acc": valid_acc}
+                best = {"loss": score_loss, "epoch": epoch, "acc": score_acc}
                 if cfg.patience:
                     best_weights = engine.get_weights()
             prog.row({**row, "best": is_best and cfg.patience})
