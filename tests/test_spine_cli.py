@@ -202,9 +202,11 @@ def test_out_folder_already_used(cli, subset, tmp_path):
 
 def test_train_evaluate_and_run_folder_problems(cli, subset, tmp_path):
     out = tmp_path / "run"
-    r = cli("train", "--preset", "ffnn", "--dataset", f"idx:{subset}", "--epochs", "1", "--out", out)
+    r = cli("train", "--preset", "ffnn", "--dataset", f"idx:{subset}", "--epochs", "1", "--out", out,
+            "--valid-size", "400")  # the ffnn preset trains on everything; a validation split fills the table
     assert r.code == 0, r.err
     assert f"run saved to {out}" in r.out and "test accuracy" in r.out and "next: tegaki evaluate" in r.out
+    assert "1,600 train, 400 valid" in r.out
     # the per-epoch table, like nolearn's
     head = next(line for line in r.out.splitlines() if line.strip().startswith("epoch |"))
     assert [c.strip() for c in head.split("|")][:6] == ["epoch", "train loss", "valid loss", "train/valid",

@@ -313,6 +313,9 @@ def train(spec: Spec, ds: Dataset, cfg: TrainConfig, out: Path, log: Callable[[s
                    "valid_acc": valid_acc, "lr": lr, "seconds": time.perf_counter() - t0}
             # without a validation split, early stopping and best weights follow the training statistics
             score_loss, score_acc = (train_loss, train_acc) if valid_data is None else (valid_loss, valid_acc)
+            if valid_data is None and dist is not None:
+                # every rank must make the same early-stopping call
+                score_loss, score_acc = dist.agree(score_loss), dist.agree(score_acc)
             is_best = _better(cfg.monitor, score_loss, score_acc, best)
             if is_best:
                 best = {"loss": score_loss, "epoch": epoch, "acc": score_acc}
