@@ -40,7 +40,7 @@ def test_report_holds_every_section_and_no_outside_reference(report):
                    "digit", "embedding"):
         assert f'id="{anchor}"' in text, anchor
     for words in ("Test accuracy", "precision", "recall", "F1", "Data provenance", "PCA of tanh3",
-                  "t-SNE of tanh3", "test digit #5", "top-2:"):
+                  "t-SNE of tanh3", "test digit #5", "top-2:", "on the training and validation splits"):
         assert words in text, words
     # every source and link stays inside the file: data: images and #anchors only
     srcs = re.findall(r'\ssrc="([^"]*)"', text)

@@ -407,8 +407,9 @@ def build_report(predictor, dataset, out: Path, index: int = 0, gallery_limit: i
     hist = run.history()
     page.section("curves", "Learning curves")
     if hist and all(k in hist[0] for k in ("train_loss", "valid_loss", "train_acc", "valid_acc")):
+        splits = "training and validation splits" if hist[0]["valid_loss"] is not None else "training set"
         page.figure(_plot_png(plots.learning_curves, hist, title=name), "learning curves",
-                    "loss and accuracy per epoch on the training and validation splits")
+                    f"loss and accuracy per epoch on the {splits}")
     else:
         page.p("This run has no per-epoch history (history.csv).", "note")
 
