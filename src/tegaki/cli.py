@@ -37,12 +37,16 @@ def data_kwargs(args) -> dict:
 _THREAD_LIMITS = []  # threadpoolctl's controller, kept alive while the limit holds
 
 
+def check_threads(n: int | None) -> None:
+    if n is not None and n < 1:
+        raise TegakiError(f"--threads must be at least 1, got {n}")
+
+
 def apply_threads(n: int | None) -> None:
     """--threads N: torch's intra-op threads and the BLAS/OpenMP pools (NumPy engine) both N."""
+    check_threads(n)
     if n is None:
         return
-    if n < 1:
-        raise TegakiError(f"--threads must be at least 1, got {n}")
     import torch
     from threadpoolctl import threadpool_limits
 
@@ -120,8 +124,7 @@ def cmd_train(args) -> int:
     from tegaki.spec import Spec, load_preset
     from tegaki.train import TrainConfig, lr_for, read_checkpoint, train
 
-    if args.threads is not None and args.threads < 1:
-        raise TegakiError(f"--threads must be at least 1, got {args.threads}")
+    check_threads(args.threads)  # before --nproc starts N processes that would each fail
     if args.ensemble is not None and (args.ensemble < 1 or args.resume or (args.nproc or 1) > 1):
         raise TegakiError("--ensemble N needs N >= 1 and works without --resume and --nproc")
     if args.nproc is not None and args.nproc != 1:  # N copies of this command, one per process

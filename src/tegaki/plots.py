@@ -25,21 +25,24 @@ def save(fig, path: Path, dpi: int = 110) -> Path:
     return Path(path)
 
 
+def has_validation(history: list[dict]) -> bool:
+    """Whether every epoch of a history has validation figures (not so for --valid-size 0)."""
+    return bool(history) and all(r.get("valid_loss") is not None for r in history)
+
+
 def learning_curves(history: list[dict], path: Path, title: str = "") -> Path:
     ep = [r["epoch"] for r in history]
     style = "o-" if len(ep) <= 30 else "-"  # markers hide a long run's curve
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.6), layout="constrained")
-    # a run trained with --valid-size 0 has no validation curve
-    kinds = ("train", "valid") if all(r.get("valid_loss") is not None for r in history) else ("train",)
-    label = {"train": "train", "valid": "validation"}
+    kinds = {"train": "train", "valid": "validation"} if has_validation(history) else {"train": "train"}
     losses = [r[f"{k}_loss"] for r in history for k in kinds]
-    for k in kinds:
-        a.plot(ep, [r[f"{k}_loss"] for r in history], style, label=label[k])
+    for k, label in kinds.items():
+        a.plot(ep, [r[f"{k}_loss"] for r in history], style, label=label)
     if min(losses) > 0 and max(losses) / min(losses) > 20:
         a.set_yscale("log")  # a long run's loss spans decades; on a linear axis its end is a flat line
     a.set_xlabel("epoch"), a.set_ylabel("cross-entropy loss"), a.set_title("loss"), a.legend(), a.grid(alpha=0.3)
-    for k in kinds:
-        b.plot(ep, [100 * r[f"{k}_acc"] for r in history], style, label=label[k])
+    for k, label in kinds.items():
+        b.plot(ep, [100 * r[f"{k}_acc"] for r in history], style, label=label)
     if len(ep) >= 10:  # zoom past the first tenth of the run, where the interesting differences are
         late = [100 * r[f"{k}_acc"] for r in history[len(ep) // 10:] for k in kinds]
         lo, hi = min(late), max(late)

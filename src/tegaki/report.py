@@ -407,7 +407,7 @@ def build_report(predictor, dataset, out: Path, index: int = 0, gallery_limit: i
     hist = run.history()
     page.section("curves", "Learning curves")
     if hist and all(k in hist[0] for k in ("train_loss", "valid_loss", "train_acc", "valid_acc")):
-        splits = "training and validation splits" if hist[0]["valid_loss"] is not None else "training set"
+        splits = "training and validation splits" if plots.has_validation(hist) else "training set"
         page.figure(_plot_png(plots.learning_curves, hist, title=name), "learning curves",
                     f"loss and accuracy per epoch on the {splits}")
     else:

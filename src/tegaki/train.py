@@ -305,7 +305,6 @@ def train(spec: Spec, ds: Dataset, cfg: TrainConfig, out: Path, log: Callable[[s
             valid_loss = valid_acc = None  # --valid-size 0: no validation split, nothing to show
             if valid_data is not None:
                 valid_loss, valid_acc, _ = engine.evaluate(valid_data)
-                valid_loss = dist.agree(valid_loss) if dist is not None else valid_loss
             if not math.isfinite(train_loss):
                 raise TegakiError(f"training diverged in epoch {epoch} (loss {train_loss}); lower --lr")
             prog.clear()
@@ -313,8 +312,7 @@ def train(spec: Spec, ds: Dataset, cfg: TrainConfig, out: Path, log: Callable[[s
                    "valid_acc": valid_acc, "lr": lr, "seconds": time.perf_counter() - t0}
             # without a validation split, early stopping and best weights follow the training statistics
             score_loss, score_acc = (train_loss, train_acc) if valid_data is None else (valid_loss, valid_acc)
-            if valid_data is None and dist is not None:
-                # every rank must make the same early-stopping call
+            if dist is not None:  # every rank makes rank 0's early-stopping call (rank 0 writes the history)
                 score_loss, score_acc = dist.agree(score_loss), dist.agree(score_acc)
             is_best = _better(cfg.monitor, score_loss, score_acc, best)
             if is_best:
