@@ -20,6 +20,7 @@ the environment torchrun would give them (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_A
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import socket
@@ -90,6 +91,12 @@ class Dist:
             import torch.distributed as td
 
             if td.is_initialized():
+                # wait for every rank (rank 0 still measures the test set and writes the run): a rank
+                # that tears down while another still holds the connection can abort the other one
+                td.barrier()
+                # free what still holds the group (a finished run's DistributedDataParallel wrapper sits in
+                # reference cycles) now, not at interpreter exit, where gloo's threads can abort the process
+                gc.collect()
                 td.destroy_process_group()
 
 
