@@ -20,7 +20,7 @@ def _split(run) -> tuple[int, int]:
 
 
 def cmd_ensemble(args) -> int:
-    from tegaki.cli import load_data
+    from tegaki.commands.common import load_data
     from tegaki.ensemble import ensemble_table, measure_ensemble
     from tegaki.fileio import write_json
     from tegaki.run import load_run

@@ -11,10 +11,10 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from tegaki.commands.common import add_data_engine_args, load_predictor, load_test_data
 from tegaki.errors import TegakiError
 
 PARTS = ("diagram", "filters", "maps", "activations", "saliency", "embedding")
-LOOK_ENGINES = ("torch", "numpy")  # the engines that expose every layer's output and input gradients
 
 
 def register(subparsers) -> None:
@@ -32,14 +32,6 @@ def register(subparsers) -> None:
     p.set_defaults(func=cmd_inspect)
 
 
-def add_data_engine_args(p) -> None:
-    """--dataset, --data-dir and --engine, as inspect and report take them."""
-    p.add_argument("--dataset", help="default: the dataset the run was trained on")
-    p.add_argument("--data-dir", help="a folder holding the dataset's four IDX files")
-    p.add_argument("--engine", choices=LOOK_ENGINES, default="torch",
-                   help="engine that runs the network (default torch; onnx computes logits only)")
-
-
 def parse_parts(only: str | None) -> list[str]:
     if not only:
         return list(PARTS)
@@ -48,24 +40,6 @@ def parse_parts(only: str | None) -> list[str]:
     if bad or not parts:
         raise TegakiError(f"--only: unknown part(s) {', '.join(bad) or '(none given)'}; choose from {', '.join(PARTS)}")
     return parts
-
-
-def load_predictor(args):
-    from tegaki.predict import Predictor
-
-    return Predictor.load(args.run, engine=args.engine)
-
-
-def load_test_data(args, run):
-    """The dataset to look at: --dataset, else the one the run was trained on."""
-    from tegaki.cli import load_data
-
-    name = getattr(args, "dataset", None) or run.meta.get("config", {}).get("dataset") or "mnist"
-    ds = load_data(args, name, all_test=True) if name.startswith("folder:") else load_data(args, name)
-    if len(ds.classes) != len(run.classes):
-        raise TegakiError(f"{ds.name} has {len(ds.classes)} classes, the model {len(run.classes)}; "
-                          "choose a dataset with the run's classes")
-    return ds
 
 
 def pick_input(args, ds):

@@ -17,7 +17,7 @@ DEFAULT_CLASSIFIERS = ("logreg", "svm")
 
 
 def register(subparsers) -> None:
-    from tegaki.commands.inspect import LOOK_ENGINES
+    from tegaki.commands.common import LOOK_ENGINES
     from tegaki.probe import CLASSIFIERS, MAX_TRAIN
 
     p = subparsers.add_parser("probe", help="hidden layers as features for logistic regression and SVMs",
@@ -52,7 +52,7 @@ def _split(values: list[str] | None) -> list[str]:
 def cmd_probe(args) -> int:
     from tegaki import inspect as I
     from tegaki import probe as P
-    from tegaki.commands.inspect import load_predictor, load_test_data
+    from tegaki.commands.common import load_predictor, load_test_data
 
     classifiers = _split(args.classifier) or list(DEFAULT_CLASSIFIERS)
     bad = [c for c in classifiers if c not in P.CLASSIFIERS]

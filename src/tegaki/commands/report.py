@@ -16,7 +16,7 @@ from tegaki.errors import TegakiError
 
 
 def register(subparsers) -> None:
-    from tegaki.commands.inspect import add_data_engine_args
+    from tegaki.commands.common import add_data_engine_args
 
     p = subparsers.add_parser("report", help="one self-contained HTML report of a run (opens offline)",
                               description=__doc__.split("\n\n", 1)[1].strip())
@@ -34,7 +34,7 @@ def register(subparsers) -> None:
 
 
 def cmd_report(args) -> int:
-    from tegaki.commands.inspect import load_predictor, load_test_data
+    from tegaki.commands.common import load_predictor, load_test_data
     from tegaki.report import build_report
 
     if args.tsne_sample < 10:

@@ -24,7 +24,7 @@ def default_drawings(environ=None) -> Path:
 
 
 def find_mnist_test(args) -> tuple[tuple[Path, Path] | None, str]:
-    from tegaki.cli import data_kwargs
+    from tegaki.commands.common import data_kwargs
     from tegaki.data.sources import locate
 
     try:

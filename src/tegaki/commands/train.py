@@ -1,0 +1,164 @@
+"""`tegaki train`: train a network and write a run folder (or resume one, or train an ensemble)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from tegaki.commands.common import apply_threads, check_threads, err, load_data
+from tegaki.errors import TegakiError
+
+DEFAULT_PRESET = "fast"
+# options a resumed run keeps from its checkpoint
+RESUME_FIXED = ("preset", "spec", "batch_size", "lr", "optimizer", "schedule", "weight_decay", "label_smoothing",
+                "patience", "monitor", "valid_size", "split_seed", "seed", "engine", "out", "augment",
+                "augment_strength", "precision", "compile", "ensemble", "tta")
+
+
+def register(subparsers) -> None:
+    from tegaki.engines import TRAINABLE
+    from tegaki.train import MONITORS, OPTIMIZERS, SCHEDULES
+
+    t = subparsers.add_parser("train", help="train a network and write a run folder")
+    t.add_argument("--preset", help=f"a named network and recipe (default {DEFAULT_PRESET}; see 'tegaki summary')")
+    t.add_argument("--spec", help="a spec file (.toml or .json) instead of a preset")
+    t.add_argument("--dataset", default="mnist", help="mnist (default), fashion-mnist, kmnist, folder:PATH")
+    t.add_argument("--data-dir", help="a folder holding the dataset's four IDX files")
+    t.add_argument("--epochs", type=int, help="passes over the training set (default: the preset's)")
+    t.add_argument("--batch-size", type=int, help="examples per step (default: the preset's)")
+    t.add_argument("--lr", type=float, help="learning rate (default: the preset's)")
+    t.add_argument("--optimizer", choices=OPTIMIZERS, help="default: the preset's")
+    t.add_argument("--schedule", choices=SCHEDULES, help="learning-rate schedule (default: constant)")
+    t.add_argument("--weight-decay", type=float, help="L2 penalty (default 0)")
+    t.add_argument("--label-smoothing", type=float, help="cross-entropy label smoothing (default 0)")
+    t.add_argument("--patience", type=int, help="early stopping: epochs without a better validation score")
+    t.add_argument("--monitor", choices=MONITORS, help="the validation score for early stopping and the weights "
+                   "kept: loss or accuracy (default: the preset's, else loss)")
+    t.add_argument("--augment", metavar="KINDS", help="distort training batches: affine, elastic, thickness "
+                   "joined by + (e.g. affine+elastic), or none (default: the preset's)")
+    t.add_argument("--augment-strength", type=float, help="scale of the distortions (default 1; 0 = none)")
+    t.add_argument("--valid-size", type=int, help="validation examples carved from training (default 10000)")
+    t.add_argument("--seed", type=int, help="seed for split, weights, shuffling and dropout (default 0)")
+    t.add_argument("--split-seed", type=int, help="seed of the validation split alone (default: --seed); runs "
+                   "with one split seed can be compared and averaged honestly on their validation set")
+    t.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], help="default auto")
+    t.add_argument("--engine", choices=TRAINABLE, help="torch (default) or numpy")
+    t.add_argument("--out", help="the run folder (default runs/<time>-<preset>)")
+    t.add_argument("--threads", type=int, help="CPU threads for torch and NumPy (default: all cores, or a "
+                   "share of them per --nproc process); fewer helps on a machine busy with other work")
+    t.add_argument("--resume", metavar="RUN", help="continue an interrupted run from its last checkpoint")
+    t.add_argument("--precision", choices=["fp32", "bf16", "auto"], help="torch engine: bf16 mixed precision, "
+                   "or auto = bf16 where the CPU/GPU computes it natively (default: the preset's, else fp32)")
+    t.add_argument("--compile", action="store_true", default=None, help="torch engine: compile the training step "
+                   "with torch.compile (pays off on long runs; compiling takes a minute)")
+    t.add_argument("--ensemble", type=int, metavar="N", help="train N models (seeds seed..seed+N-1, one "
+                   "validation split) and measure their averaged predictions")
+    t.add_argument("--tta", action="store_true", default=None, help="also measure test-time augmentation "
+                   "(averaging over shifted and rotated views of each image)")
+    t.add_argument("--nproc", type=int, help="train in N processes with DistributedDataParallel (gloo on CPUs, "
+                   "NCCL on GPUs; see docs/distributed.md)")
+    t.set_defaults(func=cmd_train)
+
+
+def cmd_train(args) -> int:
+    from tegaki import distributed
+    from tegaki.spec import Spec, load_preset
+    from tegaki.train import TrainConfig, lr_for, read_checkpoint, train
+
+    check_threads(args.threads)  # before --nproc starts N processes that would each fail
+    if args.ensemble is not None and (args.ensemble < 1 or args.resume or (args.nproc or 1) > 1):
+        raise TegakiError("--ensemble N needs N >= 1 and works without --resume and --nproc")
+    if args.nproc is not None and args.nproc != 1:  # N copies of this command, one per process
+        return distributed.launch(args.nproc, getattr(args, "argv", sys.argv[1:]), dict(os.environ))
+    resume = None
+    if args.resume:
+        fixed = [f"--{k.replace('_', '-')}" for k in RESUME_FIXED if getattr(args, k, None) is not None]
+        if fixed:
+            raise TegakiError(f"--resume continues a run with its own settings; drop {', '.join(fixed)} "
+                              "(only --epochs, --device and --data-dir may be given)")
+        out = Path(args.resume)
+        resume = read_checkpoint(out)
+        spec = Spec.from_dict(resume["spec"], where=str(out / "checkpoint.safetensors"))
+        cfg_d = dict(resume["config"])
+        if args.epochs:
+            if args.epochs < resume["epoch"]:
+                raise TegakiError(f"{out} has already trained {resume['epoch']} epochs; --epochs must be at least that")
+            cfg_d["epochs"] = args.epochs
+        if args.device:
+            cfg_d["device"] = args.device
+        try:
+            cfg = TrainConfig(**cfg_d)
+        except TypeError as e:
+            raise TegakiError(f"{out}: checkpoint written by another version of tegaki ({e}); start a new run") from None
+        dataset = resume["dataset"]
+        dist = distributed.setup(os.environ, cfg.device)
+    else:
+        if args.spec and args.preset:
+            raise TegakiError("give --preset or --spec, not both")
+        spec = Spec.from_file(args.spec) if args.spec else load_preset(args.preset or DEFAULT_PRESET)
+        dataset = args.dataset
+        lr, note = lr_for(spec.train, args.optimizer, args.lr)
+        cfg = TrainConfig.for_spec(
+            spec, epochs=args.epochs, batch_size=args.batch_size, lr=lr, optimizer=args.optimizer,
+            schedule=args.schedule, seed=args.seed, device=args.device, patience=args.patience,
+            monitor=args.monitor, split_seed=args.split_seed,
+            valid_size=args.valid_size, engine=args.engine, weight_decay=args.weight_decay,
+            label_smoothing=args.label_smoothing, dataset=dataset, augment=args.augment,
+            augment_strength=args.augment_strength, precision=args.precision, compile=args.compile)
+        dist = distributed.setup(os.environ, cfg.device)  # one process of several under torchrun or --nproc
+        if note and dist.is_main:
+            err(note)
+        stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(dist.agree(time.time())))  # rank 0's
+        out = Path(args.out) if args.out else Path("runs") / f"{stamp}-{spec.name}"
+        if (out / "model.json").exists() or (out / "checkpoint.safetensors").exists():
+            raise TegakiError(f"--out {out} already holds a run; choose another --out, or --resume it")
+        if out.exists() and not (out.is_dir() and not any(out.iterdir())):
+            raise TegakiError(f"--out {out} already exists and is not an empty folder; choose a new --out")
+    if not dist.is_main:
+        sys.stdout = open(os.devnull, "w")  # rank 0 speaks for all
+    apply_threads(args.threads)  # after distributed.setup, which shares the cores out otherwise
+    t0 = time.perf_counter()
+    extra = {"seed": cfg.seed} if dataset.startswith("folder:") else {}
+    # no fallback when resuming: a run continues on the data it started with, or not at all
+    ds = load_data(args, dataset, fallback=(dataset == "mnist" and not args.data_dir and resume is None), **extra)
+    cfg.dataset = ds.name
+    load_seconds = time.perf_counter() - t0
+    print(f"data: {ds.name} from {ds.provenance.get('source')} ({load_seconds:.1f} s)")
+    command = ["tegaki", *getattr(args, "argv", sys.argv[1:])]
+    if os.environ.get("TEGAKI_LAUNCH_ARGV"):  # started by --nproc: record the command the user typed
+        command = ["tegaki", *json.loads(os.environ["TEGAKI_LAUNCH_ARGV"])]
+    if args.ensemble or args.tta:  # several models and/or test-time augmentation: see tegaki/ensemble.py
+        from tegaki.ensemble import ensemble_table, train_ensemble
+
+        res = train_ensemble(spec, ds, cfg, out, args.ensemble or 1, tta=args.tta, command=command)
+        if res.get("interrupted"):
+            return 130
+        print(f"\n{ensemble_table(res)}\n\nruns saved in {out}; accuracies in {out / 'ensemble.json'}")
+        return 0
+    result = train(spec, ds, cfg, out, resume=resume, command=command,
+                   dist=dist if dist.world > 1 else None, log=print if dist.is_main else (lambda m: None))
+    dist.close()
+    if not dist.is_main:
+        return 130 if result.interrupted else 0
+    if result.interrupted:
+        err("tegaki: interrupted")
+        return 130
+    m = result.metrics
+    print(f"\nrun saved to {out}")
+    print(f"test accuracy {m['test_accuracy']:.2%} (error {m['test_error']:.2%}) on {m['test_size']:,} {ds.name} "
+          f"test images; {m['epochs']} epochs, {m['train_seconds']:.1f} s of training")
+    if ds.name != dataset:
+        err(f"note: trained on {ds.name}, not {dataset} (see the message above)")
+    print("next: tegaki evaluate " + str(out) + "   (report, confusion matrix, mistakes)")
+    print("      tegaki train --preset lenet --epochs 3 --optimizer adam --lr 0.001 --batch-size 128")
+    print("      tegaki summary lenet    (other presets: " + ", ".join(_presets()) + ")")
+    return 0
+
+
+def _presets() -> list[str]:
+    from tegaki.spec import preset_names
+
+    return preset_names()
