@@ -25,6 +25,7 @@ import torch
 
 from tegaki.data.augment import affine_matrices, warp
 from tegaki.fileio import write_json
+from tegaki.numerics import softmax
 
 # (rotation degrees, shift x, shift y) of each view; the first is the identity
 VIEWS = ((0, 0, 0), (0, 1, 0), (0, -1, 0), (0, 0, 1), (0, 0, -1), (8, 0, 0), (-8, 0, 0))
@@ -43,12 +44,6 @@ def tta_views(x: np.ndarray, background: float, views=VIEWS) -> list[np.ndarray]
                                 torch.tensor([[float(sx), float(sy)]]).expand(n, 2))
         out.append(warp(xt, theta, None, background).numpy())
     return out
-
-
-def softmax(z: np.ndarray) -> np.ndarray:
-    z = z - z.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
 
 
 def average_proba(engines: list, x: np.ndarray, background: float = 0.0, tta: bool = False) -> np.ndarray:

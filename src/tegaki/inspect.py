@@ -20,17 +20,12 @@ import numpy as np
 
 from tegaki import spec as S
 from tegaki.errors import TegakiError
+from tegaki.numerics import softmax
 
 OCCLUSION_MEASURES = ("margin", "logp", "p")
 
 # layers that keep a block's representation going (they follow a conv or dense layer)
 _BLOCK_TAIL = (S.MaxPool, S.AvgPool, S.Activation, S.Dropout, S.BatchNorm)
-
-
-def softmax(z: np.ndarray) -> np.ndarray:
-    z = z - z.max(axis=-1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=-1, keepdims=True)
 
 
 # the spec's structure ------------------------------------------------------------------------

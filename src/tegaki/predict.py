@@ -23,18 +23,13 @@ from tegaki import spec as S
 from tegaki.data.preprocess import MAX_PIXELS, Preprocessed, to_mnist
 from tegaki.engines import make_engine
 from tegaki.errors import TegakiError
+from tegaki.numerics import softmax
 from tegaki.run import Run, load_run, normalise
 
 
 def bundled_model_path() -> Path | None:
     p = Path(str(resources.files("tegaki").joinpath("model")))
     return p if (p / "model.json").is_file() else None
-
-
-def softmax(z: np.ndarray) -> np.ndarray:
-    z = z - z.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
 
 
 @dataclass
