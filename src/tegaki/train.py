@@ -16,7 +16,7 @@ import json
 import math
 import sys
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Callable
 
@@ -31,6 +31,13 @@ from tegaki.spec import Spec
 OPTIMIZERS = ("sgd", "momentum", "adam", "adamw", "adadelta")
 SCHEDULES = ("constant", "step", "cosine", "onecycle")
 MONITORS = ("loss", "accuracy")
+PRECISIONS = ("fp32", "bf16", "auto")
+DEVICES = ("auto", "cpu", "cuda", "mps")
+SEED_LIMIT = 2**32 - 1  # seeds are NumPy SeedSequence entropy; PyTorch's manual_seed takes up to 2^64 - 1
+LR_MAX = 1e3  # a learning rate above this diverges at once for every optimiser here
+MAX_EPOCHS = 100_000
+DEFAULT_VALID = 10_000  # validation examples; on a small training set, at most a fifth of it
+MAX_BATCH = 1_000_000
 # each optimiser's usual learning rate, used when --optimizer changes a preset's optimiser without --lr
 USUAL_LR = {"sgd": 0.01, "momentum": 0.01, "adam": 1e-3, "adamw": 1e-3, "adadelta": 1.0}
 
@@ -57,7 +64,7 @@ class TrainConfig:
     label_smoothing: float = 0.0  # cross-entropy label smoothing
     patience: int | None = None  # stop after this many epochs without a better validation score (`monitor`)
     monitor: str = "loss"  # loss | accuracy: the validation score that early stopping and best weights follow
-    valid_size: int = 10_000  # examples carved from the training set for validation (stratified)
+    valid_size: int = DEFAULT_VALID  # examples carved from the training set for validation (stratified)
     seed: int = 0  # one seed for the split, the initial weights, shuffling and dropout
     device: str = "auto"  # auto | cpu | cuda | mps
     engine: str = "torch"  # torch | numpy
@@ -72,38 +79,43 @@ class TrainConfig:
     def validation_seed(self) -> int:
         return self.seed if self.split_seed is None else self.split_seed
 
+    def __post_init__(self) -> None:
+        self.check()
+
     def check(self) -> None:
-        if self.epochs < 1:
-            raise TegakiError(f"--epochs must be at least 1, got {self.epochs}")
-        if self.batch_size < 1:
-            raise TegakiError(f"--batch-size must be at least 1, got {self.batch_size}")
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise TegakiError(f"--lr must be a positive number, got {self.lr}")
-        if self.optimizer not in OPTIMIZERS:
-            raise TegakiError(f"unknown optimizer {self.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
-        if self.schedule not in SCHEDULES:
-            raise TegakiError(f"unknown schedule {self.schedule!r}; choose one of {', '.join(SCHEDULES)}")
-        if self.patience is not None and self.patience < 1:
-            raise TegakiError(f"--patience must be at least 1, got {self.patience}")
-        if self.monitor not in MONITORS:
-            raise TegakiError(f"unknown monitor {self.monitor!r}; choose one of {', '.join(MONITORS)}")
-        if self.valid_size < 0:
-            raise TegakiError(f"--valid-size must be >= 0, got {self.valid_size}")
-        if self.engine not in ENGINES:
-            raise TegakiError(f"unknown engine {self.engine!r}; choose one of {', '.join(ENGINES)}")
+        """Every option's range, once, when the config is made (one line per bad value)."""
+        _check_int("--epochs", self.epochs, 1, MAX_EPOCHS)
+        _check_int("--batch-size", self.batch_size, 1, MAX_BATCH)
+        _check_int("--seed", self.seed, 0, SEED_LIMIT)
+        if self.split_seed is not None:
+            _check_int("--split-seed", self.split_seed, 0, SEED_LIMIT)
+        _check_int("--valid-size", self.valid_size, 0, MAX_BATCH * 1000)
+        if self.patience is not None:
+            _check_int("--patience", self.patience, 1, MAX_EPOCHS)
+        _check_float("--lr", self.lr, 0.0, LR_MAX, low_open=True)
+        _check_float("--momentum", self.momentum, 0.0, 1.0, high_open=True)
+        _check_float("--weight-decay", self.weight_decay, 0.0, 1.0)
+        _check_float("--label-smoothing", self.label_smoothing, 0.0, 1.0, high_open=True)
+        _check_float("--augment-strength", self.augment_strength, 0.0, 10.0)
+        for name, value, choices in (("optimizer", self.optimizer, OPTIMIZERS), ("schedule", self.schedule, SCHEDULES),
+                                     ("monitor", self.monitor, MONITORS), ("engine", self.engine, ENGINES),
+                                     ("precision", self.precision, PRECISIONS), ("device", self.device, DEVICES)):
+            if value not in choices:
+                raise TegakiError(f"unknown {name} {value!r}; choose one of {', '.join(choices)}")
         if self.engine not in TRAINABLE:
             raise TegakiError(f"the {self.engine} engine runs trained models only; train with --engine "
                               f"{' or '.join(TRAINABLE)}")
-        if not 0.0 <= self.label_smoothing < 1.0:
-            raise TegakiError(f"--label-smoothing must be in [0, 1), got {self.label_smoothing}")
-        from tegaki.data.augment import Augmenter
-
-        Augmenter.parse(self.augment, strength=self.augment_strength)  # raises on a bad --augment
-        if self.precision not in ("fp32", "bf16", "auto"):
-            raise TegakiError(f"unknown precision {self.precision!r}; choose fp32, bf16 or auto")
+        self.augment_kinds  # noqa: B018 - raises on a bad --augment
         if self.engine != "torch" and (self.precision == "bf16" or self.compile):
             raise TegakiError("bf16 precision and compile are torch engine options; "
                               f"drop them for --engine {self.engine}")
+
+    @property
+    def augment_kinds(self) -> tuple[str, ...]:
+        """--augment as a tuple of kinds (() for none), checked."""
+        from tegaki.data.augment import parse_kinds
+
+        return parse_kinds(self.augment)
 
     @classmethod
     def for_spec(cls, spec: Spec, **overrides) -> "TrainConfig":
@@ -121,9 +133,34 @@ class TrainConfig:
             if f.name in values and not type_ok(values[f.name], str(f.type)):
                 raise TegakiError(f"spec {spec.name!r}: training option {f.name} must be "
                                   f"{str(f.type).replace(' | ', ' or ')}, got {values[f.name]!r}")
-        cfg = cls(**values)
-        cfg.check()
-        return cfg
+        return cls(**values)
+
+
+def plural(n: int, word: str) -> str:
+    """'1 epoch', '3 epochs'."""
+    return f"{n:,} {word}" if n == 1 else f"{n:,} {word}s"
+
+
+def _check_int(option: str, value, low: int, high: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TegakiError(f"{option} must be a whole number, got {value!r}")
+    if value < low:
+        raise TegakiError(f"{option} must be at least {low}, got {value}")
+    if value > high:
+        raise TegakiError(f"{option} must be at most {high:,}, got {value:,}")
+
+
+def _check_float(option: str, value, low: float, high: float, low_open=False, high_open=False) -> None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    ok = ok and (value > low if low_open else value >= low) and (value < high if high_open else value <= high)
+    if not ok:
+        what = f"a positive number up to {high:g}" if low_open and low == 0 else (
+            f"a number in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}")
+        raise TegakiError(f"{option} must be {what}, got {value!r}")
+
+
+class Terminated(BaseException):
+    """SIGTERM during training (raised by the CLI's signal handler): handled like Ctrl-C."""
 
 
 def lr_at(cfg: TrainConfig, step: int, total: int, epoch: int) -> float:
@@ -148,6 +185,8 @@ class Progress:
 
     HEAD = (" epoch | train loss | valid loss | train/valid | valid acc |  train acc |   lr      | seconds\n"
             "-------|------------|------------|-------------|-----------|------------|-----------|--------")
+    LEGEND = ("train/valid: training loss over validation loss (well below 1: the network fits the training "
+              "set better than new data); *: the best validation score so far, whose weights the run keeps")
 
     def __init__(self, out: Callable[[str], None], bar_stream=None):
         self.out = out
@@ -188,6 +227,7 @@ class TrainResult:
     metrics: dict
     history: list[dict]
     interrupted: bool = False
+    terminated: bool = False  # interrupted by SIGTERM rather than Ctrl-C
 
 
 CHECKPOINT = "checkpoint.safetensors"
@@ -207,6 +247,45 @@ def _checkpoint(out: Path, engine, state: dict, best_weights) -> None:
     save_weights(out / CHECKPOINT, arrays, {"state": json.dumps({**state, "optimizer": opt_meta})})
 
 
+@dataclass
+class _Run:
+    """What one training run is made of, set up once (see `_setup`) and read by the loop."""
+
+    spec: Spec
+    ds: Dataset
+    cfg: TrainConfig
+    out: Path
+    engine: object  # an Engine (engines/__init__.py)
+    norm: dict  # the input normalisation, measured on the training split
+    init: dict  # the initial weights (saved with the run, for "filters before training")
+    augment: object  # an Augmenter, or None
+    train_data: object  # the engine's own form of the training split
+    valid_data: object  # ... of the validation split, or None for --valid-size 0
+    n_train: int
+    n_valid: int
+    steps: int  # optimiser steps per epoch
+    meta: dict  # model.json, all but the weights
+    prog: Progress
+    log: Callable[[str], None]
+    dist: object  # tegaki.distributed.Dist, or None
+    setup_seconds: float = 0.0
+
+    @property
+    def writes(self) -> bool:
+        return self.dist is None or self.dist.is_main
+
+
+@dataclass
+class LoopState:
+    """What the loop carries from one epoch to the next (and a checkpoint carries across a restart)."""
+
+    history: list = field(default_factory=list)  # one row per finished epoch
+    best: dict = field(default_factory=lambda: {"loss": math.inf, "epoch": 0})  # the best epoch's scores
+    best_weights: dict | None = None  # kept only with early stopping (patience)
+    start: int = 1  # the first epoch to run
+    stopped_early: bool = False
+
+
 def train(spec: Spec, ds: Dataset, cfg: TrainConfig, out: Path, log: Callable[[str], None] = print,
           resume: dict | None = None, command: list[str] | None = None, bar_stream=None,
           dist=None) -> TrainResult:
@@ -223,13 +302,46 @@ def train(spec: Spec, ds: Dataset, cfg: TrainConfig, out: Path, log: Callable[[s
     `dist` (tegaki.distributed.Dist): one process of several; batches are sharded between them and
     only rank 0 writes files.
     """
-    cfg.check()
+    run = _setup(spec, ds, cfg, Path(out), log, command, bar_stream, dist, resume)
+    state = _resume_state(run, resume) if resume is not None else LoopState()
+    run.log(f"training {spec.name} ({spec.num_params():,} parameters) on {ds.name}: {run.n_train:,} train, "
+            f"{run.n_valid:,} valid, {len(ds.test_labels):,} test; engine {cfg.engine} on {run.engine.device}")
+    run.log(Progress.HEAD)
+    for r in state.history:
+        run.prog.row(r)
+    created = not run.out.exists()
+    run.out.mkdir(parents=True, exist_ok=True)
+    try:
+        for epoch in range(state.start, cfg.epochs + 1):
+            if _epoch(run, state, epoch):
+                break
+        run.log(Progress.LEGEND if cfg.patience else Progress.LEGEND.split("; *")[0])
+        if not run.writes:
+            return TrainResult(run.out, {}, state.history)  # rank 0 measures the test set and writes the run
+        return _finish(run, state)
+    except (KeyboardInterrupt, Terminated) as e:
+        result = _interrupted(run, created)
+        result.terminated = isinstance(e, Terminated)
+        return result
+    except BaseException:
+        # an error (a diverged loss, a full disk ...): leave no half-written run behind
+        if resume is None:
+            (run.out / CHECKPOINT).unlink(missing_ok=True)
+            _remove_if_empty(run.out, created)
+        raise
+
+
+def _setup(spec, ds, cfg, out, log, command, bar_stream, dist, resume) -> _Run:
+    """Check the data fits the network, split it, measure the normalisation, build the engine."""
     if spec.num_classes != len(ds.classes):
         raise TegakiError(f"the network has {spec.num_classes} outputs but {ds.name} has {len(ds.classes)} classes; "
                           "change the last dense layer's units")
     expect = tuple(spec.input_shape[-2:])
     if tuple(ds.train_images.shape[1:]) != expect:
         raise TegakiError(f"{ds.name} images are {ds.train_images.shape[1:]}, the network expects {expect}")
+    if cfg.valid_size >= len(ds.train_labels) and cfg.valid_size != DEFAULT_VALID:  # the default shrinks
+        raise TegakiError(f"--valid-size {cfg.valid_size:,} leaves nothing to train on: {ds.name} has "
+                          f"{len(ds.train_labels):,} training images; choose a smaller --valid-size")
     t_setup = time.perf_counter()
     tr, va = validation_split(ds.train_labels, cfg.valid_size, cfg.validation_seed)
     if len(va) < cfg.valid_size:
@@ -242,115 +354,98 @@ def train(spec: Spec, ds: Dataset, cfg: TrainConfig, out: Path, log: Callable[[s
     augment = Augmenter.parse(cfg.augment, background=-norm["mean"] / norm["std"], strength=cfg.augment_strength)
     engine = make_engine(cfg.engine, spec, init, device=cfg.device)
     engine.configure(cfg.optimizer, cfg.lr, cfg.momentum, cfg.weight_decay, cfg.label_smoothing)
-    if hasattr(engine, "tune"):
-        engine.tune(cfg.precision, cfg.compile)  # speed options (torch engine)
+    engine.tune(cfg.precision, cfg.compile)  # speed options (a no-op for the NumPy engine)
     if dist is not None:
         dist.wrap(engine)  # DistributedDataParallel
-    train_data = engine.prepare(ds.train_images[tr], ds.train_labels[tr], norm)
-    valid_data = engine.prepare(ds.train_images[va], ds.train_labels[va], norm) if len(va) else None
-    n = len(tr)
-    steps = math.ceil(n / cfg.batch_size)
-    total = steps * cfg.epochs
-    history: list[dict] = []
-    best = {"loss": math.inf, "epoch": 0}
-    best_weights = None
-    start = 1
-    if resume is not None:
-        arrays = load_weights(out / CHECKPOINT)
-        engine.set_weights({k[6:]: v for k, v in arrays.items() if k.startswith("model.")})
-        engine.load_optimizer_state({k: v for k, v in arrays.items() if k.startswith("opt.")}, resume["optimizer"])
-        bw = {k[5:]: v for k, v in arrays.items() if k.startswith("best.")}
-        best_weights = bw or None
-        history, best, start = resume["history"], resume["best"], resume["epoch"] + 1
-        if resume.get("stopped_early"):
-            start = cfg.epochs + 1  # it had stopped early; only the final evaluation was left
-        for tmp in out.glob(".*.tmp"):  # a temporary file left by a process killed mid-write
-            tmp.unlink()
-        log(f"resuming {out} after epoch {resume['epoch']}")
-    setup_seconds = time.perf_counter() - t_setup
-    config_dict = asdict(cfg)
-    meta = make_meta(spec, ds.classes, norm, ds.provenance, cfg.seed, config_dict, command)
+    meta = make_meta(spec, ds.classes, norm, ds.provenance, cfg.seed, asdict(cfg), command)
     if resume is not None and resume.get("command"):
         meta["command"], meta["resumed_with"] = resume["command"], meta["command"]
-    prog = Progress(log, bar_stream)
-    log(f"training {spec.name} ({spec.num_params():,} parameters) on {ds.name}: {n:,} train, {len(va):,} valid, "
-        f"{len(ds.test_labels):,} test; engine {cfg.engine} on {getattr(engine, 'device', 'cpu')}")
-    log(Progress.HEAD)
-    for r in history:
-        prog.row(r)
-    stopped_early = bool(resume and resume.get("stopped_early"))
-    created = not out.exists()
-    out.mkdir(parents=True, exist_ok=True)
-    epoch = start - 1
-    try:
-        for epoch in range(start, cfg.epochs + 1):
-            t0 = time.perf_counter()
-            engine.seed(cfg.seed * 100_003 + epoch)
-            perm = np.random.default_rng([cfg.seed, epoch]).permutation(n)
-            if augment is not None:
-                augment.seed(cfg.seed, epoch)
-            engine.reset_stats()
-            lr = cfg.lr
-            for b in range(steps):
-                step = (epoch - 1) * steps + b
-                lr = lr_at(cfg, step, total, epoch - 1)
-                engine.set_lr(lr)
-                idx = perm[b * cfg.batch_size:(b + 1) * cfg.batch_size]
-                x, y = engine.take(train_data, dist.shard(idx) if dist is not None else idx)
-                engine.train_step(augment(x) if augment is not None else x, y)
-                prog.bar(epoch, cfg.epochs, b + 1, steps, engine.read_stats)
-            train_loss, train_acc = engine.read_stats()
-            if dist is not None:
-                dist.sync(engine)  # rank 0's weights and batch-norm statistics everywhere
-            valid_loss = valid_acc = None  # --valid-size 0: no validation split, nothing to show
-            if valid_data is not None:
-                valid_loss, valid_acc, _ = engine.evaluate(valid_data)
-            if not math.isfinite(train_loss):
-                raise TegakiError(f"training diverged in epoch {epoch} (loss {train_loss}); lower --lr")
-            prog.clear()
-            row = {"epoch": epoch, "train_loss": train_loss, "valid_loss": valid_loss, "train_acc": train_acc,
-                   "valid_acc": valid_acc, "lr": lr, "seconds": time.perf_counter() - t0}
-            # without a validation split, early stopping and best weights follow the training statistics
-            score_loss, score_acc = (train_loss, train_acc) if valid_data is None else (valid_loss, valid_acc)
-            if dist is not None:  # every rank makes rank 0's early-stopping call (rank 0 writes the history)
-                score_loss, score_acc = dist.agree(score_loss), dist.agree(score_acc)
-            is_best = _better(cfg.monitor, score_loss, score_acc, best)
-            if is_best:
-                best = {"loss": score_loss, "epoch": epoch, "acc": score_acc}
-                if cfg.patience:
-                    best_weights = engine.get_weights()
-            prog.row({**row, "best": is_best and cfg.patience})
-            history.append(row)
-            stopped_early = bool(cfg.patience and epoch - best["epoch"] >= cfg.patience)
-            if dist is None or dist.is_main:
-                _checkpoint(out, engine, {"format": "tegaki-checkpoint/1", "epoch": epoch, "history": history,
-                                          "best": best, "stopped_early": stopped_early, "config": config_dict,
-                                          "spec": spec.to_dict(), "dataset": ds.name, "command": meta["command"]},
-                            best_weights)
-            if stopped_early:
-                log(f"early stopping: no better validation {cfg.monitor} for {cfg.patience} epochs; "
-                    f"restoring the weights of epoch {best['epoch']}")
-                break
-        if dist is not None and not dist.is_main:
-            return TrainResult(out, {}, history)  # rank 0 measures the test set and writes the run
-        return _finish(spec, ds, cfg, out, engine, norm, init, meta, history, best, best_weights, stopped_early,
-                       n, va, valid_data, setup_seconds)
-    except KeyboardInterrupt:
-        prog.clear()
-        if (out / CHECKPOINT).is_file():
-            state = read_checkpoint(out)
-            log(f"interrupted: stopped cleanly; the checkpoint after epoch {state['epoch']} is saved in {out}; "
-                f"continue with: tegaki train --resume {out}")
-            return TrainResult(out, {}, state["history"], interrupted=True)
-        _remove_if_empty(out, created)
-        log("interrupted before the first epoch finished: nothing was saved; start the run again")
-        return TrainResult(out, {}, [], interrupted=True)
-    except BaseException:
-        # an error (a diverged loss, a full disk ...): leave no half-written run behind
-        if resume is None:
-            (out / CHECKPOINT).unlink(missing_ok=True)
-            _remove_if_empty(out, created)
-        raise
+    return _Run(spec, ds, cfg, out, engine, norm, init, augment,
+                train_data=engine.prepare(ds.train_images[tr], ds.train_labels[tr], norm),
+                valid_data=engine.prepare(ds.train_images[va], ds.train_labels[va], norm) if len(va) else None,
+                n_train=len(tr), n_valid=int(len(va)), steps=math.ceil(len(tr) / cfg.batch_size), meta=meta,
+                prog=Progress(log, bar_stream), log=log, dist=dist, setup_seconds=time.perf_counter() - t_setup)
+
+
+def _resume_state(run: _Run, resume: dict) -> LoopState:
+    """Weights, optimiser state and the loop's state from the checkpoint of the last finished epoch."""
+    arrays = load_weights(run.out / CHECKPOINT)
+    run.engine.set_weights({k[6:]: v for k, v in arrays.items() if k.startswith("model.")})
+    run.engine.load_optimizer_state({k: v for k, v in arrays.items() if k.startswith("opt.")}, resume["optimizer"])
+    best_weights = {k[5:]: v for k, v in arrays.items() if k.startswith("best.")} or None
+    stopped = bool(resume.get("stopped_early"))
+    # a run that had stopped early has only its final evaluation left
+    state = LoopState(resume["history"], resume["best"], best_weights,
+                      run.cfg.epochs + 1 if stopped else resume["epoch"] + 1, stopped)
+    for tmp in run.out.glob(".*.tmp"):  # a temporary file left by a process killed mid-write
+        tmp.unlink()
+    run.log(f"resuming {run.out} after epoch {resume['epoch']}")
+    return state
+
+
+def _epoch(run: _Run, state: LoopState, epoch: int) -> bool:
+    """One pass over the training split, then validation, the table row and a checkpoint.
+    Returns whether early stopping ends the run here."""
+    cfg, engine, dist = run.cfg, run.engine, run.dist
+    t0 = time.perf_counter()
+    engine.seed(cfg.seed * 100_003 + epoch)
+    perm = np.random.default_rng([cfg.seed, epoch]).permutation(run.n_train)
+    if run.augment is not None:
+        run.augment.seed(cfg.seed, epoch)
+    engine.reset_stats()
+    lr = cfg.lr
+    for b in range(run.steps):
+        lr = lr_at(cfg, (epoch - 1) * run.steps + b, run.steps * cfg.epochs, epoch - 1)
+        engine.set_lr(lr)
+        idx = perm[b * cfg.batch_size:(b + 1) * cfg.batch_size]
+        x, y = engine.take(run.train_data, dist.shard(idx) if dist is not None else idx)
+        engine.train_step(run.augment(x) if run.augment is not None else x, y)
+        run.prog.bar(epoch, cfg.epochs, b + 1, run.steps, engine.read_stats)
+    train_loss, train_acc = engine.read_stats()
+    if dist is not None:
+        dist.sync(engine)  # rank 0's weights and batch-norm statistics everywhere
+    valid_loss = valid_acc = None  # --valid-size 0: no validation split, nothing to show
+    if run.valid_data is not None:
+        valid_loss, valid_acc, _ = engine.evaluate(run.valid_data)
+    if not math.isfinite(train_loss):
+        raise TegakiError(f"training diverged in epoch {epoch} (loss {train_loss}); lower --lr")
+    run.prog.clear()
+    row = {"epoch": epoch, "train_loss": train_loss, "valid_loss": valid_loss, "train_acc": train_acc,
+           "valid_acc": valid_acc, "lr": lr, "seconds": time.perf_counter() - t0}
+    # without a validation split, early stopping and best weights follow the training statistics
+    score_loss, score_acc = (train_loss, train_acc) if run.valid_data is None else (valid_loss, valid_acc)
+    if dist is not None:  # every rank makes rank 0's early-stopping call (rank 0 writes the history)
+        score_loss, score_acc = dist.agree(score_loss), dist.agree(score_acc)
+    is_best = _better(cfg.monitor, score_loss, score_acc, state.best)
+    if is_best:
+        state.best = {"loss": score_loss, "epoch": epoch, "acc": score_acc}
+        if cfg.patience:
+            state.best_weights = engine.get_weights()
+    run.prog.row({**row, "best": is_best and cfg.patience})
+    state.history.append(row)
+    state.stopped_early = bool(cfg.patience and epoch - state.best["epoch"] >= cfg.patience)
+    if run.writes:
+        _checkpoint(run.out, engine, {"format": "tegaki-checkpoint/1", "epoch": epoch, "history": state.history,
+                                      "best": state.best, "stopped_early": state.stopped_early,
+                                      "config": asdict(cfg), "spec": run.spec.to_dict(), "dataset": run.ds.name,
+                                      "command": run.meta["command"]}, state.best_weights)
+    if state.stopped_early:
+        run.log(f"early stopping: no better validation {cfg.monitor} for {plural(cfg.patience, 'epoch')}; "
+                f"restoring the weights of epoch {state.best['epoch']}")
+    return state.stopped_early
+
+
+def _interrupted(run: _Run, created: bool) -> TrainResult:
+    """Ctrl-C or SIGTERM: keep the last epoch's checkpoint, or leave nothing if there is none."""
+    run.prog.clear()
+    if (run.out / CHECKPOINT).is_file():
+        state = read_checkpoint(run.out)
+        run.log(f"interrupted: stopped cleanly; the checkpoint after epoch {state['epoch']} is saved in {run.out}; "
+                f"continue with: tegaki train --resume {run.out}")
+        return TrainResult(run.out, {}, state["history"], interrupted=True)
+    _remove_if_empty(run.out, created)
+    run.log("interrupted before the first epoch finished: nothing was saved; start the run again")
+    return TrainResult(run.out, {}, [], interrupted=True)
 
 
 def _remove_if_empty(out: Path, created: bool) -> None:
@@ -366,34 +461,32 @@ def _better(monitor: str, loss: float, acc: float, best: dict) -> bool:
     return loss < best["loss"]
 
 
-def _finish(spec, ds, cfg, out, engine, norm, init, meta, history, best, best_weights, stopped_early,
-            n, va, valid_data, setup_seconds) -> TrainResult:
+def _finish(run: _Run, state: LoopState) -> TrainResult:
     """Restore the best weights, measure the test set once, write the run folder."""
-    if best_weights is not None:
-        engine.set_weights(best_weights)
+    cfg, engine, ds = run.cfg, run.engine, run.ds
+    if state.best_weights is not None:
+        engine.set_weights(state.best_weights)
     t_test = time.perf_counter()
-    test_data = engine.prepare(ds.test_images, ds.test_labels, norm)
-    test_loss, _, test_logits = engine.evaluate(test_data)
+    test_loss, _, test_logits = engine.evaluate(engine.prepare(ds.test_images, ds.test_labels, run.norm))
     # accuracy and error as exact fractions of the test set (not a float32 mean)
     n_wrong = int((np.asarray(test_logits).argmax(axis=1) != np.asarray(ds.test_labels)).sum())
-    test_acc, test_err = (len(ds.test_labels) - n_wrong) / len(ds.test_labels), n_wrong / len(ds.test_labels)
-    train_seconds = float(sum(r["seconds"] for r in history))
-    final_valid = engine.evaluate(valid_data)[:2] if valid_data is not None else (None, None)
+    n_test = len(ds.test_labels)
+    train_seconds = float(sum(r["seconds"] for r in state.history))
+    final_valid = engine.evaluate(run.valid_data)[:2] if run.valid_data is not None else (None, None)
     metrics = {
-        "test_accuracy": test_acc, "test_error": test_err, "test_loss": test_loss, "test_mistakes": n_wrong,
-        "valid_accuracy": final_valid[1], "valid_loss": final_valid[0],
-        "epochs": len(history), "best_epoch": best["epoch"] if cfg.patience else len(history),
-        "stopped_early": stopped_early, "train_seconds": round(train_seconds, 3),
-        "seconds_per_epoch": round(train_seconds / max(1, len(history)), 3),
-        "setup_seconds": round(setup_seconds, 3), "test_seconds": round(time.perf_counter() - t_test, 3),
-        "dataset": ds.name, "preset": spec.name, "engine": cfg.engine,
-        "precision": getattr(engine, "precision", "fp32"),
-        "device": str(getattr(engine, "device", "cpu")), "seed": cfg.seed,
-        "train_size": n, "valid_size": int(len(va)), "test_size": int(len(ds.test_labels)),
+        "test_accuracy": (n_test - n_wrong) / n_test, "test_error": n_wrong / n_test, "test_loss": test_loss,
+        "test_mistakes": n_wrong, "valid_accuracy": final_valid[1], "valid_loss": final_valid[0],
+        "epochs": len(state.history), "best_epoch": state.best["epoch"] if cfg.patience else len(state.history),
+        "stopped_early": state.stopped_early, "train_seconds": round(train_seconds, 3),
+        "seconds_per_epoch": round(train_seconds / max(1, len(state.history)), 3),
+        "setup_seconds": round(run.setup_seconds, 3), "test_seconds": round(time.perf_counter() - t_test, 3),
+        "dataset": ds.name, "preset": run.spec.name, "engine": cfg.engine, "precision": engine.precision,
+        "device": str(engine.device), "seed": cfg.seed,
+        "train_size": run.n_train, "valid_size": run.n_valid, "test_size": n_test,
     }
-    save_run(out, spec, engine.get_weights(), meta, history, metrics, initial=init)
-    (out / CHECKPOINT).unlink(missing_ok=True)
-    return TrainResult(out, metrics, history, False)
+    save_run(run.out, run.spec, engine.get_weights(), run.meta, state.history, metrics, initial=run.init)
+    (run.out / CHECKPOINT).unlink(missing_ok=True)
+    return TrainResult(run.out, metrics, state.history, False)
 
 
 def read_checkpoint(out: Path) -> dict:
@@ -418,3 +511,35 @@ def read_checkpoint(out: Path) -> dict:
     except (SafetensorError, OSError, ValueError, KeyError, TypeError) as e:
         raise TegakiError(f"{cp}: corrupt checkpoint ({type(e).__name__}); start a new run") from None
     return state
+
+
+def resume_config(out: Path, epochs: int | None = None, device: str | None = None) -> tuple[Spec, TrainConfig, dict]:
+    """The spec, the config and the checkpoint's state to continue the run in `out` with.
+
+    A resumed run keeps its own settings; only the number of epochs (not fewer than it has run) and
+    the device may change.
+    """
+    out = Path(out)
+    state = read_checkpoint(out)
+    spec = Spec.from_dict(state["spec"], where=str(out / CHECKPOINT))
+    values = dict(state["config"])
+    if epochs:
+        if epochs < state["epoch"]:
+            raise TegakiError(f"{out} has already trained {state['epoch']} epochs; --epochs must be at least that")
+        values["epochs"] = epochs
+    if device:
+        values["device"] = device
+    try:
+        return spec, TrainConfig(**values), state
+    except TypeError as e:
+        raise TegakiError(f"{out}: checkpoint written by another version of tegaki ({e}); start a new run") from None
+
+
+def prepare_out(out: Path | None, name: str, stamp: str) -> Path:
+    """The folder a new run goes to: `out`, or runs/<stamp>-<name>; refused if it holds anything."""
+    out = Path(out) if out else Path("runs") / f"{stamp}-{name}"
+    if (out / "model.json").exists() or (out / CHECKPOINT).exists():
+        raise TegakiError(f"--out {out} already holds a run; choose another --out, or --resume it")
+    if out.exists() and not (out.is_dir() and not any(out.iterdir())):
+        raise TegakiError(f"--out {out} already exists and is not an empty folder; choose a new --out")
+    return out

@@ -65,91 +65,126 @@ def register(subparsers) -> None:
 
 def cmd_train(args) -> int:
     from tegaki import distributed
-    from tegaki.spec import Spec, load_preset
-    from tegaki.train import TrainConfig, lr_for, read_checkpoint, train
 
     check_threads(args.threads)  # before --nproc starts N processes that would each fail
     if args.ensemble is not None and (args.ensemble < 1 or args.resume or (args.nproc or 1) > 1):
         raise TegakiError("--ensemble N needs N >= 1 and works without --resume and --nproc")
     if args.nproc is not None and args.nproc != 1:  # N copies of this command, one per process
         return distributed.launch(args.nproc, getattr(args, "argv", sys.argv[1:]), dict(os.environ))
-    resume = None
-    if args.resume:
-        fixed = [f"--{k.replace('_', '-')}" for k in RESUME_FIXED if getattr(args, k, None) is not None]
-        if fixed:
-            raise TegakiError(f"--resume continues a run with its own settings; drop {', '.join(fixed)} "
-                              "(only --epochs, --device and --data-dir may be given)")
-        out = Path(args.resume)
-        resume = read_checkpoint(out)
-        spec = Spec.from_dict(resume["spec"], where=str(out / "checkpoint.safetensors"))
-        cfg_d = dict(resume["config"])
-        if args.epochs:
-            if args.epochs < resume["epoch"]:
-                raise TegakiError(f"{out} has already trained {resume['epoch']} epochs; --epochs must be at least that")
-            cfg_d["epochs"] = args.epochs
-        if args.device:
-            cfg_d["device"] = args.device
-        try:
-            cfg = TrainConfig(**cfg_d)
-        except TypeError as e:
-            raise TegakiError(f"{out}: checkpoint written by another version of tegaki ({e}); start a new run") from None
-        dataset = resume["dataset"]
-        dist = distributed.setup(os.environ, cfg.device)
-    else:
-        if args.spec and args.preset:
-            raise TegakiError("give --preset or --spec, not both")
-        spec = Spec.from_file(args.spec) if args.spec else load_preset(args.preset or DEFAULT_PRESET)
-        dataset = args.dataset
-        lr, note = lr_for(spec.train, args.optimizer, args.lr)
-        cfg = TrainConfig.for_spec(
-            spec, epochs=args.epochs, batch_size=args.batch_size, lr=lr, optimizer=args.optimizer,
-            schedule=args.schedule, seed=args.seed, device=args.device, patience=args.patience,
-            monitor=args.monitor, split_seed=args.split_seed,
-            valid_size=args.valid_size, engine=args.engine, weight_decay=args.weight_decay,
-            label_smoothing=args.label_smoothing, dataset=dataset, augment=args.augment,
-            augment_strength=args.augment_strength, precision=args.precision, compile=args.compile)
-        dist = distributed.setup(os.environ, cfg.device)  # one process of several under torchrun or --nproc
-        if note and dist.is_main:
-            err(note)
-        stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(dist.agree(time.time())))  # rank 0's
-        out = Path(args.out) if args.out else Path("runs") / f"{stamp}-{spec.name}"
-        if (out / "model.json").exists() or (out / "checkpoint.safetensors").exists():
-            raise TegakiError(f"--out {out} already holds a run; choose another --out, or --resume it")
-        if out.exists() and not (out.is_dir() and not any(out.iterdir())):
-            raise TegakiError(f"--out {out} already exists and is not an empty folder; choose a new --out")
+    spec, cfg, dataset, out, resume, dist = _resumed(args) if args.resume else _fresh(args)
     if not dist.is_main:
         sys.stdout = open(os.devnull, "w")  # rank 0 speaks for all
     apply_threads(args.threads)  # after distributed.setup, which shares the cores out otherwise
+    if cfg.engine == "torch":
+        from tegaki.engines.torch_engine import pick_device
+
+        pick_device(cfg.device)  # --device cuda on a machine without one: say so before loading data
     t0 = time.perf_counter()
     extra = {"seed": cfg.seed} if dataset.startswith("folder:") else {}
     # no fallback when resuming: a run continues on the data it started with, or not at all
     ds = load_data(args, dataset, fallback=(dataset == "mnist" and not args.data_dir and resume is None), **extra)
     cfg.dataset = ds.name
-    load_seconds = time.perf_counter() - t0
-    print(f"data: {ds.name} from {ds.provenance.get('source')} ({load_seconds:.1f} s)")
+    print(f"data: {ds.name} from {ds.provenance.get('source')} ({time.perf_counter() - t0:.1f} s)")
     command = ["tegaki", *getattr(args, "argv", sys.argv[1:])]
     if os.environ.get("TEGAKI_LAUNCH_ARGV"):  # started by --nproc: record the command the user typed
         command = ["tegaki", *json.loads(os.environ["TEGAKI_LAUNCH_ARGV"])]
-    if args.ensemble or args.tta:  # several models and/or test-time augmentation: see tegaki/ensemble.py
-        from tegaki.ensemble import ensemble_table, train_ensemble
+    with _sigterm_as_interrupt():
+        if args.ensemble or args.tta:  # several models and/or test-time augmentation: see tegaki/ensemble.py
+            return _ensemble(args, spec, ds, cfg, out, command)
+        return _single(spec, ds, cfg, out, resume, command, dist, dataset)
 
-        res = train_ensemble(spec, ds, cfg, out, args.ensemble or 1, tta=args.tta, command=command)
-        if res.get("interrupted"):
-            return 130
-        print(f"\n{ensemble_table(res)}\n\nruns saved in {out}; accuracies in {out / 'ensemble.json'}")
-        return 0
+
+def _resumed(args):
+    """--resume RUN: the run's own spec and settings; only --epochs, --device, --data-dir, --threads change."""
+    from tegaki import distributed
+    from tegaki.train import resume_config
+
+    fixed = [f"--{k.replace('_', '-')}" for k in RESUME_FIXED if getattr(args, k, None) is not None]
+    if fixed:
+        raise TegakiError(f"--resume continues a run with its own settings; drop {', '.join(fixed)} "
+                          "(only --epochs, --device, --data-dir and --threads may be given)")
+    spec, cfg, resume = resume_config(Path(args.resume), args.epochs, args.device)
+    return spec, cfg, resume["dataset"], Path(args.resume), resume, distributed.setup(os.environ, cfg.device)
+
+
+def _fresh(args):
+    """A new run: the preset or spec file, the options over its recipe, and an unused --out."""
+    from tegaki import distributed
+    from tegaki.spec import Spec, load_preset
+    from tegaki.train import TrainConfig, lr_for, prepare_out
+
+    if args.spec and args.preset:
+        raise TegakiError("give --preset or --spec, not both")
+    spec = Spec.from_file(args.spec) if args.spec else load_preset(args.preset or DEFAULT_PRESET)
+    lr, note = lr_for(spec.train, args.optimizer, args.lr)
+    cfg = TrainConfig.for_spec(
+        spec, epochs=args.epochs, batch_size=args.batch_size, lr=lr, optimizer=args.optimizer,
+        schedule=args.schedule, seed=args.seed, device=args.device, patience=args.patience,
+        monitor=args.monitor, split_seed=args.split_seed, valid_size=args.valid_size, engine=args.engine,
+        weight_decay=args.weight_decay, label_smoothing=args.label_smoothing, dataset=args.dataset,
+        augment=args.augment, augment_strength=args.augment_strength, precision=args.precision,
+        compile=args.compile)
+    dist = distributed.setup(os.environ, cfg.device)  # one process of several under torchrun or --nproc
+    if note and dist.is_main:
+        err(note)
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(dist.agree(time.time())))  # rank 0's
+    return spec, cfg, args.dataset, prepare_out(args.out, spec.name, stamp), None, dist
+
+
+class _sigterm_as_interrupt:
+    """While training, SIGTERM (a scheduler, `kill`, a container stopping) stops like Ctrl-C: the last
+    epoch's checkpoint stays, one line says so, and the exit status is 143 (128 + SIGTERM)."""
+
+    def __enter__(self):
+        import signal
+        import threading
+
+        self.previous = None
+        if threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGTERM, self._raise)
+        return self
+
+    @staticmethod
+    def _raise(signum, frame):
+        from tegaki.train import Terminated
+
+        raise Terminated()
+
+    def __exit__(self, *exc):
+        import signal
+
+        if self.previous is not None:
+            signal.signal(signal.SIGTERM, self.previous)
+        return False
+
+
+def _ensemble(args, spec, ds, cfg, out, command) -> int:
+    from tegaki.ensemble import ensemble_table, train_ensemble
+
+    res = train_ensemble(spec, ds, cfg, out, args.ensemble or 1, tta=args.tta, command=command)
+    if res.get("interrupted"):
+        return 130
+    print(f"\n{ensemble_table(res)}\n\nruns saved in {out}; accuracies in {out / 'ensemble.json'}")
+    return 0
+
+
+def _single(spec, ds, cfg, out, resume, command, dist, dataset) -> int:
+    from tegaki.train import plural, train
+
     result = train(spec, ds, cfg, out, resume=resume, command=command,
                    dist=dist if dist.world > 1 else None, log=print if dist.is_main else (lambda m: None))
     dist.close()
-    if not dist.is_main:
-        return 130 if result.interrupted else 0
     if result.interrupted:
-        err("tegaki: interrupted")
-        return 130
+        status = 143 if result.terminated else 130
+        if dist.is_main:
+            err("tegaki: stopped by SIGTERM" if result.terminated else "tegaki: interrupted")
+        return status
+    if not dist.is_main:
+        return 0
     m = result.metrics
     print(f"\nrun saved to {out}")
     print(f"test accuracy {m['test_accuracy']:.2%} (error {m['test_error']:.2%}) on {m['test_size']:,} {ds.name} "
-          f"test images; {m['epochs']} epochs, {m['train_seconds']:.1f} s of training")
+          f"test images; {plural(m['epochs'], 'epoch')}, {m['train_seconds']:.1f} s of training")
     if ds.name != dataset:
         err(f"note: trained on {ds.name}, not {dataset} (see the message above)")
     print("next: tegaki evaluate " + str(out) + "   (report, confusion matrix, mistakes)")

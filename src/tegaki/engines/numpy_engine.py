@@ -34,6 +34,7 @@ from tegaki.errors import TegakiError
 class NumpyEngine:
     name = "numpy"
     device = "cpu"
+    precision = "fp32"  # float32 throughout (float64 for the gradient checks)
 
     def __init__(self, spec: S.Spec, weights: dict[str, np.ndarray] | None = None, dtype=np.float32):
         self.spec = spec
@@ -132,6 +133,10 @@ class NumpyEngine:
         return loss, float((logits.argmax(axis=1) == y).mean()), logits.astype(np.float32, copy=False)
 
     # training ---------------------------------------------------------------------------------
+    def tune(self, precision: str = "fp32", compile: bool = False) -> str:
+        """Speed options are the torch engine's; here there is nothing to tune."""
+        return self.precision
+
     def configure(self, optimizer: str, lr: float, momentum: float = 0.9, weight_decay: float = 0.0,
                   label_smoothing: float = 0.0) -> None:
         params = [layer.params[k] for layer, k in self.slots]
