@@ -34,6 +34,19 @@ from tegaki.errors import TegakiError
 
 Shape = tuple[int, ...]
 
+MAX_INT = 1_000_000  # the largest whole number a spec may hold (units, filters, kernel, padding, input sizes)
+MAX_PARAMS = 100_000_000  # learned numbers of one network: 400 MB as float32
+MAX_ACTIVATIONS = 50_000_000  # numbers every layer outputs for ONE example, added up (200 MB as float32)
+MAX_SPEC_BYTES = 4_000_000  # a spec file or model.json larger than this is not a spec
+# the `train` table's options and their types (tegaki.train.TrainConfig's fields; a test keeps the two equal)
+TRAIN_KEYS = {
+    "epochs": "int", "batch_size": "int", "lr": "float", "optimizer": "str", "momentum": "float",
+    "weight_decay": "float", "schedule": "str", "label_smoothing": "float", "patience": "int | None",
+    "monitor": "str", "valid_size": "int", "seed": "int", "device": "str", "engine": "str", "dataset": "str",
+    "augment": "str | None", "augment_strength": "float", "precision": "str", "compile": "bool",
+    "split_seed": "int | None",
+}
+
 
 class SpecError(TegakiError):
     pass
@@ -205,7 +218,7 @@ class Flatten(Layer):
     prefix: ClassVar[str] = "flatten"
 
     def out_shape(self, s: Shape) -> Shape:
-        return (int(np.prod(s)),)
+        return (math.prod(s),)  # exact (Python integers), however large
 
 
 @dataclass
@@ -229,6 +242,13 @@ class BatchNorm(Layer):
     has_params: ClassVar[bool] = True
     momentum: float = 0.1
     eps: float = 1e-5
+
+    def out_shape(self, s: Shape) -> Shape:
+        if not 0.0 <= self.momentum <= 1.0:
+            raise SpecError(f"{self.name}: batchnorm momentum must be in [0, 1], got {self.momentum}")
+        if not 0.0 < self.eps <= 1.0:
+            raise SpecError(f"{self.name}: batchnorm eps must be in (0, 1], got {self.eps}")
+        return s
 
     def params(self, s: Shape) -> dict[str, Shape]:
         return {"weight": (s[0],), "bias": (s[0],)}
@@ -361,6 +381,76 @@ def layer_from_dict(d: dict, where: str = "layer") -> Layer:
     return layer
 
 
+def _check_fields(layer: Layer) -> None:
+    """Each option of a layer has its declared type, whole numbers are at most MAX_INT, reals are finite."""
+    for f in fields(layer):
+        if f.name == "name":
+            continue
+        v = getattr(layer, f.name)
+        if not type_ok(v, str(f.type)):
+            raise SpecError(f"{layer.type} layer: {f.name} must be {_type_words(str(f.type))}, got {_short(v)}")
+        for x in (v if isinstance(v, (tuple, list)) else (v,)):
+            if isinstance(x, bool) or not isinstance(x, (int, float)):
+                continue
+            if isinstance(x, int) and abs(x) > MAX_INT:
+                raise SpecError(f"{layer.type} layer: {f.name} {_short(x)} is too large (at most {MAX_INT:,})")
+            if isinstance(x, float) and not (math.isfinite(x) and abs(x) <= MAX_INT):
+                raise SpecError(f"{layer.type} layer: {f.name} must be a finite number up to {MAX_INT:,}, got {x}")
+    if getattr(layer, "init_scale", 1.0) < 0:
+        raise SpecError(f"{layer.type} layer: init_scale must be >= 0, got {layer.init_scale}")
+
+
+def _check_train(train: dict, name: str) -> None:
+    """The `train` table: known options of the right types (ranges are checked by TrainConfig)."""
+    bad = sorted(set(train) - set(TRAIN_KEYS))
+    if bad:
+        raise SpecError(f"spec {name!r}: unknown training option(s) {', '.join(_short(k)[1:-1] for k in bad)}; "
+                        f"known: {', '.join(sorted(TRAIN_KEYS))}")
+    for k, v in train.items():
+        if not type_ok(v, TRAIN_KEYS[k]):
+            raise SpecError(f"spec {name!r}: training option {k} must be "
+                            f"{TRAIN_KEYS[k].replace(' | ', ' or ')}, got {_short(v)}")
+        if isinstance(v, float) and not math.isfinite(v):
+            raise SpecError(f"spec {name!r}: training option {k} must be a finite number, got {v}")
+
+
+def _short(v, n: int = 40) -> str:
+    """repr(v), cut to n characters (a 5,000-digit number or a long string stays one short line)."""
+    if isinstance(v, int) and not isinstance(v, bool) and abs(v) >= 10**n:
+        return f"a {len(str(abs(v)))}-digit number"
+    r = repr(v)
+    return r if len(r) <= n else r[:n - 3] + "..."
+
+
+def parse_text(text: str, fmt: str, where: str, what: str | None = None):
+    """JSON or TOML text -> Python objects; every way it can be broken is one SpecError
+    ("<where>: malformed JSON (...)", or "<where>: corrupt <what> (...)" when `what` is given)."""
+    def fail(reason: str):
+        return SpecError(f"{where}: corrupt {what} ({reason})" if what else f"{where}: {reason}")
+
+    try:
+        return json.loads(text) if fmt == "json" else tomllib.loads(text)
+    except (json.JSONDecodeError, tomllib.TOMLDecodeError) as e:
+        raise fail(f"malformed {fmt.upper()} ({e})" if not what else f"malformed {fmt.upper()}: {e}") from None
+    except RecursionError:
+        raise fail("nested too deeply") from None
+    except ValueError as e:  # e.g. an integer of more than 4,300 digits
+        raise fail(f"unreadable {fmt.upper()}: {str(e).splitlines()[0][:80]}") from None
+
+
+def read_text_file(path: Path, what: str = "file", limit: int = MAX_SPEC_BYTES) -> str:
+    """A UTF-8 text file of at most `limit` bytes, or one TegakiError saying what is wrong."""
+    try:
+        size = path.stat().st_size
+        if size > limit:
+            raise SpecError(f"{path}: {size:,} bytes is too large for a {what} (at most {limit:,})")
+        return path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise SpecError(f"{path}: not UTF-8 text (byte {e.start}); save the {what} as UTF-8") from None
+    except OSError as e:
+        raise SpecError(f"{path}: cannot read the {what} ({e.strerror or type(e).__name__})") from None
+
+
 @dataclass
 class Spec:
     input_shape: Shape = (1, 28, 28)
@@ -374,6 +464,8 @@ class Spec:
         self.input_shape = tuple(int(i) for i in self.input_shape)
         if len(self.input_shape) not in (1, 3) or min(self.input_shape) < 1:
             raise SpecError(f"input shape must be (C, H, W) or (F,), got {self.input_shape}")
+        if max(self.input_shape) > MAX_INT:
+            raise SpecError(f"input shape {self.input_shape}: each size must be at most {MAX_INT:,}")
         if not self.layers:
             raise SpecError(f"spec {self.name!r} has no layers")
         if self.normalize not in ("standard", "unit"):
@@ -385,10 +477,7 @@ class Spec:
                 raise SpecError(f"spec {self.name!r}: {layer!r} is not a layer")
             if layer.name and not _NAME_OK.match(layer.name):
                 raise SpecError(f"layer name {layer.name!r}: use letters, digits and underscores only")
-            for f in fields(layer):
-                if f.name != "name" and not type_ok(getattr(layer, f.name), str(f.type)):
-                    raise SpecError(f"{layer.type} layer: {f.name} must be {_type_words(str(f.type))}, "
-                                    f"got {getattr(layer, f.name)!r}")
+            _check_fields(layer)
             if not layer.name:
                 p = layer.prefix if not isinstance(layer, Activation) else layer.type
                 counts[p] = counts.get(p, 0) + 1
@@ -400,6 +489,19 @@ class Spec:
             if isinstance(layer, Softmax) and i != len(self.layers) - 1:
                 raise SpecError(f"{layer.name}: softmax must be the last layer")
         self.shapes()  # raises on any shape error
+        self.check_size()
+        _check_train(self.train, self.name)
+
+    def check_size(self) -> None:
+        """Refuse, before anything is allocated, a network too large to build here."""
+        n = self.num_params() + sum(math.prod(v) for v in self.buffer_shapes().values())
+        if n > MAX_PARAMS:
+            raise SpecError(f"spec {self.name!r} has {n:,} parameters, more than the {MAX_PARAMS:,} tegaki builds "
+                            f"({n * 4 / 2**30:.1f} GiB as float32); use fewer units or filters")
+        acts = sum(math.prod(s) for s in self.shapes()) + math.prod(self.input_shape)
+        if acts > MAX_ACTIVATIONS:
+            raise SpecError(f"spec {self.name!r}: its layers output {acts:,} numbers per example, more than the "
+                            f"{MAX_ACTIVATIONS:,} tegaki allows; use a smaller input, fewer filters or more pooling")
 
     # shape inference ---------------------------------------------------------------
     def shapes(self) -> list[Shape]:
@@ -434,10 +536,10 @@ class Spec:
 
     def layer_params(self) -> list[int]:
         """The number of parameters of each layer, in order."""
-        return [int(sum(np.prod(p) for p in l.params(s).values())) for l, s in zip(self.layers, self.in_shapes())]
+        return [sum(math.prod(p) for p in l.params(s).values()) for l, s in zip(self.layers, self.in_shapes())]
 
     def num_params(self) -> int:
-        return int(sum(np.prod(s) for s in self.param_shapes().values()))
+        return sum(math.prod(s) for s in self.param_shapes().values())
 
     def layer(self, name: str) -> Layer:
         for l in self.layers:
@@ -508,7 +610,7 @@ class Spec:
             out.append(f"{r[0]:<{w[0]}}{r[1]:<{w[1]}}{r[2]:>{w[2]}}")
         out.append(line)
         total = self.num_params()
-        buffers = int(sum(np.prod(s) for s in self.buffer_shapes().values()))
+        buffers = sum(math.prod(s) for s in self.buffer_shapes().values())
         out.append(f"Total params: {total:,} ({total * 4 / 1024:.1f} KB as float32)")
         if buffers:
             out.append(f"Non-trainable state (batchnorm statistics): {buffers:,}")
@@ -559,11 +661,8 @@ class Spec:
         path = Path(path)
         if not path.is_file():
             raise SpecError(f"{path}: no such spec file")
-        text = path.read_text(encoding="utf-8", errors="replace")
-        try:
-            d = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
-        except (json.JSONDecodeError, tomllib.TOMLDecodeError) as e:
-            raise SpecError(f"{path}: malformed {'JSON' if path.suffix == '.json' else 'TOML'} ({e})") from None
+        text = read_text_file(path, "spec file")
+        d = parse_text(text, "json" if path.suffix == ".json" else "toml", str(path))
         if not isinstance(d, dict):
             raise SpecError(f"{path}: a spec is an object with 'input' and 'layers', got a {type(d).__name__}")
         d.setdefault("name", path.stem)
@@ -589,9 +688,10 @@ def resolve_spec(ref: str) -> Spec:
     if p.is_dir():
         if (p / "model.json").is_file():
             try:
-                meta = json.loads((p / "model.json").read_text())
+                meta = parse_text(read_text_file(p / "model.json", "run description"), "json", str(p / "model.json"),
+                                  "run description; retrain the run")
                 d = meta["spec"]
-            except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError) as e:
+            except (KeyError, TypeError) as e:
                 raise TegakiError(f"{p / 'model.json'}: corrupt run description ({type(e).__name__}); "
                                   "retrain the run") from None
             return Spec.from_dict(d, where=str(p / "model.json"))
