@@ -14,7 +14,6 @@ The Predictor is safe to share between threads (the HTTP server does): it only r
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -24,12 +23,7 @@ from tegaki.data.preprocess import MAX_PIXELS, Preprocessed, to_mnist
 from tegaki.engines import make_engine
 from tegaki.errors import TegakiError
 from tegaki.numerics import softmax
-from tegaki.run import Run, load_run, normalise
-
-
-def bundled_model_path() -> Path | None:
-    p = Path(str(resources.files("tegaki").joinpath("model")))
-    return p if (p / "model.json").is_file() else None
+from tegaki.run import Run, bundled_model_path, is_bundled, load_run, normalise
 
 
 @dataclass
@@ -166,11 +160,10 @@ class Predictor:
         for layer, shape, n in zip(spec.layers, spec.shapes(), spec.layer_params()):
             layers.append({"name": layer.name, "type": layer.type, "output_shape": list(shape), "params": n})
         data = meta.get("data", {})
-        bundled = bundled_model_path()
         return {
             "name": spec.name, "description": spec.description,
             "path": str(self.run.path) if self.run.path else None,
-            "bundled": bool(bundled and self.run.path and Path(self.run.path).resolve() == bundled.resolve()),
+            "bundled": is_bundled(self.run.path),
             "engine": self.engine_name, "classes": list(self.classes), "input_shape": list(spec.input_shape),
             "parameters": spec.num_params(), "layers": layers,
             "preprocessing": meta.get("preprocessing", {}),

@@ -16,6 +16,8 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
+import os
 import platform
 import sys
 from dataclasses import dataclass, field
@@ -63,14 +65,55 @@ def save_weights(path: Path, weights: dict[str, np.ndarray], metadata: dict | No
     atomic_write_bytes(path, st_save(arrays, metadata={k: str(v) for k, v in (metadata or {}).items()}))
 
 
+MAX_WEIGHT_BYTES = 2 * 2**30  # a weights or checkpoint file larger than this is refused from its header
+MAX_HEADER_BYTES = 10_000_000
+MAX_ABS_WEIGHT = 1e6  # trained weights are tiny next to this; larger ones overflow float32 in a few layers
+
+
 def load_weights(path: Path) -> dict[str, np.ndarray]:
+    """A safetensors file -> arrays. The header is read and checked first, so a file larger than its
+    declared tensors (or a huge sparse file behind a symlink) is refused before it is read."""
     path = Path(path)
     if not path.is_file():
         raise TegakiError(f"{path}: missing; the run folder is incomplete (was training interrupted?)")
     try:
-        return st_load(path.read_bytes())
-    except (SafetensorError, ValueError, OSError) as e:
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            head = f.read(8)
+            n = int.from_bytes(head, "little") if len(head) == 8 else -1
+            if not 0 < n <= min(size - 8, MAX_HEADER_BYTES):
+                raise ValueError("no valid header")
+            header_bytes = f.read(n)
+            header = json.loads(header_bytes)
+            tensors = {k: v for k, v in header.items() if k != "__metadata__"}
+            need = 8 + n + max((int(v["data_offsets"][1]) for v in tensors.values()), default=0)
+            if size != need or need > MAX_WEIGHT_BYTES:
+                raise ValueError(f"{size:,} bytes, but its header declares {need:,}")
+            data = head + header_bytes + f.read()
+        if any(v.get("dtype") == "BF16" for v in tensors.values()):
+            return _load_with_bf16(data, 8 + n, tensors)
+        return st_load(data)
+    except (SafetensorError, ValueError, OSError, KeyError, TypeError, IndexError, RecursionError) as e:
         raise TegakiError(f"{path}: not a valid safetensors file ({str(e)[:100]}); retrain or restore it") from None
+
+
+_DTYPES = {"F64": np.float64, "F32": np.float32, "F16": np.float16, "I64": np.int64, "I32": np.int32,
+           "I16": np.int16, "I8": np.int8, "U8": np.uint8, "BOOL": np.bool_}
+
+
+def _load_with_bf16(data: bytes, start: int, tensors: dict) -> dict[str, np.ndarray]:
+    """bfloat16 tensors (NumPy has no such type) widened exactly to float32; the others as stored."""
+    out = {}
+    for k, v in tensors.items():
+        a, b = (start + int(i) for i in v["data_offsets"])
+        shape = tuple(int(i) for i in v["shape"])
+        raw = data[a:b]
+        if v["dtype"] == "BF16":  # the high 16 bits of a float32
+            x = (np.frombuffer(raw, "<u2").astype(np.uint32) << 16).view(np.float32)
+        else:
+            x = np.frombuffer(raw, np.dtype(_DTYPES[v["dtype"]]).newbyteorder("<"))
+        out[k] = x.reshape(shape).copy()
+    return out
 
 
 def versions() -> dict:
@@ -142,10 +185,39 @@ def save_run(path: Path, spec: Spec, weights, meta: dict, history: list[dict], m
     write_json(path / "model.json", meta)  # written last: a folder with model.json is complete
 
 
-def load_run(ref: str | Path) -> Run:
+BUNDLED = "bundled"  # the name every command accepts for the model that ships with tegaki
+
+
+def bundled_model_path() -> Path | None:
+    from importlib import resources
+
+    p = Path(str(resources.files("tegaki").joinpath("model")))
+    return p if (p / "model.json").is_file() else None
+
+
+def run_path(ref: str | Path) -> Path:
+    """A run folder's path: `ref`, or the bundled model's for the name "bundled" (unless a folder of
+    that name is here)."""
     path = Path(ref)
+    if str(ref) == BUNDLED and not path.exists():
+        bundled = bundled_model_path()
+        if bundled is None:
+            raise TegakiError("no bundled model is installed with this tegaki; give a run folder")
+        return bundled
+    return path
+
+
+def is_bundled(path: Path | None) -> bool:
+    b = bundled_model_path()
+    return bool(path is not None and b is not None and Path(path).resolve() == b.resolve())
+
+
+def load_run(ref: str | Path) -> Run:
+    """Read a run folder and check every value in it, so nothing later meets a NaN weight, a zero
+    standard deviation or a class list of the wrong length (each is one TegakiError here)."""
+    path = run_path(ref)
     if not path.exists():
-        raise TegakiError(f"{path}: no such run folder; give the folder 'tegaki train' printed")
+        raise TegakiError(f"{path}: no such run folder; give the folder 'tegaki train' printed (or 'bundled')")
     if not path.is_dir():
         raise TegakiError(f"{path}: a run is a folder (with model.json and model.safetensors), not a file")
     mj = path / "model.json"
@@ -153,18 +225,80 @@ def load_run(ref: str | Path) -> Run:
         hint = " (training may still be running or was interrupted; try --resume)" if (
             path / "checkpoint.safetensors").is_file() else ""
         raise TegakiError(f"{path}: not a complete run folder: model.json is missing{hint}")
+    meta = _read_json(mj, "run description; retrain")
     try:
-        meta = json.loads(mj.read_text())
         spec = Spec.from_dict(meta["spec"], where=str(mj))
         meta["classes"], meta["preprocessing"]["normalize"]["mean"]  # noqa: B018 - presence check
-    except (json.JSONDecodeError, KeyError, TypeError) as e:
+    except (KeyError, TypeError) as e:
         raise TegakiError(f"{mj}: corrupt run description ({type(e).__name__}: {e}); retrain") from None
+    meta["classes"] = check_classes(meta["classes"], spec.num_classes, mj)
+    check_norm(meta["preprocessing"]["normalize"], mj)
     weights = load_weights(path / "model.safetensors")
     spec.check_weights(weights, where=str(path / "model.safetensors"))
+    check_values(weights, path / "model.safetensors")
     metrics = {}
     if (path / "metrics.json").is_file():
-        try:
-            metrics = json.loads((path / "metrics.json").read_text())
-        except json.JSONDecodeError:
-            raise TegakiError(f"{path / 'metrics.json'}: corrupt JSON; retrain or delete the file") from None
+        metrics = lenient_metrics(_read_json(path / "metrics.json", "JSON; retrain or delete the file"))
     return Run(path, spec, weights, meta, metrics)
+
+
+def _read_json(path: Path, what: str):
+    from tegaki.spec import parse_text, read_text_file
+
+    data = parse_text(read_text_file(path, "run file"), "json", str(path), what)
+    return data
+
+
+MAX_CLASS_NAME = 100
+
+
+def check_classes(classes, n: int, where) -> list[str]:
+    """Class names: n distinct, non-empty strings of printable characters, at most 100 each."""
+    if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes):
+        raise TegakiError(f"{where}: 'classes' must be a list of strings; retrain or repair the file")
+    if len(classes) != n:
+        raise TegakiError(f"{where}: {len(classes)} class names for a network with {n} outputs; "
+                          "retrain or repair the file")
+    for c in classes:
+        if not c.strip() or len(c) > MAX_CLASS_NAME or not c.isprintable():
+            raise TegakiError(f"{where}: class name {c[:40]!r} must be 1 to {MAX_CLASS_NAME} printable "
+                              "characters; repair the file")
+    if len(set(classes)) != len(classes):
+        raise TegakiError(f"{where}: class names repeat; each class needs its own name")
+    return classes
+
+
+def check_norm(norm, where) -> None:
+    ok = isinstance(norm, dict) and all(isinstance(norm.get(k), (int, float)) and not isinstance(norm.get(k), bool)
+                                        and math.isfinite(norm[k]) for k in ("mean", "std"))
+    if not ok or not 0 < norm["std"] <= 1e6 or abs(norm["mean"]) > 1e6:
+        raise TegakiError(f"{where}: the input normalisation must have a finite mean and a standard deviation "
+                          f"above 0, got {str(norm)[:80]}; retrain or repair the file")
+
+
+def check_values(weights: dict[str, np.ndarray], where) -> None:
+    for k, w in weights.items():
+        if not np.issubdtype(w.dtype, np.floating):
+            raise TegakiError(f"{where}: {k} holds {w.dtype} values, not floating point; retrain")
+        if w.size and not (np.isfinite(w).all() and float(np.abs(w).max()) <= MAX_ABS_WEIGHT):
+            bad = "NaN or infinite" if not np.isfinite(w).all() else f"as large as {float(np.abs(w).max()):.3g}"
+            raise TegakiError(f"{where}: weights {k} are {bad}; the run is damaged or diverged: retrain")
+
+
+def lenient_metrics(metrics) -> dict:
+    """metrics.json is informative only: keep the entries of the right kind, drop the rest."""
+    if not isinstance(metrics, dict):
+        return {}
+    out = {}
+    for k, v in metrics.items():
+        if isinstance(v, (str, bool)) or v is None:
+            if not (k in NUMERIC_METRICS and isinstance(v, str)):
+                out[k] = v
+        elif isinstance(v, (int, float)) and math.isfinite(v):
+            out[k] = v
+    return out
+
+
+NUMERIC_METRICS = {"test_accuracy", "test_error", "test_loss", "test_mistakes", "valid_accuracy", "valid_loss",
+                   "epochs", "best_epoch", "train_seconds", "seconds_per_epoch", "setup_seconds", "test_seconds",
+                   "seed", "train_size", "valid_size", "test_size"}

@@ -8,8 +8,12 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 
 from tegaki.errors import TegakiError
+
+# where tegaki was started: a relative $TEGAKI_DATA_DIR means relative to here, even after a chdir
+START_DIR = Path.cwd()
 
 LOOK_ENGINES = ("torch", "numpy")  # the engines that expose every layer's output and input gradients
 _THREAD_LIMITS = []  # threadpoolctl's controller, kept alive while the limit holds
@@ -22,8 +26,13 @@ def err(msg: str) -> None:
 def data_kwargs(args) -> dict:
     from tegaki.data.sources import default_cache_dir
 
-    return {"data_dir": getattr(args, "data_dir", None), "env_dir": os.environ.get("TEGAKI_DATA_DIR") or None,
+    return {"data_dir": getattr(args, "data_dir", None), "env_dir": from_start(os.environ.get("TEGAKI_DATA_DIR")),
             "cache_dir": default_cache_dir(os.environ)}
+
+
+def from_start(path: str | None) -> Path | None:
+    """A path from the environment, resolved against the directory tegaki was started in."""
+    return (START_DIR / path) if path else None
 
 
 def load_data(args, name: str, fallback: bool = False, **kw):
@@ -65,12 +74,36 @@ def load_predictor(args):
 
 def load_test_data(args, run, name: str | None = None):
     """The dataset to measure or look at: `name`, else --dataset, else the one the run was trained on."""
-    name = name or getattr(args, "dataset", None) or run.meta.get("config", {}).get("dataset") or "mnist"
+    trained_on = run.meta.get("config", {}).get("dataset")
+    name = name or getattr(args, "dataset", None) or trained_on or "mnist"
+    folder = (run.meta.get("data") or {}).get("folder")
+    if (name == trained_on and not getattr(args, "data_dir", None) and isinstance(folder, str)
+            and not name.startswith("folder:") and Path(folder).is_dir()):
+        try:  # the folder the run was trained from, first: no download for data that is on disk
+            from tegaki.data.sources import load_dataset
+
+            return _same_classes(load_dataset(name, data_dir=folder, fetch=False, log=err), run)
+        except TegakiError:
+            pass  # moved or changed since: look where the dataset is usually found
     ds = load_data(args, name, all_test=True) if name.startswith("folder:") else load_data(args, name)
+    return _same_classes(ds, run)
+
+
+def _same_classes(ds, run):
     if len(ds.classes) != len(run.classes):
         raise TegakiError(f"{ds.name} has {len(ds.classes)} classes, the model {len(run.classes)}; "
                           "choose a dataset with the run's classes")
     return ds
+
+
+def default_out(run, kind: str, name: str | None = None) -> Path:
+    """Where a command writes about `run` without --out: the run folder (or `name` inside it), except
+    for the bundled model, whose outputs go to ./<kind>-bundled rather than into the installed package."""
+    from tegaki.run import is_bundled
+
+    if is_bundled(run.path):
+        return Path(f"{kind}-bundled" + (f"-{name}" if name else ""))
+    return run.path / name if name else run.path
 
 
 def slug(s: str) -> str:

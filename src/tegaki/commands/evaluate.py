@@ -4,18 +4,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tegaki.commands.common import apply_threads, load_test_data, slug
+from tegaki.commands.common import apply_threads, default_out, load_test_data, slug
 
 
 def register(subparsers) -> None:
     from tegaki.engines import ENGINES
 
     e = subparsers.add_parser("evaluate", help="accuracy, per-class report, confusion matrix and mistakes of a run")
-    e.add_argument("run", help="a run folder")
+    e.add_argument("run", help="a run folder, or 'bundled' for the model that ships with tegaki")
     e.add_argument("--dataset", help="default: the dataset the run was trained on")
     e.add_argument("--data-dir", help="a folder holding the dataset's four IDX files")
     e.add_argument("--engine", choices=ENGINES, default="torch")
-    e.add_argument("--out", help="where to write the pictures (default: the run folder)")
+    e.add_argument("--out", help="where to write the pictures (default: the run folder; ./eval-bundled for the bundled model)")
     e.add_argument("--threads", type=int, help="CPU threads for torch and NumPy (default: all cores)")
     e.set_defaults(func=cmd_evaluate)
 
@@ -33,7 +33,7 @@ def cmd_evaluate(args) -> int:
     ds = load_test_data(args, run, name)
     ev = evaluate(pred, ds.test_images, ds.test_labels, run.classes)
     same = name == run.meta.get("config", {}).get("dataset")
-    out = Path(args.out) if args.out else (run.path if same else run.path / f"eval-{slug(ds.name)}")
+    out = Path(args.out) if args.out else default_out(run, "eval", None if same else f"eval-{slug(ds.name)}")
     print(f"{run.spec.name} on {ds.name} ({len(ds.test_labels):,} test images, engine {args.engine})")
     print(f"accuracy {ev.accuracy:.2%}   error {1 - ev.accuracy:.2%}\n")
     print(report_text(ev.cm, run.classes))
