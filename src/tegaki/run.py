@@ -168,10 +168,24 @@ def write_history(path: Path, rows: list[dict]) -> None:
 
 
 def read_history(path: Path) -> list[dict]:
+    """history.csv's rows as numbers; a cell that is not a number reads as None, a row without an epoch
+    number is skipped (the history is for pictures and tables; a damaged one must not stop them)."""
     if not path.is_file():
         return []
-    with open(path, newline="") as f:
-        return [{k: (float(v) if v not in ("", None) else None) for k, v in r.items()} for r in csv.DictReader(f)]
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            rows = [{k: _number(v) for k, v in r.items() if isinstance(k, str)} for r in csv.DictReader(f)]
+    except (UnicodeDecodeError, csv.Error, OSError):
+        return []
+    return [r for r in rows if r.get("epoch") is not None]
+
+
+def _number(v) -> float | None:
+    try:
+        x = float(v)
+    except (TypeError, ValueError):
+        return None
+    return x if math.isfinite(x) else None
 
 
 def save_run(path: Path, spec: Spec, weights, meta: dict, history: list[dict], metrics: dict,

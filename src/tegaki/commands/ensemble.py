@@ -44,7 +44,9 @@ def cmd_ensemble(args) -> int:
         print("note: the runs were validated on different splits (give them one --split-seed when training); "
               "measuring the test set only")
     res = measure_ensemble(runs, ds, split_seed, valid_size, tta=args.tta)
-    print(f"{len(runs)} run(s) of {first.spec.name} on {ds.name}\n")
+    names = [r.spec.name for r in runs]
+    what = f"of {names[0]}" if len(set(names)) == 1 else "(" + ", ".join(names) + ")"
+    print(f"{len(runs)} {'run' if len(runs) == 1 else 'runs'} {what} on {ds.name}\n")
     print(ensemble_table(res))
     if args.out:
         write_json(Path(args.out), res)

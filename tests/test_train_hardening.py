@@ -1,0 +1,200 @@
+"""Bad options, bad specs and the newcomer's path: each is one line and a non-zero status, before any
+data is loaded where it can be; SIGTERM stops a run cleanly; the messages say what they mean."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import fields
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tegaki.data.idx import write_idx
+from tegaki.errors import TegakiError
+from tegaki.spec import MAX_PARAMS, TRAIN_KEYS, Spec
+from tegaki.train import TrainConfig
+
+from conftest import digits_like
+from test_spine_cli import fails
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def bars(tmp_path_factory) -> Path:
+    """A tiny learnable IDX dataset (1,200 train, 300 test) made here."""
+    d = tmp_path_factory.mktemp("bars")
+    x, y = digits_like(1500, seed=3)
+    write_idx(d / "train-images-idx3-ubyte.gz", x[:1200])
+    write_idx(d / "train-labels-idx1-ubyte.gz", y[:1200].astype(np.uint8))
+    write_idx(d / "t10k-images-idx3-ubyte.gz", x[1200:])
+    write_idx(d / "t10k-labels-idx1-ubyte.gz", y[1200:].astype(np.uint8))
+    return d
+
+
+@pytest.mark.parametrize("option, value, words", [
+    ("--seed", "-1", ["--seed must be at least 0"]),
+    ("--seed", "200000000000000", ["--seed must be at most"]),
+    ("--split-seed", "-5", ["--split-seed must be at least 0"]),
+    ("--weight-decay", "-1", ["--weight-decay must be a number in [0, 1]"]),
+    ("--lr", "1e308", ["--lr must be a positive number up to"]),
+    ("--lr", "nan", ["--lr must be a positive number"]),
+    ("--label-smoothing", "nan", ["--label-smoothing"]),
+    ("--augment-strength", "-1", ["--augment-strength"]),
+    ("--batch-size", "0", ["--batch-size must be at least 1"]),
+    ("--epochs", "1000000000", ["--epochs must be at most"]),
+])
+def test_bad_options_are_one_line_before_any_data(cli, tmp_path, monkeypatch, option, value, words):
+    monkeypatch.setenv("TEGAKI_DATA_DIR", str(tmp_path / "nothing-here"))  # loading data would fail differently
+    fails(cli("train", "--preset", "ffnn", option, value, "--out", tmp_path / "r"), *words)
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has CUDA")
+def test_missing_device_is_said_before_loading_data(cli, tmp_path, monkeypatch):
+    monkeypatch.setenv("TEGAKI_DATA_DIR", str(tmp_path / "nothing-here"))
+    line = fails(cli("train", "--preset", "ffnn", "--device", "cuda", "--out", tmp_path / "r"), "--device cuda")
+    assert "mnist" not in line.lower()
+
+
+def test_valid_size_larger_than_the_training_set(cli, bars, tmp_path):
+    fails(cli("train", "--preset", "ffnn", "--dataset", f"idx:{bars}", "--valid-size", "70000",
+              "--out", tmp_path / "r"), "--valid-size 70,000 leaves nothing to train on", "1,200")
+    assert not (tmp_path / "r").exists()
+
+
+SPECS = [
+    ('[[layers]]\ntype = "batchnorm"\neps = -1.0\n', "eps must be in (0, 1]"),
+    ('[[layers]]\ntype = "batchnorm"\nmomentum = nan\n', "momentum must be a finite number"),
+    ('[[layers]]\ntype = "flatten"\n[[layers]]\ntype = "dense"\nunits = 10\ninit_scale = nan\n',
+     "init_scale must be a finite number"),
+    ('[[layers]]\ntype = "flatten"\n[[layers]]\ntype = "dense"\nunits = 10\ninit_scale = -1.0\n',
+     "init_scale must be >= 0"),
+    ('[[layers]]\ntype = "flatten"\n[[layers]]\ntype = "dense"\nunits = 1000000000\n', "too large"),
+    # 784 x 300,000 weights + 300,000 biases
+    ('[[layers]]\ntype = "flatten"\n[[layers]]\ntype = "dense"\nunits = 300000\n', "235,500,000 parameters"),
+    ('input = [1, 4294967296, 4294967296]\n[[layers]]\ntype = "flatten"\n', "each size must be at most"),
+    ('[[layers]]\ntype = "conv2d"\nfilters = 100000\nkernel = 1\n[[layers]]\ntype = "conv2d"\nfilters = 2\n',
+     "numbers per example"),
+    ('[[layers]]\ntype = "flatten"\n[[layers]]\ntype = "dense"\nunits = 10\n[train]\nlr = "fast"\n',
+     "training option lr must be float"),
+]
+
+
+@pytest.mark.parametrize("text, words", SPECS)
+def test_bad_specs_are_one_line_in_summary(cli, tmp_path, text, words):
+    f = tmp_path / "net.toml"
+    f.write_text(text)
+    fails(cli("summary", f), "net.toml", words)
+
+
+@pytest.mark.parametrize("make, words", [
+    (lambda: "[" * 5000 + "]" * 5000, "nested too deeply"),
+    (lambda: '{"layers": [{"type": "dense", "units": ' + "9" * 5000 + "}]}", "unreadable JSON"),
+    (lambda: '{"layers": [{"type": "conv2d", "padding": ' + "1" + "0" * 30 + "}]}", "padding 1" + "0" * 30 + " is too large"),
+    (lambda: '{"layers": [{"type": "flatten"}], "name": "' + "x" * 5_000_000 + '"}', "too large for a spec file"),
+])
+def test_pathological_json_specs(cli, tmp_path, make, words):
+    f = tmp_path / "net.json"
+    f.write_text(make())
+    fails(cli("summary", f), "net.json", words)
+
+
+def test_spec_file_that_is_not_utf8(cli, tmp_path):
+    f = tmp_path / "net.toml"
+    f.write_bytes(b'name = "caf\xe9"\n[[layers]]\ntype = "flatten"\n')
+    fails(cli("summary", f), "not UTF-8 text")
+
+
+def test_size_limits_come_with_the_size_and_before_allocating():
+    with pytest.raises(TegakiError, match=f"more than the {MAX_PARAMS:,}"):
+        Spec.from_dict({"layers": [{"type": "flatten"}, {"type": "dense", "units": 1_000_000}]})
+
+
+def test_train_keys_are_the_train_configs_fields():
+    assert TRAIN_KEYS == {f.name: str(f.type) for f in fields(TrainConfig)}
+
+
+def test_config_is_checked_when_made_and_augment_parsed_once():
+    with pytest.raises(TegakiError, match="--momentum"):
+        TrainConfig(momentum=1.5)
+    assert TrainConfig(augment="affine+elastic").augment_kinds == ("affine", "elastic")
+
+
+def test_one_epoch_is_singular_and_the_table_is_explained(cli, bars, tmp_path):
+    r = cli("train", "--preset", "ffnn", "--dataset", f"idx:{bars}", "--epochs", "1", "--valid-size", "200",
+            "--out", tmp_path / "r")
+    assert r.code == 0, r.err
+    assert "; 1 epoch," in r.out and "1 epochs" not in r.out
+    assert "train/valid: training loss over validation loss" in r.out
+
+
+def test_sigterm_stops_cleanly_and_resume_keeps_threads(bars, tmp_path):
+    out = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    cmd = [sys.executable, "-m", "tegaki", "train", "--preset", "ffnn", "--dataset", f"idx:{bars}",
+           "--epochs", "400", "--valid-size", "200", "--out", str(out), "--threads", "1"]
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.monotonic() + 120
+    while not (out / "checkpoint.safetensors").exists() and time.monotonic() < deadline and p.poll() is None:
+        time.sleep(0.05)
+    time.sleep(0.3)
+    p.send_signal(signal.SIGTERM)
+    stdout, stderr = p.communicate(timeout=60)
+    assert p.returncode == 143, (p.returncode, stderr)
+    assert "Traceback" not in stderr and stderr.strip().splitlines() == ["tegaki: stopped by SIGTERM"], stderr
+    assert "continue with: tegaki train --resume" in stdout
+    # --resume accepts --threads (a resumed run keeps its settings, not the machine's)
+    state = json.loads(__import__("safetensors").safe_open(str(out / "checkpoint.safetensors"), "np")
+                       .metadata()["state"])
+    done = state["epoch"]
+    r = subprocess.run([sys.executable, "-m", "tegaki", "train", "--resume", str(out), "--epochs", str(done + 1),
+                        "--threads", "1"], capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert f"resuming {out} after epoch {done}" in r.stdout
+    assert json.loads((out / "metrics.json").read_text())["epochs"] == done + 1
+
+
+def test_relative_data_dir_survives_a_chdir(cli, mnist_dir, tmp_path, monkeypatch):
+    from tegaki.commands import common
+
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "mnist").symlink_to(mnist_dir)
+    monkeypatch.setattr(common, "START_DIR", tmp_path)
+    monkeypatch.chdir(ROOT)  # a test (or a notebook) changed directory after tegaki started
+    monkeypatch.setenv("TEGAKI_DATA_DIR", "d")
+    assert common.data_kwargs(type("A", (), {"data_dir": None})())["env_dir"] == tmp_path / "d"
+    r = cli("data", "info", "mnist")
+    assert r.code == 0, r.err
+
+
+def test_evaluate_uses_the_folder_the_run_was_trained_from(cli, lenet_run, tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    run = tmp_path / "copy"
+    run.mkdir()
+    for f in lenet_run.iterdir():
+        (run / f.name).write_bytes(f.read_bytes())
+    r = cli("evaluate", run, "--out", tmp_path / "ev")
+    monkeypatch.setenv("TEGAKI_DATA_DIR", str(tmp_path / "nothing-here"))
+    r = cli("evaluate", run, "--out", tmp_path / "ev")
+    assert r.code == 0, r.err  # no download attempted: the recorded folder still holds the data
+    assert "10,000 test images" in r.out
+
+
+def test_bundled_is_a_name_and_its_outputs_stay_here(cli, tmp_path, monkeypatch):
+    from tegaki.run import bundled_model_path
+
+    package = bundled_model_path()
+    before = sorted(p.name for p in package.iterdir())
+    monkeypatch.chdir(tmp_path)
+    r = cli("evaluate", "bundled")
+    assert r.code == 0, r.err
+    assert (tmp_path / "eval-bundled" / "evaluation.json").is_file()
+    assert sorted(p.name for p in package.iterdir()) == before
+    assert cli("summary", "bundled").code == 0
