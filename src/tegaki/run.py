@@ -93,7 +93,8 @@ def load_weights(path: Path) -> dict[str, np.ndarray]:
         if any(v.get("dtype") == "BF16" for v in tensors.values()):
             return _load_with_bf16(data, 8 + n, tensors)
         return st_load(data)
-    except (SafetensorError, ValueError, OSError, KeyError, TypeError, IndexError, RecursionError) as e:
+    except (SafetensorError, ValueError, OSError, KeyError, TypeError, IndexError, OverflowError,
+            RecursionError) as e:
         raise TegakiError(f"{path}: not a valid safetensors file ({str(e)[:100]}); retrain or restore it") from None
 
 
@@ -246,6 +247,11 @@ def load_run(ref: str | Path) -> Run:
     except (KeyError, TypeError) as e:
         raise TegakiError(f"{mj}: corrupt run description ({type(e).__name__}: {e}); retrain") from None
     meta["classes"] = check_classes(meta["classes"], spec.num_classes, mj)
+    for key in ("data", "config", "versions"):  # informative: a damaged one is dropped, not fatal
+        if not isinstance(meta.get(key, {}), dict):
+            meta[key] = {}
+    if not (isinstance(meta.get("command"), list) and all(isinstance(a, str) for a in meta["command"])):
+        meta["command"] = []
     check_norm(meta["preprocessing"]["normalize"], mj)
     weights = load_weights(path / "model.safetensors")
     spec.check_weights(weights, where=str(path / "model.safetensors"))

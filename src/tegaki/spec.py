@@ -627,6 +627,13 @@ class Spec:
 
     @classmethod
     def from_dict(cls, d: dict, where: str = "spec") -> "Spec":
+        try:
+            return cls._from_dict(d, where)
+        except RecursionError:  # a value nested thousands deep, from Python rather than a file
+            raise SpecError(f"{where}: a value is nested too deeply to be part of a spec") from None
+
+    @classmethod
+    def _from_dict(cls, d: dict, where: str) -> "Spec":
         if not isinstance(d, dict):
             raise SpecError(f"{where}: a spec is a table/object with 'input' and 'layers'")
         known = {"name", "description", "input", "normalize", "train", "layers"}
