@@ -198,3 +198,38 @@ def test_bundled_is_a_name_and_its_outputs_stay_here(cli, tmp_path, monkeypatch)
     assert (tmp_path / "eval-bundled" / "evaluation.json").is_file()
     assert sorted(p.name for p in package.iterdir()) == before
     assert cli("summary", "bundled").code == 0
+
+
+def test_sigterm_under_nproc_stops_every_process(bars, tmp_path):
+    out = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    p = subprocess.Popen([sys.executable, "-m", "tegaki", "train", "--preset", "ffnn", "--dataset", f"idx:{bars}",
+                          "--epochs", "400", "--valid-size", "200", "--out", str(out), "--nproc", "2",
+                          "--threads", "1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                         start_new_session=True)
+    deadline = time.monotonic() + 120
+    while not (out / "checkpoint.safetensors").exists() and time.monotonic() < deadline and p.poll() is None:
+        time.sleep(0.05)
+    time.sleep(0.5)
+    p.send_signal(signal.SIGTERM)
+    try:
+        stdout, stderr = p.communicate(timeout=60)
+    finally:
+        os.killpg(p.pid, signal.SIGKILL) if p.poll() is None else None
+    assert p.returncode == 143, (p.returncode, stderr)
+    assert stderr.strip().splitlines() == ["tegaki: stopped by SIGTERM"], stderr
+    assert "continue with: tegaki train --resume" in stdout
+    survivors = subprocess.run(["pgrep", "-s", str(p.pid)], capture_output=True, text=True).stdout.split()
+    assert survivors == [], survivors  # no process of the launch is left behind
+
+
+def test_launch_reports_the_first_failure_not_the_processes_it_stopped():
+    from tegaki.distributed import _watch
+
+    procs = [subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"]),
+             subprocess.Popen([sys.executable, "-c", "import time, sys; time.sleep(0.5); sys.exit(2)"])]
+    first: list[int] = []
+    t = time.monotonic()
+    _watch(procs, first)
+    assert first == [2] and time.monotonic() - t < 10
+    assert procs[0].returncode == -signal.SIGTERM  # stopped because rank 1 failed; the launch says 2, not 143

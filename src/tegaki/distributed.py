@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import gc
 import json
+import signal
 import os
 import socket
 import subprocess
@@ -161,18 +162,59 @@ def launch(nproc: int, argv: list[str], env: dict) -> int:
             "MASTER_PORT": str(free_port()), "WORLD_SIZE": str(nproc), "LOCAL_WORLD_SIZE": str(nproc),
             "TEGAKI_LAUNCH_ARGV": json.dumps(list(argv))}
     procs: list[subprocess.Popen] = []
+    first_failure: list[int] = []  # the exit status of the process that failed first, in time
+    previous = _forward_sigterm(procs, first_failure)
     try:
         for r in range(nproc):
             e = {**base, "RANK": str(r), "LOCAL_RANK": str(r)}
             procs.append(subprocess.Popen(args, env=e, stdout=None if r == 0 else subprocess.DEVNULL))
-        while any(p.poll() is None for p in procs):
-            if any(p.returncode not in (None, 0) for p in procs):  # one failed: the others would wait forever
-                for p in procs:
-                    if p.poll() is None:
-                        p.terminate()
-            time.sleep(0.1)
+        _watch(procs, first_failure)
     except KeyboardInterrupt:  # the processes got the Ctrl-C too; rank 0 saves a checkpoint
         for p in procs:
             p.wait()
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     codes = [p.wait() for p in procs]
+    if first_failure:
+        return first_failure[0]
     return next((c for c in codes if c > 0), next((c for c in codes if c), 0))
+
+
+GRACE = 20.0  # seconds the processes get to stop after a SIGTERM before they are killed
+
+
+def _watch(procs: list, first_failure: list) -> None:
+    """Wait for every process; when one fails, stop the others (they would wait for it forever)."""
+    stopping_since = None
+    while [p.poll() for p in procs].count(None):  # poll every one (any() would stop at the first running)
+        if first_failure == [128 + signal.SIGTERM]:
+            stopping_since = stopping_since or time.monotonic()
+            if time.monotonic() - stopping_since > GRACE:
+                for p in procs:
+                    if p.poll() is None:
+                        p.kill()
+        failed = [p.returncode for p in procs if p.returncode not in (None, 0)]
+        if failed and first_failure != [128 + signal.SIGTERM]:  # (after a SIGTERM, each stops by itself)
+            if not first_failure:
+                first_failure.append(failed[0] if failed[0] > 0 else 128 - failed[0])
+            for p in procs:
+                if p.poll() is None:
+                    p.terminate()
+        time.sleep(0.1)
+
+
+def _forward_sigterm(procs: list, first_failure: list):
+    """SIGTERM to the launcher goes to every process (rank 0 keeps its checkpoint); the launch ends 143."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def forward(signum, frame):
+        first_failure[:] = [128 + signal.SIGTERM]
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+
+    return signal.signal(signal.SIGTERM, forward)

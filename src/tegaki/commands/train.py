@@ -146,8 +146,13 @@ class _sigterm_as_interrupt:
 
     @staticmethod
     def _raise(signum, frame):
+        import signal
+
         from tegaki.train import Terminated
 
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # once: a second SIGTERM must not cut the clean stop short
+        if os.environ.get("RANK", "0") != "0":  # a helper process of --nproc: rank 0 keeps the checkpoint
+            os._exit(143)
         raise Terminated()
 
     def __exit__(self, *exc):
@@ -173,12 +178,15 @@ def _single(spec, ds, cfg, out, resume, command, dist, dataset) -> int:
 
     result = train(spec, ds, cfg, out, resume=resume, command=command,
                    dist=dist if dist.world > 1 else None, log=print if dist.is_main else (lambda m: None))
-    dist.close()
     if result.interrupted:
         status = 143 if result.terminated else 130
         if dist.is_main:
             err("tegaki: stopped by SIGTERM" if result.terminated else "tegaki: interrupted")
+        if dist.world > 1:  # the other processes may be inside a collective that will never complete:
+            sys.stdout.flush()  # no goodbye barrier; the checkpoint of the last finished epoch is on disk
+            os._exit(status)
         return status
+    dist.close()
     if not dist.is_main:
         return 0
     m = result.metrics
