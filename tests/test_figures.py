@@ -237,3 +237,17 @@ def test_inspect_bundled_writes_here(cli, tmp_path, monkeypatch):
     written = sorted(p.name for p in (tmp_path / "inspect-bundled").iterdir())
     assert "diagram.png" in written and any(n.startswith("filters_") for n in written), written
     assert package_files() == before
+
+
+def test_report_bundled_writes_here(cli, mnist_dir, tmp_path, monkeypatch):
+    from tegaki.run import bundled_model_path
+
+    if bundled_model_path() is None:
+        pytest.skip("no bundled model in this checkout")
+    before = package_files()
+    monkeypatch.chdir(tmp_path)
+    r = cli("report", "bundled", "--mistakes", "2", "--tsne-sample", "20")
+    assert r.code == 0, r.err
+    assert os.listdir(tmp_path) == ["report-bundled.html"]
+    assert "wrote report-bundled.html" in r.out and 'id="confusion"' in (tmp_path / "report-bundled.html").read_text()
+    assert package_files() == before
