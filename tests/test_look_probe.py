@@ -7,6 +7,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
+from tegaki import figures
 from tegaki import probe as P
 from tegaki.predict import Predictor
 
@@ -82,7 +83,7 @@ def test_every_classifier_and_the_table(extracted, tmp_path):
     assert "a seeded random subset of 3,000" in text
     for c in P.CLASSIFIERS:
         assert f"{c} (600)" in text
-    with Image.open(P.plot(results, net_acc, tmp_path / "probe.png")) as im:
+    with Image.open(figures.save(figures.probe_accuracy(results, net_acc), tmp_path / "probe.png")) as im:
         assert im.format == "PNG" and im.width > 400
 
 

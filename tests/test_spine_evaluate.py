@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 from sklearn.metrics import accuracy_score, classification_report, confusion_matrix as sk_confusion
 
-from tegaki import plots
+from tegaki import figures
 from tegaki.evaluate import confusion_matrix, confusion_text, evaluate, per_class, report_text
 from tegaki.spec import load_preset
 from tegaki.train import TrainConfig, train
@@ -90,16 +90,16 @@ def png_size(path):
 def test_pictures(tmp_path):
     y, probs = random_case(4)
     ev = evaluate(FixedPredictor(probs), np.zeros((len(y), 28, 28), np.uint8), y, CLASSES)
-    w, h = png_size(plots.confusion(ev.cm, CLASSES, tmp_path / "cm.png"))
+    w, h = png_size(figures.save(figures.confusion_matrix(ev.cm, CLASSES), tmp_path / "cm.png"))
     assert w > 300 and h > 300
     wrong = ev.misclassified()
     imgs = np.random.default_rng(0).integers(0, 255, (len(y), 28, 28)).astype(np.uint8)
-    w, h = png_size(plots.misclassified(imgs[wrong], y[wrong], ev.predictions[wrong], probs[wrong], CLASSES,
-                                        tmp_path / "wrong.png", limit=20))
+    w, h = png_size(figures.save(figures.misclassified(imgs[wrong], y[wrong], ev.predictions[wrong], probs[wrong],
+                                                       CLASSES, limit=20), tmp_path / "wrong.png"))
     assert w > h > 100  # 2 rows of 10
     hist = [{"epoch": e, "train_loss": 1 / e, "valid_loss": 1.2 / e, "train_acc": 1 - 0.1 / e,
              "valid_acc": 1 - 0.12 / e} for e in (1, 2, 3)]
-    png_size(plots.learning_curves(hist, tmp_path / "lc.png", "x"))
+    png_size(figures.save(figures.learning_curves(hist, "x"), tmp_path / "lc.png"))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cm.png", "lc.png", "wrong.png"]  # no temp files
 
 

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 
-from tegaki import plots
+from tegaki import figures
 from tegaki import spec as S
 from tegaki.data.idx import write_idx
 from tegaki.engines.torch_engine import TorchEngine
@@ -165,7 +165,7 @@ def test_no_validation_split(small, tmp_path):
     assert len(rows) == len(h) and all(ln.split("|")[2].strip() == "-" for ln in rows)
     saved = load_run(tmp_path / "all").history()
     assert [r["valid_loss"] for r in saved] == [None] * len(h)
-    assert plots.learning_curves(saved, tmp_path / "lc.png", "x").stat().st_size > 1000  # train curves only
+    assert figures.save(figures.learning_curves(saved, "x"), tmp_path / "lc.png").stat().st_size > 1000  # train curves only
 
 
 def test_better_follows_the_monitored_score():

@@ -4,22 +4,20 @@ One box per layer, left to right, input first: the box's colour says its kind (c
 dense, activation ...), its height grows with the size of the layer's output, and the text
 gives the layer's name, what it does, its output shape and its parameter count.
 
-    draw(spec, "diagram.png", title="lenet")
+    fig = draw(spec, title="lenet")          # a matplotlib Figure
+    figures.save(fig, "diagram.png")
 """
 
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
-import matplotlib
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.patches import FancyArrowPatch, FancyBboxPatch  # noqa: E402
-
-from tegaki import spec as S  # noqa: E402
+from tegaki import spec as S
+from tegaki.figures import new_figure, plain
 
 COLOURS = {
     "input": "#d9d9d9", "conv2d": "#8ec1e6", "maxpool": "#f5c26b", "avgpool": "#f5c26b",
@@ -62,9 +60,8 @@ def shape_text(shape) -> str:
     return "x".join(str(int(s)) for s in shape)
 
 
-def draw(spec: S.Spec, path: Path, title: str = "", dpi: int = 110) -> Path:
-    from tegaki.plots import save
-
+def draw(spec: S.Spec, title: str = "") -> Figure:
+    """The network as a row of boxes, input first (see the module's docstring), as a Figure."""
     boxes = [("input", "input", spec.input_shape, 0, COLOURS["input"])]
     for layer, shape, n in zip(spec.layers, spec.shapes(), spec.layer_params()):
         colour = COLOURS.get(layer.type, ACTIVATION_COLOUR if isinstance(layer, S.Activation) else "#eeeeee")
@@ -72,14 +69,15 @@ def draw(spec: S.Spec, path: Path, title: str = "", dpi: int = 110) -> Path:
     sizes = [int(np.prod(b[2])) for b in boxes]
     top = math.log10(max(sizes) + 1)
     step, width = 1.35, 1.12
-    fig, ax = plt.subplots(figsize=(step * len(boxes) + 0.4, 3.5))
+    fig = new_figure((step * len(boxes) + 0.4, 3.5))
+    ax = fig.subplots()
     for i, (name, what, shape, n, colour) in enumerate(boxes):
         h = 0.7 + 1.8 * math.log10(sizes[i] + 1) / max(top, 1e-9)
         x = i * step
         ax.add_patch(FancyBboxPatch((x - width / 2, -h / 2), width, h, boxstyle="round,pad=0.02,rounding_size=0.08",
                                     facecolor=colour, edgecolor="#555555", linewidth=0.8))
-        ax.text(x, h / 2 + 0.12, name, ha="center", va="bottom", fontsize=8.5, fontweight="bold")
-        ax.text(x, 0, what, ha="center", va="center", fontsize=8)
+        ax.text(x, h / 2 + 0.12, plain(name), ha="center", va="bottom", fontsize=8.5, fontweight="bold")
+        ax.text(x, 0, plain(what), ha="center", va="center", fontsize=8)
         ax.text(x, -h / 2 - 0.12, shape_text(shape), ha="center", va="top", fontsize=8)
         ax.text(x, -h / 2 - 0.42, f"{n:,} params" if n else "-", ha="center", va="top", fontsize=7,
                 color="#333333" if n else "#999999")
@@ -90,6 +88,6 @@ def draw(spec: S.Spec, path: Path, title: str = "", dpi: int = 110) -> Path:
     ax.set_ylim(-2.0, 1.95)
     ax.axis("off")
     total = spec.num_params()
-    ax.set_title(f"{title or spec.name}: {len(spec.layers)} layers, {total:,} parameters "
-                 f"({total * 4 / 1024:,.0f} KB as float32)", fontsize=10)
-    return save(fig, path, dpi=dpi)
+    ax.set_title(plain(f"{title or spec.name}: {len(spec.layers)} layers, {total:,} parameters "
+                       f"({total * 4 / 1024:,.0f} KB as float32)"), fontsize=10)
+    return fig

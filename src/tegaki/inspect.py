@@ -11,7 +11,7 @@ a run loaded in the torch engine or the numpy engine:
     occ = look.occlusion(image_uint8, target)       # drop in p(target) when a patch is blanked
     feats = look.features(images, ["tanh3"])        # layer -> (N, features), batched
 
-Pictures of these arrays are drawn by tegaki.plots / tegaki.report / tegaki.diagram.
+Pictures of these arrays are drawn by tegaki.figures and tegaki.diagram (and embedded by tegaki.report).
 """
 
 from __future__ import annotations
@@ -316,7 +316,7 @@ def tsne_2d(features: np.ndarray, seed: int = 0, iterations: int = 500) -> np.nd
     from threadpoolctl import threadpool_limits
 
     f = np.asarray(features, np.float32)
-    if f.shape[1] > 50:
+    if f.shape[1] > 50 and len(f) > 50:  # PCA to 50 needs at least 50 points
         f = PCA(n_components=50, random_state=seed).fit_transform(f)
     perplexity = float(min(30, max(2, (len(f) - 1) / 3)))
     steps = {"max_iter" if "max_iter" in TSNE().get_params() else "n_iter": iterations}  # renamed in 1.5

@@ -7,6 +7,7 @@ raw pixels and with the network's own softmax.
     feats = extract(predictor, dataset, ["pixels", "tanh3"])      # layer -> Features
     rows = [fit(feats["tanh3"], "logreg")]
     print(table(rows, network_accuracy))
+    figures.probe_accuracy(rows, network_accuracy)              # the table as bars (tegaki.figures)
 
 Each classifier sees standardised features (a StandardScaler fitted on its training rows).
 Fitting time grows with the training set (kernel SVMs as its square), so by default each
@@ -20,7 +21,6 @@ from __future__ import annotations
 import time
 import warnings
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
@@ -243,37 +243,3 @@ def table(results: list[ProbeResult], network_accuracy: float, network_name: str
 
 def by_any(by: dict, classifier: str) -> ProbeResult:
     return next(r for (c, _), r in by.items() if c == classifier)
-
-
-def plot(results: list[ProbeResult], network_accuracy: float, path, title: str = "") -> "Path":
-    """Grouped bars: test accuracy of each classifier on each layer, the network's own as a line."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from tegaki.report import save_figure
-
-    layers = list(dict.fromkeys(r.label for r in results))
-    clfs = list(dict.fromkeys(r.classifier for r in results))
-    by = {(r.classifier, r.label): r for r in results}
-    fig, ax = plt.subplots(figsize=(1.9 * len(layers) + 1.5, 3.8), layout="constrained")
-    width = 0.8 / len(clfs)
-    for j, c in enumerate(clfs):
-        xs = [i + (j - (len(clfs) - 1) / 2) * width for i in range(len(layers))]
-        ys = [100 * by[(c, l)].accuracy if (c, l) in by else np.nan for l in layers]
-        ax.bar(xs, ys, width * 0.92, label=f"{c} ({by_any(by, c).train_size:,} digits)")
-        for x, y in zip(xs, ys):
-            if np.isfinite(y):
-                ax.text(x, y + 0.15, f"{y:.1f}", ha="center", va="bottom", fontsize=7)
-    ax.axhline(100 * network_accuracy, color="#d62728", linestyle="--", linewidth=1,
-               label=f"the network's softmax ({network_accuracy:.2%})")
-    low = min(100 * r.accuracy for r in results)
-    ax.set_ylim(max(0.0, low - 3), 100.4)
-    ax.set_xticks(range(len(layers)), [f"{l}\n({by[next(k for k in by if k[1] == l)].dims:,} features)"
-                                       for l in layers], fontsize=8)
-    ax.set_ylabel("test accuracy (%)")
-    ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=8, loc="upper left")
-    ax.set_title(title or "hidden layers as features for scikit-learn classifiers", fontsize=10)
-    return save_figure(fig, path, dpi=110)

@@ -21,7 +21,7 @@ def register(subparsers) -> None:
 
 
 def cmd_evaluate(args) -> int:
-    from tegaki import plots
+    from tegaki import figures
     from tegaki.evaluate import confusion_text, evaluate, report_text
     from tegaki.fileio import write_json
     from tegaki.predict import Predictor
@@ -40,14 +40,15 @@ def cmd_evaluate(args) -> int:
     print("\nconfusion matrix (rows: true, columns: predicted)")
     print(confusion_text(ev.cm, run.classes))
     write_json(out / "evaluation.json", {"dataset": ds.name, "engine": args.engine, **ev.metrics()})
-    files = [plots.confusion(ev.cm, run.classes, out / "confusion.png",
-                             f"{run.spec.name} on {ds.name}: {ev.accuracy:.2%}")]
+    cm_title = f"{run.spec.name} on {ds.name}: {ev.accuracy:.2%}"
+    files = [figures.save(figures.confusion_matrix(ev.cm, run.classes, cm_title), out / "confusion.png")]
     wrong = ev.misclassified()
     if len(wrong):
-        files.append(plots.misclassified(ds.test_images[wrong], ev.labels[wrong], ev.predictions[wrong],
-                                         ev.probabilities[wrong], run.classes, out / "misclassified.png"))
+        fig = figures.misclassified(ds.test_images[wrong], ev.labels[wrong], ev.predictions[wrong],
+                                    ev.probabilities[wrong], run.classes)
+        files.append(figures.save(fig, out / "misclassified.png"))
     hist = run.history()
     if hist:
-        files.append(plots.learning_curves(hist, out / "learning_curves.png", run.spec.name))
+        files.append(figures.save(figures.learning_curves(hist, run.spec.name), out / "learning_curves.png"))
     print("\nwrote " + ", ".join(str(f) for f in files) + f", {out / 'evaluation.json'}")
     return 0

@@ -22,7 +22,7 @@ def register(subparsers) -> None:
 
     p = subparsers.add_parser("probe", help="hidden layers as features for logistic regression and SVMs",
                               description=__doc__.split("\n\n", 1)[1].strip())
-    p.add_argument("run", help="a run folder")
+    p.add_argument("run", help="a run folder, or 'bundled' for the model that ships with tegaki")
     p.add_argument("--layer", action="append", metavar="NAME",
                    help="a layer name or 'pixels' (repeat or comma-separate; default: pixels and every hidden layer)")
     p.add_argument("--classifier", action="append", metavar="NAME",
@@ -95,7 +95,10 @@ def cmd_probe(args) -> int:
     print()
     print(P.table(results, net_acc, spec.name))
     if args.plot:
-        P.plot(results, net_acc, args.plot, f"{spec.name} on {ds.name}: hidden layers as features")
+        from tegaki import figures
+
+        figures.save(figures.probe_accuracy(results, net_acc, f"{spec.name} on {ds.name}: hidden layers as features"),
+                     args.plot)
         print(f"\nwrote {args.plot}")
     print(f"\ntotal {time.perf_counter() - t0:.1f} s")
     return 0

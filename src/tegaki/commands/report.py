@@ -20,8 +20,9 @@ def register(subparsers) -> None:
 
     p = subparsers.add_parser("report", help="one self-contained HTML report of a run (opens offline)",
                               description=__doc__.split("\n\n", 1)[1].strip())
-    p.add_argument("run", help="a run folder")
-    p.add_argument("--out", metavar="FILE.html", help="where to write it (default RUN/report.html)")
+    p.add_argument("run", help="a run folder, or 'bundled' for the model that ships with tegaki")
+    p.add_argument("--out", metavar="FILE.html",
+                   help="where to write it (default RUN/report.html; ./report-bundled.html for the bundled model)")
     p.add_argument("--index", type=int, default=0, metavar="N",
                    help="the test digit whose feature maps are shown (default 0)")
     p.add_argument("--mistakes", type=int, default=60, metavar="N",
@@ -31,6 +32,13 @@ def register(subparsers) -> None:
     add_data_engine_args(p)
     p.add_argument("--verbose", action="store_true", help="print the time each part takes")
     p.set_defaults(func=cmd_report)
+
+
+def default_out(run) -> Path:
+    """RUN/report.html, or ./report-bundled.html for the bundled model (never into the installed package)."""
+    from tegaki.run import is_bundled
+
+    return Path("report-bundled.html") if is_bundled(run.path) else run.path / "report.html"
 
 
 def cmd_report(args) -> int:
@@ -52,7 +60,7 @@ def cmd_report(args) -> int:
     n = len(ds.test_labels)
     if not 0 <= args.index < n:
         raise TegakiError(f"--index {args.index} is out of range: the {ds.name} test set has {n:,} digits (0 to {n - 1})")
-    out = out or pred.run.path / "report.html"
+    out = out or default_out(pred.run)
     log = (lambda m: print(m, file=sys.stderr)) if args.verbose else (lambda m: None)
     r = build_report(pred, ds, out, index=args.index, gallery_limit=args.mistakes, tsne_sample=args.tsne_sample,
                      log=log)
