@@ -218,11 +218,13 @@ class Progress:
 
 @dataclass
 class TrainResult:
-    path: Path
+    path: Path | None  # the run folder (None: trained in memory)
     metrics: dict
     history: list[dict]
     interrupted: bool = False
     terminated: bool = False  # interrupted by SIGTERM rather than Ctrl-C
+    run: object = None  # the trained model as a tegaki.run.Run (weights in memory), when training finished
+    # or was interrupted in memory
 
 
 CHECKPOINT = "checkpoint.safetensors"
@@ -249,7 +251,7 @@ class _Run:
     spec: Spec
     ds: Dataset
     cfg: TrainConfig
-    out: Path
+    out: Path | None  # None: in memory, no files at all
     engine: object  # an Engine (engines/__init__.py)
     norm: dict  # the input normalisation, measured on the training split
     init: dict  # the initial weights (saved with the run, for "filters before training")
@@ -264,10 +266,11 @@ class _Run:
     log: Callable[[str], None]
     dist: object  # tegaki.distributed.Dist, or None
     setup_seconds: float = 0.0
+    history_ref: list = field(default_factory=list)  # the loop's history (read when interrupted)
 
     @property
     def writes(self) -> bool:
-        return self.dist is None or self.dist.is_main
+        return self.out is not None and (self.dist is None or self.dist.is_main)
 
 
 @dataclass
@@ -281,10 +284,14 @@ class LoopState:
     stopped_early: bool = False
 
 
-def train(spec: Spec, ds: Dataset, cfg: TrainConfig, out: Path, log: Callable[[str], None] = print,
+def train(spec: Spec, ds: Dataset, cfg: TrainConfig, out: Path | None, log: Callable[[str], None] = print,
           resume: dict | None = None, command: list[str] | None = None, bar_stream=None,
-          dist=None) -> TrainResult:
+          dist=None, split: tuple | None = None) -> TrainResult:
     """Train `spec` on `ds` as `cfg` says; write the run folder `out`; return its metrics.
+
+    With `out` None nothing is written (no checkpoints, no run folder): the trained model is
+    `result.run`, and Ctrl-C keeps the weights reached so far. `split` = (train indices, validation
+    indices) into the training images replaces the seeded validation split.
 
     `resume` is a checkpoint's state already read (see `read_checkpoint`): training continues
     after its last finished epoch with the weights and optimiser state saved there, and ends
@@ -297,15 +304,17 @@ def train(spec: Spec, ds: Dataset, cfg: TrainConfig, out: Path, log: Callable[[s
     `dist` (tegaki.distributed.Dist): one process of several; batches are sharded between them and
     only rank 0 writes files.
     """
-    run = _setup(spec, ds, cfg, Path(out), log, command, bar_stream, dist, resume)
+    run = _setup(spec, ds, cfg, None if out is None else Path(out), log, command, bar_stream, dist, resume, split)
     state = _resume_state(run, resume) if resume is not None else LoopState()
+    run.history_ref = state.history
     run.log(f"training {spec.name} ({spec.num_params():,} parameters) on {ds.name}: {run.n_train:,} train, "
             f"{run.n_valid:,} valid, {len(ds.test_labels):,} test; engine {cfg.engine} on {run.engine.device}")
     run.log(Progress.HEAD)
     for r in state.history:
         run.prog.row(r)
-    created = not run.out.exists()
-    run.out.mkdir(parents=True, exist_ok=True)
+    created = run.out is not None and not run.out.exists()
+    if run.writes:
+        run.out.mkdir(parents=True, exist_ok=True)
     try:
         for epoch in range(state.start, cfg.epochs + 1):
             if _epoch(run, state, epoch):
@@ -320,13 +329,13 @@ def train(spec: Spec, ds: Dataset, cfg: TrainConfig, out: Path, log: Callable[[s
         return result
     except BaseException:
         # an error (a diverged loss, a full disk ...): leave no half-written run behind
-        if resume is None:
+        if resume is None and run.out is not None:
             (run.out / CHECKPOINT).unlink(missing_ok=True)
             _remove_if_empty(run.out, created)
         raise
 
 
-def _setup(spec, ds, cfg, out, log, command, bar_stream, dist, resume) -> _Run:
+def _setup(spec, ds, cfg, out, log, command, bar_stream, dist, resume, split=None) -> _Run:
     """Check the data fits the network, split it, measure the normalisation, build the engine."""
     if spec.num_classes != len(ds.classes):
         raise TegakiError(f"the network has {spec.num_classes} outputs but {ds.name} has {len(ds.classes)} classes; "
@@ -334,12 +343,12 @@ def _setup(spec, ds, cfg, out, log, command, bar_stream, dist, resume) -> _Run:
     expect = tuple(spec.input_shape[-2:])
     if tuple(ds.train_images.shape[1:]) != expect:
         raise TegakiError(f"{ds.name} images are {ds.train_images.shape[1:]}, the network expects {expect}")
-    if cfg.valid_size >= len(ds.train_labels) and cfg.valid_size != DEFAULT_VALID:  # the default shrinks
+    if split is None and cfg.valid_size >= len(ds.train_labels) and cfg.valid_size != DEFAULT_VALID:  # the default shrinks
         raise TegakiError(f"--valid-size {cfg.valid_size:,} leaves nothing to train on: {ds.name} has "
                           f"{len(ds.train_labels):,} training images; choose a smaller --valid-size")
     t_setup = time.perf_counter()
-    tr, va = validation_split(ds.train_labels, cfg.valid_size, cfg.validation_seed)
-    if len(va) < cfg.valid_size:
+    tr, va = split if split is not None else validation_split(ds.train_labels, cfg.valid_size, cfg.validation_seed)
+    if split is None and len(va) < cfg.valid_size:
         log(f"validation split: {len(va):,} of {len(ds.train_labels):,} training images "
             f"(--valid-size {cfg.valid_size:,} would leave too few to train on)")
     norm = norm_for(spec, ds.train_images[tr])
@@ -433,6 +442,10 @@ def _epoch(run: _Run, state: LoopState, epoch: int) -> bool:
 def _interrupted(run: _Run, created: bool) -> TrainResult:
     """Ctrl-C or SIGTERM: keep the last epoch's checkpoint, or leave nothing if there is none."""
     run.prog.clear()
+    if run.out is None:  # in memory: the model keeps the weights of the last step it finished
+        run.log(f"interrupted: stopped after {plural(len(run.history_ref), 'finished epoch')}; "
+                "the model keeps the weights it has reached")
+        return TrainResult(None, {}, list(run.history_ref), interrupted=True, run=_as_run(run, {}))
     if (run.out / CHECKPOINT).is_file():
         state = read_checkpoint(run.out)
         run.log(f"interrupted: stopped cleanly; the checkpoint after epoch {state['epoch']} is saved in {run.out}; "
@@ -457,20 +470,23 @@ def _better(monitor: str, loss: float, acc: float, best: dict) -> bool:
 
 
 def _finish(run: _Run, state: LoopState) -> TrainResult:
-    """Restore the best weights, measure the test set once, write the run folder."""
+    """Restore the best weights, measure the test set once (if there is one), write the run folder."""
     cfg, engine, ds = run.cfg, run.engine, run.ds
     if state.best_weights is not None:
         engine.set_weights(state.best_weights)
     t_test = time.perf_counter()
-    test_loss, _, test_logits = engine.evaluate(engine.prepare(ds.test_images, ds.test_labels, run.norm))
-    # accuracy and error as exact fractions of the test set (not a float32 mean)
-    n_wrong = int((np.asarray(test_logits).argmax(axis=1) != np.asarray(ds.test_labels)).sum())
     n_test = len(ds.test_labels)
+    test = {"test_accuracy": None, "test_error": None, "test_loss": None, "test_mistakes": None}
+    if n_test:
+        test_loss, _, test_logits = engine.evaluate(engine.prepare(ds.test_images, ds.test_labels, run.norm))
+        # accuracy and error as exact fractions of the test set (not a float32 mean)
+        n_wrong = int((np.asarray(test_logits).argmax(axis=1) != np.asarray(ds.test_labels)).sum())
+        test = {"test_accuracy": (n_test - n_wrong) / n_test, "test_error": n_wrong / n_test, "test_loss": test_loss,
+                "test_mistakes": n_wrong}
     train_seconds = float(sum(r["seconds"] for r in state.history))
     final_valid = engine.evaluate(run.valid_data)[:2] if run.valid_data is not None else (None, None)
     metrics = {
-        "test_accuracy": (n_test - n_wrong) / n_test, "test_error": n_wrong / n_test, "test_loss": test_loss,
-        "test_mistakes": n_wrong, "valid_accuracy": final_valid[1], "valid_loss": final_valid[0],
+        **test, "valid_accuracy": final_valid[1], "valid_loss": final_valid[0],
         "epochs": len(state.history), "best_epoch": state.best["epoch"] if cfg.patience else len(state.history),
         "stopped_early": state.stopped_early, "train_seconds": round(train_seconds, 3),
         "seconds_per_epoch": round(train_seconds / max(1, len(state.history)), 3),
@@ -479,9 +495,17 @@ def _finish(run: _Run, state: LoopState) -> TrainResult:
         "device": str(engine.device), "seed": cfg.seed,
         "train_size": run.n_train, "valid_size": run.n_valid, "test_size": n_test,
     }
-    save_run(run.out, run.spec, engine.get_weights(), run.meta, state.history, metrics, initial=run.init)
-    (run.out / CHECKPOINT).unlink(missing_ok=True)
-    return TrainResult(run.out, metrics, state.history, False)
+    if run.out is not None:
+        save_run(run.out, run.spec, engine.get_weights(), run.meta, state.history, metrics, initial=run.init)
+        (run.out / CHECKPOINT).unlink(missing_ok=True)
+    return TrainResult(run.out, metrics, state.history, False, run=_as_run(run, metrics))
+
+
+def _as_run(run: _Run, metrics: dict):
+    """The model as it stands, as a Run (what every reader of a run folder takes), held in memory."""
+    from tegaki.run import Run
+
+    return Run(run.out, run.spec, run.engine.get_weights(), run.meta, metrics)
 
 
 def read_checkpoint(out: Path) -> dict:
