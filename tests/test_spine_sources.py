@@ -12,9 +12,9 @@ import pytest
 from PIL import Image, ImageDraw
 
 from tegaki.data import fallbacks, sources
+from tegaki.data.dataset import stratified_split
 from tegaki.data.folder import load_folder
 from tegaki.data.idx import write_idx
-from tegaki.data.dataset import stratified_split
 from tegaki.data.sources import DataNotFound, IdxSource, default_cache_dir, load_dataset
 from tegaki.errors import TegakiError
 

@@ -63,7 +63,7 @@ def check_labels(y: np.ndarray, where: str) -> np.ndarray:
             i = int(np.flatnonzero(out)[0])
             raise TegakiError(f"{where}: label {_show(y[i].item())} at index {i} is outside 0..{MAX_CLASSES - 1}; "
                               "the file is corrupt or not a labels file")
-    return y.astype(np.int64)
+    return y.astype(np.int64, copy=False)
 
 
 def validate(ds: Dataset, where: str) -> Dataset:
