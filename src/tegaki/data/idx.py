@@ -129,7 +129,11 @@ def read_idx_digest(path: str | os.PathLike, max_bytes: int = MAX_BYTES,
     if extra:
         raise TegakiError(f"{path}: longer than its header says (dimensions {dims}, {nbytes:,} data bytes); "
                           "the file is corrupt: delete it and fetch it again")
-    return _to_array(payload, dtype, dims), digest.hexdigest()
+    try:
+        return _to_array(payload, dtype, dims), digest.hexdigest()
+    except ValueError:  # no data, but dimensions like (4294967295, 0, 4294967295): no array has that shape
+        raise TegakiError(f"{path}: IDX header's dimensions {dims} make no array numpy can hold; the file is "
+                          "corrupt: delete it and fetch it again") from None
 
 
 def _one_line(e: Exception) -> str:
