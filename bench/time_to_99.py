@@ -114,7 +114,7 @@ def recipes(max_epochs: int | None) -> dict[str, Recipe]:
 
 def run(recipe: Recipe, ds, seed: int, log) -> dict:
     """Train one recipe; test after every epoch (untimed); stop at 99%."""
-    from tegaki.data.sources import stratified_split
+    from tegaki.data.dataset import stratified_split
     from tegaki.engines.torch_engine import TorchEngine
     from tegaki.run import norm_for
 

@@ -18,8 +18,9 @@ from tegaki.errors import TegakiError
 
 
 class Server:
-    """A loopback HTTP server; `routes[path]` is bytes, an int status, or a list of those
-    (one per request, the last repeated): [503, 503, data] fails twice, then serves."""
+    """A loopback HTTP server; `routes[path]` is bytes, an int status, a function that answers
+    the request itself (given the handler), or a list of those (one per request, the last
+    repeated): [503, 503, data] fails twice, then serves."""
 
     def __init__(self):
         self.routes: dict[str, object] = {}
@@ -35,6 +36,9 @@ class Server:
                     r = r[min(n, len(r) - 1)]
                 if isinstance(r, int):
                     self.send_error(r)
+                    return
+                if callable(r):
+                    r(self)
                     return
                 self.send_response(200)
                 self.send_header("Content-Length", str(len(r)))

