@@ -6,7 +6,7 @@ agree) and is computed here from the confusion matrix, in a few lines.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -58,6 +58,34 @@ class Evaluation:
     predictions: np.ndarray  # (N,)
     cm: np.ndarray
     classes: list[str]
+    images: np.ndarray | None = field(default=None, repr=False)  # (N, H, W) uint8, for plot_mistakes
+
+    @property
+    def confusion_matrix(self) -> np.ndarray:
+        """cm[i, j]: how many images of true class i were predicted as j."""
+        return self.cm
+
+    def report(self) -> str:
+        """Precision, recall and F1 per class, as text (like scikit-learn's classification_report)."""
+        return report_text(self.cm, self.classes)
+
+    def plot_confusion(self, title: str = ""):
+        """The confusion matrix as a matplotlib Figure."""
+        from tegaki import figures
+
+        return figures.confusion_matrix(self.cm, self.classes, title or f"accuracy {self.accuracy:.2%}")
+
+    def plot_mistakes(self, limit: int = 40):
+        """The most confident mistakes, with true and predicted class (needs the images)."""
+        from tegaki import figures
+
+        if self.images is None:
+            from tegaki.errors import TegakiError
+
+            raise TegakiError("this evaluation has no images to show; evaluate with images=")
+        wrong = self.misclassified()
+        return figures.misclassified(self.images[wrong], self.labels[wrong], self.predictions[wrong],
+                                     self.probabilities[wrong], self.classes, limit=limit)
 
     @property
     def accuracy(self) -> float:
@@ -76,9 +104,11 @@ class Evaluation:
         return wrong[np.argsort(-conf, kind="stable")]
 
 
-def evaluate(predictor, images: np.ndarray, labels: np.ndarray, classes: list[str] | None = None) -> Evaluation:
+def evaluate(predictor, images: np.ndarray, labels: np.ndarray, classes: list[str] | None = None,
+             keep_images: bool = False, **kw) -> Evaluation:
     classes = classes or predictor.classes
     probs = predictor.predict_proba(images)
     pred = probs.argmax(axis=1)
     k = max(len(classes), probs.shape[1])
-    return Evaluation(probs, np.asarray(labels), pred, confusion_matrix(labels, pred, k), list(classes))
+    return Evaluation(probs, np.asarray(labels), pred, confusion_matrix(labels, pred, k), list(classes),
+                      images=kw.get("images", images if keep_images else None))

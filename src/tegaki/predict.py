@@ -57,6 +57,8 @@ def _prediction(pre: Preprocessed, probs: np.ndarray | None) -> Prediction:
 
 
 class Predictor:
+    """A trained run, ready to classify: uint8 MNIST-style images, or any picture after preprocessing."""
+
     def __init__(self, run: Run, engine: str = "torch", device: str = "cpu"):
         self.run = run
         self.spec = run.spec

@@ -681,6 +681,7 @@ def preset_names() -> list[str]:
 
 
 def load_preset(name: str) -> Spec:
+    """A named network with its training recipe (src/tegaki/presets/NAME.toml): see preset_names()."""
     if name not in preset_names():
         raise SpecError(f"unknown preset {name!r}; choose one of {', '.join(preset_names())}")
     text = resources.files("tegaki.presets").joinpath(f"{name}.toml").read_text(encoding="utf-8")

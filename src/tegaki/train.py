@@ -286,12 +286,13 @@ class LoopState:
 
 def train(spec: Spec, ds: Dataset, cfg: TrainConfig, out: Path | None, log: Callable[[str], None] = print,
           resume: dict | None = None, command: list[str] | None = None, bar_stream=None,
-          dist=None, split: tuple | None = None) -> TrainResult:
+          dist=None, split: tuple | None = None, weights: dict | None = None) -> TrainResult:
     """Train `spec` on `ds` as `cfg` says; write the run folder `out`; return its metrics.
 
     With `out` None nothing is written (no checkpoints, no run folder): the trained model is
     `result.run`, and Ctrl-C keeps the weights reached so far. `split` = (train indices, validation
-    indices) into the training images replaces the seeded validation split.
+    indices) into the training images replaces the seeded validation split. `weights` start the training
+    instead of the seeded initial weights (to continue training a model).
 
     `resume` is a checkpoint's state already read (see `read_checkpoint`): training continues
     after its last finished epoch with the weights and optimiser state saved there, and ends
@@ -304,7 +305,8 @@ def train(spec: Spec, ds: Dataset, cfg: TrainConfig, out: Path | None, log: Call
     `dist` (tegaki.distributed.Dist): one process of several; batches are sharded between them and
     only rank 0 writes files.
     """
-    run = _setup(spec, ds, cfg, None if out is None else Path(out), log, command, bar_stream, dist, resume, split)
+    run = _setup(spec, ds, cfg, None if out is None else Path(out), log, command, bar_stream, dist, resume, split,
+                 weights)
     state = _resume_state(run, resume) if resume is not None else LoopState()
     run.history_ref = state.history
     run.log(f"training {spec.name} ({spec.num_params():,} parameters) on {ds.name}: {run.n_train:,} train, "
@@ -320,7 +322,7 @@ def train(spec: Spec, ds: Dataset, cfg: TrainConfig, out: Path | None, log: Call
             if _epoch(run, state, epoch):
                 break
         run.log(Progress.LEGEND if cfg.patience else Progress.LEGEND.split("; *")[0])
-        if not run.writes:
+        if run.dist is not None and not run.dist.is_main:
             return TrainResult(run.out, {}, state.history)  # rank 0 measures the test set and writes the run
         return _finish(run, state)
     except (KeyboardInterrupt, Terminated) as e:
@@ -335,7 +337,7 @@ def train(spec: Spec, ds: Dataset, cfg: TrainConfig, out: Path | None, log: Call
         raise
 
 
-def _setup(spec, ds, cfg, out, log, command, bar_stream, dist, resume, split=None) -> _Run:
+def _setup(spec, ds, cfg, out, log, command, bar_stream, dist, resume, split=None, weights=None) -> _Run:
     """Check the data fits the network, split it, measure the normalisation, build the engine."""
     if spec.num_classes != len(ds.classes):
         raise TegakiError(f"the network has {spec.num_classes} outputs but {ds.name} has {len(ds.classes)} classes; "
@@ -352,7 +354,7 @@ def _setup(spec, ds, cfg, out, log, command, bar_stream, dist, resume, split=Non
         log(f"validation split: {len(va):,} of {len(ds.train_labels):,} training images "
             f"(--valid-size {cfg.valid_size:,} would leave too few to train on)")
     norm = norm_for(spec, ds.train_images[tr])
-    init = spec.init_weights(cfg.seed)
+    init = spec.init_weights(cfg.seed) if weights is None else weights
     from tegaki.data.augment import Augmenter
 
     augment = Augmenter.parse(cfg.augment, background=-norm["mean"] / norm["std"], strength=cfg.augment_strength)

@@ -74,7 +74,7 @@ def load_predictor(args):
 
 def load_test_data(args, run, name: str | None = None):
     """The dataset to measure or look at: `name`, else --dataset, else the one the run was trained on."""
-    trained_on = run.meta.get("config", {}).get("dataset")
+    trained_on = trained_dataset(run)
     name = name or getattr(args, "dataset", None) or trained_on or "mnist"
     folder = (run.meta.get("data") or {}).get("folder")
     if (name == trained_on and not getattr(args, "data_dir", None) and isinstance(folder, str)
@@ -87,6 +87,12 @@ def load_test_data(args, run, name: str | None = None):
             pass  # moved or changed since: look where the dataset is usually found
     ds = load_data(args, name, all_test=True) if name.startswith("folder:") else load_data(args, name)
     return _same_classes(ds, run)
+
+
+def trained_dataset(run) -> str | None:
+    """The name of the dataset the run was trained on (None for arrays given to Sequential.fit)."""
+    name = run.meta.get("config", {}).get("dataset")
+    return None if name == "arrays" or not isinstance(name, str) else name
 
 
 def _same_classes(ds, run):

@@ -20,7 +20,7 @@ def _split(run) -> tuple[int, int]:
 
 
 def cmd_ensemble(args) -> int:
-    from tegaki.commands.common import load_data
+    from tegaki.commands.common import load_data, trained_dataset
     from tegaki.ensemble import ensemble_table, measure_ensemble
     from tegaki.fileio import write_json
     from tegaki.run import load_run
@@ -33,7 +33,7 @@ def cmd_ensemble(args) -> int:
         if r.spec.input_shape != first.spec.input_shape or r.classes != first.classes:
             raise TegakiError(f"{r.path} does not fit {first.path}: input {r.spec.input_shape} vs "
                               f"{first.spec.input_shape}, classes {r.classes} vs {first.classes}")
-    name = args.dataset or first.meta.get("config", {}).get("dataset") or "mnist"
+    name = args.dataset or trained_dataset(first) or "mnist"
     ds = load_data(args, name)
     splits = {_split(r) for r in runs}
     valid_size = 0

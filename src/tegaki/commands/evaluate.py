@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tegaki.commands.common import apply_threads, default_out, load_test_data, slug
+from tegaki.commands.common import apply_threads, default_out, load_test_data, slug, trained_dataset
 
 
 def register(subparsers) -> None:
@@ -29,10 +29,10 @@ def cmd_evaluate(args) -> int:
     apply_threads(args.threads)
     pred = Predictor.load(args.run, engine=args.engine)
     run = pred.run
-    name = args.dataset or run.meta.get("config", {}).get("dataset") or "mnist"
+    name = args.dataset or trained_dataset(run) or "mnist"
     ds = load_test_data(args, run, name)
     ev = evaluate(pred, ds.test_images, ds.test_labels, run.classes)
-    same = name == run.meta.get("config", {}).get("dataset")
+    same = name == trained_dataset(run)
     out = Path(args.out) if args.out else default_out(run, "eval", None if same else f"eval-{slug(ds.name)}")
     print(f"{run.spec.name} on {ds.name} ({len(ds.test_labels):,} test images, engine {args.engine})")
     print(f"accuracy {ev.accuracy:.2%}   error {1 - ev.accuracy:.2%}\n")

@@ -1,0 +1,281 @@
+"""A network to build, train, look into and use from Python: the face of tegaki in a notebook.
+
+    import tegaki as tg
+    (x_train, y_train), (x_test, y_test) = tg.datasets.mnist.load_data()
+    model = tg.Sequential([tg.Conv2d(20, 5), tg.MaxPool(2), tg.ReLU(), tg.Flatten(), tg.Dense(10), tg.Softmax()])
+    model.summary()
+    history = model.fit(x_train, y_train, epochs=1, validation_split=0.1)
+    model.evaluate(x_test, y_test).plot_confusion()
+
+A Sequential is a spec (tegaki.spec) plus, once trained or loaded, a run (tegaki.run.Run: weights,
+normalisation, classes) and the Predictor that runs it. `fit` is tegaki.train.train in memory;
+`save` writes the same run folder `tegaki train` writes, so every command reads it, and
+`tg.load(path)` (or `tg.load("bundled")`) gives a model back. Nothing here is a second
+implementation: each method is a few lines over the library's stages.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from tegaki import spec as S
+from tegaki.arrays import InputError, as_images, as_labels
+from tegaki.errors import TegakiError
+
+__all__ = ["Sequential", "History", "load"]
+
+
+@dataclass
+class History:
+    """What `fit` returns: `history` is Keras-shaped ({"loss": [...], "accuracy": [...], "val_loss": ...});
+    `rows` are the epoch table's rows; `plot()` draws the learning curves."""
+
+    rows: list[dict]
+    metrics: dict = field(default_factory=dict)
+    interrupted: bool = False
+
+    @property
+    def history(self) -> dict[str, list[float]]:
+        keys = {"loss": "train_loss", "accuracy": "train_acc", "val_loss": "valid_loss", "val_accuracy": "valid_acc",
+                "lr": "lr"}
+        return {k: [r[v] for r in self.rows] for k, v in keys.items()
+                if self.rows and all(r.get(v) is not None for r in self.rows)}
+
+    @property
+    def epoch(self) -> list[int]:
+        return [int(r["epoch"]) - 1 for r in self.rows]  # 0-based, as Keras counts
+
+    def plot(self, title: str = ""):
+        """Loss and accuracy per epoch (a matplotlib Figure; shown inline in Jupyter)."""
+        from tegaki import figures
+
+        return figures.learning_curves(self.rows, title=title)
+
+
+class Sequential:
+    """A stack of layers (tg.Conv2d, tg.MaxPool, tg.Dense, tg.ReLU, tg.Softmax ...) that trains and predicts.
+
+    `input_shape` is (channels, height, width) or (features,); `classes` names the outputs (default
+    "0".."9" for 10 outputs)."""
+
+    def __init__(self, layers=(), input_shape=(1, 28, 28), name: str = "model", classes=None):
+        self._layers = list(layers)
+        self.input_shape = tuple(input_shape)
+        self.name = name
+        self._classes = list(classes) if classes is not None else None
+        self._recipe: dict = {}
+        self._spec: S.Spec | None = None
+        self.run = None  # tegaki.run.Run once trained or loaded
+        self._predictor = None
+        self._rows: list[dict] = []  # the epoch table of every fit so far
+
+    # building ----------------------------------------------------------------------------------
+    def add(self, layer: S.Layer) -> "Sequential":
+        """Append a layer (before training); returns the model, so calls chain."""
+        if self.run is not None:
+            raise TegakiError("this model is trained; build a new Sequential to change its layers")
+        if not isinstance(layer, S.Layer):
+            raise TegakiError(f"add() takes a layer such as tg.Dense(10), got {layer!r}")
+        self._layers.append(layer)
+        self._spec = None
+        return self
+
+    @property
+    def spec(self) -> S.Spec:
+        """The network as a spec (shape-checked; raises a TegakiError naming the layer at fault)."""
+        if self._spec is None:
+            self._spec = S.Spec(input_shape=self.input_shape, layers=self._layers, name=self.name,
+                                train=dict(self._recipe))
+        return self._spec
+
+    @property
+    def layers(self) -> list[S.Layer]:
+        return list(self.spec.layers)
+
+    @property
+    def classes(self) -> list[str]:
+        if self.run is not None:
+            return list(self.run.classes)
+        k = self.spec.num_classes
+        return self._classes or [str(i) for i in range(k)]
+
+    def summary(self, print_fn=print) -> None:
+        """Print each layer's output shape and parameter count (as Keras' summary does)."""
+        print_fn(self.spec.summary())
+
+    def plot(self, title: str = ""):
+        """The network as a diagram (a matplotlib Figure)."""
+        from tegaki import diagram
+
+        return diagram.draw(self.spec, title=title)
+
+    def compile(self, optimizer: str | None = None, lr: float | None = None, **options) -> "Sequential":
+        """Set the training recipe (optional): optimizer (sgd, momentum, adam, adamw, adadelta), lr, and any
+        `tegaki.train.TrainConfig` option (batch_size, epochs, schedule, weight_decay, label_smoothing,
+        patience, augment ...). Checked now, so a typo fails here rather than in fit."""
+        from tegaki.train import TrainConfig
+
+        recipe = {**options, **({"optimizer": optimizer} if optimizer else {}), **({"lr": lr} if lr else {})}
+        spec = S.Spec(input_shape=self.input_shape, layers=self._layers, name=self.name, train=recipe)
+        TrainConfig.for_spec(spec)
+        self._recipe, self._spec = recipe, spec
+        return self
+
+    # training ----------------------------------------------------------------------------------
+    def fit(self, x, y, epochs: int | None = None, batch_size: int | None = None, validation_data=None,
+            validation_split: float | None = None, engine: str | None = None, seed: int | None = None,
+            verbose: int = 1, **options) -> History:
+        """Train on arrays, in memory (no files): x images (uint8 0..255 or float 0..1), y labels.
+
+        A second fit continues from the weights the first reached. Ctrl-C stops after the current
+        step and keeps the model usable. Returns a History."""
+        from tegaki.train import TrainConfig, train
+
+        spec = self.spec
+        k = spec.num_classes
+        ds, split = self._fit_data(x, y, validation_data, validation_split, k)
+        cfg = TrainConfig.for_spec(spec, epochs=epochs, batch_size=batch_size, engine=engine, seed=seed,
+                                   valid_size=0 if split is None else len(split[1]), dataset="arrays", **options)
+        log = print if verbose else (lambda m: None)
+        weights_before = self.run is not None
+        res = train(spec, ds, cfg, None, log=log, split=split, bar_stream=sys.stderr if verbose else _Null(),
+                    weights=self.run.weights if self.run is not None else None)
+        self.run, self._predictor = res.run, None
+        self._rows = self._rows + res.history if self._rows and weights_before else list(res.history)
+        return History(res.history, res.metrics, res.interrupted)
+
+    def _fit_data(self, x, y, validation_data, validation_split, k):
+        from tegaki.data.dataset import Dataset
+
+        xs = as_images(x, self.input_shape, "x")
+        ys = as_labels(y, len(xs), k, "y")
+        split = None
+        if validation_data is not None:
+            if validation_split:
+                raise InputError("give validation_data or validation_split, not both")
+            if not (isinstance(validation_data, (tuple, list)) and len(validation_data) == 2):
+                raise InputError("validation_data must be a pair (x_valid, y_valid)")
+            xv = as_images(validation_data[0], self.input_shape, "validation_data[0]")
+            yv = as_labels(validation_data[1], len(xv), k, "validation_data[1]")
+            split = (np.arange(len(xs)), np.arange(len(xs), len(xs) + len(xv)))
+            xs, ys = np.concatenate([xs, xv]), np.concatenate([ys, yv])
+        elif validation_split:
+            if not 0 < validation_split < 1:
+                raise InputError(f"validation_split must be a fraction between 0 and 1, got {validation_split}")
+            from tegaki.data.dataset import stratified_split
+
+            split = stratified_split(ys, int(round(validation_split * len(ys))), 0)
+        empty = np.zeros((0, *xs.shape[1:]), np.uint8)
+        ds = Dataset("arrays", xs, ys, empty, np.zeros(0, np.int64), self.classes,
+                     {"dataset": "arrays", "source": "arrays given to Sequential.fit"})
+        return ds, split
+
+    # using -------------------------------------------------------------------------------------
+    @property
+    def predictor(self):
+        """The tegaki.predict.Predictor that runs this model (the door the CLI and the server use)."""
+        if self.run is None:
+            raise TegakiError("this model is not trained yet: call fit(x, y) first, or tg.load a run folder")
+        if self._predictor is None:
+            from tegaki.predict import Predictor
+
+            self._predictor = Predictor(self.run)
+        return self._predictor
+
+    def predict_proba(self, x, batch_size: int = 2000) -> np.ndarray:
+        """Class probabilities (N, K) for images x (uint8 0..255 or float 0..1, MNIST-style)."""
+        xs = as_images(x, self.spec.input_shape, "x")
+        return np.concatenate([self.predictor.predict_proba(xs[i:i + batch_size])
+                               for i in range(0, len(xs), batch_size)])
+
+    def predict(self, x) -> np.ndarray:
+        """Class numbers (N,) for images x."""
+        return self.predict_proba(x).argmax(axis=1)
+
+    def predict_image(self, source):
+        """Any picture (a path, bytes, a PIL image or an array of any size, dark or light): preprocessed the
+        MNIST way (cropped, centred by mass, 20x20 in 28x28), then classified; a tegaki.predict.Prediction."""
+        return self.predictor.predict_image(source)
+
+    def evaluate(self, x, y):
+        """Accuracy, per-class report and confusion matrix on (x, y): an Evaluation with .accuracy,
+        .confusion_matrix, .report(), .plot_confusion() and .plot_mistakes()."""
+        from tegaki.evaluate import evaluate
+
+        xs = as_images(x, self.spec.input_shape, "x")
+        ys = as_labels(y, len(xs), self.spec.num_classes, "y")
+        return evaluate(self.predictor, xs, ys, self.classes, keep_images=True)
+
+    def features(self, x, layer: str | None = None, batch_size: int = 1000) -> np.ndarray:
+        """A layer's outputs for images x, flattened to (N, features): the dense layer's activations that
+        the nolearn post feeds to an SVM (default: the layer before the output)."""
+        from tegaki.inspect import check_layer, penultimate
+
+        name = check_layer(self.spec, layer) if layer else penultimate(self.spec)
+        if name is None:
+            raise TegakiError("this network has no hidden layer to take features from")
+        xs = as_images(x, self.spec.input_shape, "x")
+        p = self.predictor
+        eng = p._looking_engine()
+        parts = [eng.activations(p.normalise(xs[i:i + batch_size]))[name] for i in range(0, len(xs), batch_size)]
+        return np.concatenate([np.asarray(a, np.float32).reshape(len(a), -1) for a in parts])
+
+    @property
+    def weights(self) -> dict[str, np.ndarray]:
+        """The learned arrays, "<layer>.<param>" -> array (PyTorch layouts)."""
+        return dict(self.predictor.engine.get_weights())
+
+    def torch_module(self):
+        """The torch.nn.Module that runs this model (the same one predict uses: changing it changes the
+        model). It takes normalised float inputs (N, C, H, W): (pixels / 255 - mean) / std with
+        mean, std = model.run.norm["mean"], model.run.norm["std"], and returns logits."""
+        p = self.predictor
+        if p.engine_name != "torch":
+            raise TegakiError("torch_module needs the torch engine")
+        return p.engine.net
+
+    def save(self, path) -> Path:
+        """Write a run folder (model.safetensors, model.json ...) that every tegaki command reads."""
+        from tegaki.run import save_run
+        from tegaki.train import prepare_out
+
+        out = prepare_out(Path(path), self.name, "")
+        run = self.predictor.run
+        run.weights = self.predictor.engine.get_weights()  # what torch_module() users may have changed
+        save_run(out, run.spec, run.weights, run.meta, self._history_rows(), run.metrics)
+        run.path = out
+        return out
+
+    def _history_rows(self) -> list[dict]:
+        if self._rows:
+            return self._rows
+        return self.run.history() if self.run is not None and self.run.path else []
+
+    def __repr__(self) -> str:
+        state = "trained" if self.run is not None else "untrained"
+        return f"<tegaki.Sequential {self.name!r}: {len(self._layers)} layers, {state}>"
+
+
+class _Null:
+    def write(self, s):
+        pass
+
+    def flush(self):
+        pass
+
+    def isatty(self):
+        return False
+
+
+def load(ref="bundled") -> Sequential:
+    """A trained model from a run folder (what `tegaki train` wrote, or Sequential.save), or "bundled"."""
+    from tegaki.run import load_run
+
+    run = load_run(ref)
+    m = Sequential(run.spec.layers, input_shape=run.spec.input_shape, name=run.spec.name, classes=run.classes)
+    m._spec, m.run = run.spec, run
+    return m

@@ -1,0 +1,227 @@
+"""The public Python API: what `import tegaki as tg` exports, and a model built, trained, used, saved and
+loaded from Python, checked against the library it stands on (the Predictor, evaluate, the run folder)."""
+
+from __future__ import annotations
+
+import inspect
+import subprocess
+import sys
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+import tegaki as tg
+from tegaki.arrays import InputError, InputWarning, as_images, as_labels
+from tegaki.errors import TegakiError
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_all_is_what_is_exported_and_documented():
+    ns: dict = {}
+    exec("from tegaki import *", ns)
+    assert set(ns) - {"__builtins__"} == set(tg.__all__)
+    import types
+
+    # every other public name of the package is one of its submodules (tegaki.spec, tegaki.train ...)
+    others = {n for n in dir(tg) if not n.startswith("_")} - set(tg.__all__)
+    assert all(isinstance(getattr(tg, n), types.ModuleType) and getattr(tg, n).__name__ == f"tegaki.{n}"
+               for n in others - {"annotations", "importlib"}), others
+    for name in tg.__all__:
+        value = getattr(tg, name)
+        if name != "__version__":
+            assert inspect.getdoc(value), f"tg.{name} has no docstring"
+
+
+def test_import_is_light():
+    code = "import sys, tegaki; import tegaki.datasets, tegaki.arrays; print('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
+
+
+def small_net() -> tg.Sequential:
+    return tg.Sequential([tg.Conv2d(8, 5), tg.MaxPool(2), tg.ReLU(), tg.Flatten(), tg.Dense(10), tg.Softmax()])
+
+
+@pytest.fixture(scope="module")
+def trained(mnist):
+    m = small_net()
+    h = m.fit(mnist.train_images[:4000], mnist.train_labels[:4000], epochs=2, batch_size=64,
+              validation_data=(mnist.train_images[4000:4500], mnist.train_labels[4000:4500]), verbose=0, seed=1)
+    return m, h
+
+
+def test_ten_line_cell(mnist_dir, monkeypatch):
+    monkeypatch.setenv("TEGAKI_DATA_DIR", str(mnist_dir.parent))
+    (x, y), (xt, yt) = tg.datasets.mnist.load_data()
+    model = tg.Sequential([tg.Flatten(), tg.Dense(64), tg.ReLU(), tg.Dense(10), tg.Softmax()])
+    model.summary()
+    model.fit(x[:3000], y[:3000], epochs=1, verbose=0)
+    ev = model.evaluate(xt[:1000], yt[:1000])
+    assert ev.plot_confusion().axes and ev.accuracy > 0.75
+
+
+def test_fit_history_is_keras_shaped_and_matches_the_table(trained):
+    m, h = trained
+    assert set(h.history) == {"loss", "accuracy", "val_loss", "val_accuracy", "lr"}
+    assert len(h.history["loss"]) == 2 and h.epoch == [0, 1]
+    assert h.history["val_loss"] == [r["valid_loss"] for r in h.rows]
+    assert h.plot().axes
+
+
+def test_predictions_agree_with_the_predictor_and_evaluate(trained, mnist):
+    m, _ = trained
+    x, y = mnist.test_images[:1000], mnist.test_labels[:1000]
+    p = m.predict_proba(x)
+    np.testing.assert_allclose(p, m.predictor.predict_proba(x), rtol=1e-6)
+    assert (m.predict(x) == p.argmax(1)).all()
+    ev = m.evaluate(x, y)
+    assert ev.accuracy == pytest.approx((p.argmax(1) == y).mean()) and ev.accuracy > 0.85
+    assert ev.confusion_matrix.sum() == 1000 and "precision" in ev.report()
+    assert ev.plot_mistakes().axes
+    # floats 0..1, (N, 784) and (N, 1, 28, 28) give the same answer as uint8 (N, 28, 28)
+    for view in (x / 255.0, x.reshape(1000, 784), x[:, None]):
+        np.testing.assert_allclose(m.predict_proba(view), p, rtol=1e-5, atol=1e-7)
+    assert m.predict(x[0]).shape == (1,)
+
+
+def test_save_load_and_the_cli_reads_it(trained, mnist, tmp_path, cli):
+    m, _ = trained
+    folder = m.save(tmp_path / "mine")
+    again = tg.load(folder)
+    x = mnist.test_images[:200]
+    np.testing.assert_array_equal(again.predict_proba(x), m.predict_proba(x))
+    r = cli("evaluate", folder)
+    assert r.code == 0, r.err
+    assert "10,000 test images" in r.out
+    with pytest.raises(TegakiError, match="already holds a run"):
+        m.save(folder)
+
+
+def test_second_fit_continues(mnist):
+    m = small_net()
+    x, y = mnist.train_images[:2000], mnist.train_labels[:2000]
+    m.fit(x, y, epochs=1, verbose=0)
+    before = m.weights["dense1.weight"].copy()
+    h = m.fit(x, y, epochs=1, verbose=0)
+    assert not np.array_equal(before, m.weights["dense1.weight"])
+    first = small_net().fit(x, y, epochs=1, verbose=0)  # the same first epoch, from the seeded start
+    assert h.rows[0]["train_loss"] < 0.8 * first.rows[0]["train_loss"]  # the second fit starts where it was
+
+
+def test_features_and_torch_module_share_weights(trained, mnist):
+    m, _ = trained
+    x = mnist.test_images[:16]
+    f = m.features(x, layer="flatten1")
+    assert f.shape == (16, 8 * 12 * 12)
+    net = m.torch_module()
+    xn = (torch.from_numpy(x[:, None].astype(np.float32)) / 255 - m.run.norm["mean"]) / m.run.norm["std"]
+    with torch.no_grad():
+        logits = net(xn).numpy()
+    np.testing.assert_allclose(torch.softmax(torch.from_numpy(logits), 1).numpy(), m.predict_proba(x),
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_numpy_engine_fit(mnist):
+    m = tg.Sequential([tg.Flatten(), tg.Dense(32), tg.Sigmoid(), tg.Dense(10), tg.Softmax()])
+    m.fit(mnist.train_images[:2000], mnist.train_labels[:2000], epochs=1, engine="numpy", verbose=0,
+          optimizer="sgd", lr=0.5)
+    assert m.evaluate(mnist.test_images[:500], mnist.test_labels[:500]).accuracy > 0.6
+
+
+def test_ctrl_c_keeps_the_model_usable(mnist, monkeypatch):
+    import tegaki.model
+
+    rows = []
+
+    def interrupting_print(msg=""):  # Ctrl-C while the second epoch's row is printed
+        rows.append(msg)
+        if sum(1 for r in rows if str(r).strip()[:1].isdigit()) == 2 and not str(msg).startswith("interrupted"):
+            rows.append("interrupted")
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(tegaki.model, "print", interrupting_print, raising=False)
+    m = small_net()
+    h = m.fit(mnist.train_images[:1000], mnist.train_labels[:1000], epochs=20, verbose=1)
+    assert h.interrupted and len(h.rows) == 1  # the second row was being printed: not recorded
+    assert m.predict(mnist.test_images[:5]).shape == (5,)
+
+
+@pytest.mark.parametrize("x, words", [
+    (np.zeros((5, 27, 28), np.uint8), "has shape (5, 27, 28)"),
+    (np.zeros((0, 28, 28), np.uint8), "empty"),
+    (np.full((2, 28, 28), np.nan), "NaN"),
+    (np.full((2, 28, 28), 200.0), "float pixels must be in 0..1"),
+    (np.full((2, 28, 28), 300, np.int64), "integer pixels must be in 0..255"),
+    (np.array([["a"] * 784]), "holds <U1 values"),
+])
+def test_bad_images(x, words):
+    with pytest.raises(InputError) as e:
+        as_images(x)
+    assert words in str(e.value) and "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("y, words", [
+    (np.arange(3), "3 labels for 4 images"),
+    (np.array([0, 1, 2, 10]), "labels from 0 to 10"),
+    (np.array([0, 1, 2.5, 3]), "not whole numbers"),
+    (np.zeros((4, 2)), "shape (4, 2)"),
+])
+def test_bad_labels(y, words):
+    with pytest.raises(InputError, match=".*") as e:
+        as_labels(y, 4, 10)
+    assert words in str(e.value)
+
+
+def test_one_hot_labels_are_accepted():
+    assert list(as_labels(np.eye(10)[[3, 1, 4]], 3, 10)) == [3, 1, 4]
+
+
+def test_bad_fit_fails_before_training(mnist):
+    m = small_net()
+    with pytest.raises(InputError, match="labels from"):
+        m.fit(mnist.train_images[:10], np.full(10, 12), verbose=0)
+    with pytest.raises(TegakiError, match="not trained yet"):
+        m.predict(mnist.test_images[:2])
+    wide = tg.Sequential([tg.Flatten(), tg.Dense(10), tg.Softmax()], input_shape=(1, 32, 32))
+    with pytest.raises(InputError, match=r"\(N, 32, 32\)"):
+        wide.fit(mnist.train_images[:10], mnist.train_labels[:10], verbose=0)
+    with pytest.raises(TegakiError, match="unknown optimizer"):
+        small_net().compile(optimizer="rmsprop")
+    with pytest.raises(TegakiError, match="momentun"):
+        small_net().compile(momentun=0.9)
+    with pytest.raises(TegakiError, match="units must be"):
+        tg.Sequential([tg.Flatten(), tg.Dense("ten")]).summary()
+
+
+def test_inverted_and_off_centre_digits_are_warned_about(trained, mnist):
+    m, _ = trained
+    x = mnist.test_images[:50]
+    with pytest.warns(InputWarning, match="inverted"):
+        m.predict(255 - x)
+    shifted = np.zeros_like(x)
+    shifted[:, :14, :14] = x[:, 7:21, 7:21]
+    with pytest.warns(InputWarning, match="centred"):
+        m.predict(shifted)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        m.predict(x)  # MNIST itself: no warning
+
+
+def test_load_dataset_reads_tegaki_data_dir(mnist_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("TEGAKI_DATA_DIR", str(mnist_dir.parent))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "empty-cache"))
+    ds = tg.load_dataset("mnist", verbose=False)
+    assert len(ds.train_labels) == 60000 and str(mnist_dir.parent) in ds.provenance["source"]
+
+
+def test_bundled_loads_and_predicts(mnist):
+    m = tg.load("bundled")
+    assert (m.predict(mnist.test_images[:200]) == mnist.test_labels[:200]).mean() > 0.95
