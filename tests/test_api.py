@@ -225,3 +225,19 @@ def test_load_dataset_reads_tegaki_data_dir(mnist_dir, tmp_path, monkeypatch):
 def test_bundled_loads_and_predicts(mnist):
     m = tg.load("bundled")
     assert (m.predict(mnist.test_images[:200]) == mnist.test_labels[:200]).mean() > 0.95
+
+
+def test_pictures_are_figures_from_the_model(trained, mnist, tmp_path):
+    from matplotlib.figure import Figure
+
+    m, _ = trained
+    img = mnist.test_images[0]
+    figs = [m.plot(), m.plot_filters(), m.plot_feature_maps(img), m.plot_activations(img), m.plot_saliency(img)]
+    assert all(isinstance(f, Figure) and f.axes for f in figs)
+    # filters before training are kept by fit and by the saved folder
+    folder = m.save(tmp_path / "f")
+    np.testing.assert_array_equal(tg.load(folder).initial_weights()["conv1.weight"],
+                                  m.initial_weights()["conv1.weight"])
+    assert not np.array_equal(m.initial_weights()["conv1.weight"], m.weights["conv1.weight"])
+    with pytest.raises(TegakiError, match="no conv layers"):
+        tg.Sequential([tg.Flatten(), tg.Dense(10), tg.Softmax()]).plot_filters()

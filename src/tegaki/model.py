@@ -72,6 +72,7 @@ class Sequential:
         self.run = None  # tegaki.run.Run once trained or loaded
         self._predictor = None
         self._rows: list[dict] = []  # the epoch table of every fit so far
+        self._initial: dict | None = None  # the weights before training (for "filters before and after")
 
     # building ----------------------------------------------------------------------------------
     def add(self, layer: S.Layer) -> "Sequential":
@@ -145,6 +146,8 @@ class Sequential:
         res = train(spec, ds, cfg, None, log=log, split=split, bar_stream=sys.stderr if verbose else _Null(),
                     weights=self.run.weights if self.run is not None else None)
         self.run, self._predictor = res.run, None
+        if not weights_before:
+            self._initial = res.initial
         self._rows = self._rows + res.history if self._rows and weights_before else list(res.history)
         return History(res.history, res.metrics, res.interrupted)
 
@@ -246,9 +249,59 @@ class Sequential:
         out = prepare_out(Path(path), self.name, "")
         run = self.predictor.run
         run.weights = self.predictor.engine.get_weights()  # what torch_module() users may have changed
-        save_run(out, run.spec, run.weights, run.meta, self._history_rows(), run.metrics)
+        save_run(out, run.spec, run.weights, run.meta, self._history_rows(), run.metrics,
+                 initial=self.initial_weights())
         run.path = out
         return out
+
+    # looking inside ---------------------------------------------------------------------------
+    def initial_weights(self) -> dict | None:
+        """The weights before training, when known (kept by fit, and by run folders)."""
+        if self._initial is None and self.run is not None and self.run.path is not None:
+            self._initial = self.run.initial_weights()
+        return self._initial
+
+    def _inspector(self):
+        from tegaki.inspect import Inspector
+
+        return Inspector(self.predictor)
+
+    def plot_filters(self, layer: str | None = None):
+        """A conv layer's filters before and after training (default: the first conv layer)."""
+        from tegaki import figures
+        from tegaki.inspect import check_layer, conv_layers
+
+        convs = conv_layers(self.spec)
+        if not convs:
+            raise TegakiError(f"{self.name} has no conv layers, so it has no filters to show")
+        name = check_layer(self.spec, layer) if layer else convs[0]
+        return figures.filters(self.initial_weights(), self.weights, name)
+
+    def plot_feature_maps(self, image):
+        """The maps the first conv layers make of one image (28x28, as for predict)."""
+        from tegaki import figures
+        from tegaki.inspect import layer_shapes
+
+        img = as_images(image, self.spec.input_shape, "image")[0]
+        return figures.feature_maps(img, self._inspector().feature_maps(img), layer_shapes(self.spec),
+                                    "feature maps")
+
+    def plot_activations(self, image):
+        """The hidden dense layers' and the output's activations for one image."""
+        from tegaki import figures
+
+        img = as_images(image, self.spec.input_shape, "image")[0]
+        return figures.activations(self._inspector().dense_activations(img), self.classes, "activations")
+
+    def plot_saliency(self, image):
+        """Which pixels decide the predicted class: input gradient and occlusion, side by side."""
+        from tegaki import figures
+
+        img = as_images(image, self.spec.input_shape, "image")[0]
+        look = self._inspector()
+        top = int(look.probabilities(img)[0].argmax())
+        return figures.attribution(img, look.saliency(img, top)[0, 0], look.occlusion(img, top),
+                                   f"why {self.classes[top]}?", figures.OCCLUSION_NOTE)
 
     def _history_rows(self) -> list[dict]:
         if self._rows:

@@ -225,6 +225,7 @@ class TrainResult:
     terminated: bool = False  # interrupted by SIGTERM rather than Ctrl-C
     run: object = None  # the trained model as a tegaki.run.Run (weights in memory), when training finished
     # or was interrupted in memory
+    initial: dict | None = None  # the weights training started from
 
 
 CHECKPOINT = "checkpoint.safetensors"
@@ -447,7 +448,7 @@ def _interrupted(run: _Run, created: bool) -> TrainResult:
     if run.out is None:  # in memory: the model keeps the weights of the last step it finished
         run.log(f"interrupted: stopped after {plural(len(run.history_ref), 'finished epoch')}; "
                 "the model keeps the weights it has reached")
-        return TrainResult(None, {}, list(run.history_ref), interrupted=True, run=_as_run(run, {}))
+        return TrainResult(None, {}, list(run.history_ref), interrupted=True, run=_as_run(run, {}), initial=run.init)
     if (run.out / CHECKPOINT).is_file():
         state = read_checkpoint(run.out)
         run.log(f"interrupted: stopped cleanly; the checkpoint after epoch {state['epoch']} is saved in {run.out}; "
@@ -500,7 +501,7 @@ def _finish(run: _Run, state: LoopState) -> TrainResult:
     if run.out is not None:
         save_run(run.out, run.spec, engine.get_weights(), run.meta, state.history, metrics, initial=run.init)
         (run.out / CHECKPOINT).unlink(missing_ok=True)
-    return TrainResult(run.out, metrics, state.history, False, run=_as_run(run, metrics))
+    return TrainResult(run.out, metrics, state.history, False, run=_as_run(run, metrics), initial=run.init)
 
 
 def _as_run(run: _Run, metrics: dict):
