@@ -47,7 +47,7 @@ def as_images(x, input_shape=(1, 28, 28), what: str = "x", warn: bool = True) ->
     if len(a) == 0:
         raise InputError(f"{what} is empty: give at least one image")
     out = _to_uint8(a, what)
-    if warn:
+    if warn and min(h, w) >= 8:  # pictures, not feature vectors
         _warn_if_unlike_mnist(out, what)
     return out
 

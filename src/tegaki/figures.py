@@ -80,9 +80,21 @@ def plain(text) -> str:
 
 def new_figure(figsize: tuple[float, float], layout: str | None = None) -> Figure:
     """A Figure with its own Agg canvas, outside pyplot (nothing global holds on to it)."""
+    _show_inline_in_ipython()
     fig = Figure(figsize=figsize, layout=layout)
     FigureCanvasAgg(fig)
     return fig
+
+
+def _show_inline_in_ipython() -> None:
+    """In Jupyter/IPython, a Figure that ends a cell is shown as a PNG (pyplot would register this; these
+    figures bypass pyplot). Does nothing outside IPython, and never imports it."""
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None else None
+    if shell is None or getattr(shell, "_tegaki_figures", False):
+        return
+    shell.display_formatter.formatters["image/png"].for_type(Figure, lambda fig: to_png(fig, dpi=90))
+    shell._tegaki_figures = True
 
 
 def _cmap(name: str):

@@ -62,12 +62,19 @@ class Sequential:
     `input_shape` is (channels, height, width) or (features,); `classes` names the outputs (default
     "0".."9" for 10 outputs)."""
 
-    def __init__(self, layers=(), input_shape=(1, 28, 28), name: str = "model", classes=None):
+    def __init__(self, layers=(), input_shape=(1, 28, 28), name: str = "model", classes=None,
+                 normalize: str = "standard"):
+        recipe: dict = {}
+        if isinstance(layers, S.Spec):  # a preset or spec file: its layers, input, normalisation and recipe
+            spec = layers
+            layers, input_shape, normalize, recipe = spec.layers, spec.input_shape, spec.normalize, dict(spec.train)
+            name = spec.name if name == "model" else name
         self._layers = list(layers)
         self.input_shape = tuple(input_shape)
         self.name = name
+        self.normalize = normalize  # "standard": (x/255 - mean) / std of the training images; "unit": x/255
         self._classes = list(classes) if classes is not None else None
-        self._recipe: dict = {}
+        self._recipe = recipe
         self._spec: S.Spec | None = None
         self.run = None  # tegaki.run.Run once trained or loaded
         self._predictor = None
@@ -90,7 +97,7 @@ class Sequential:
         """The network as a spec (shape-checked; raises a TegakiError naming the layer at fault)."""
         if self._spec is None:
             self._spec = S.Spec(input_shape=self.input_shape, layers=self._layers, name=self.name,
-                                train=dict(self._recipe))
+                                normalize=self.normalize, train=dict(self._recipe))
         return self._spec
 
     @property
@@ -121,9 +128,10 @@ class Sequential:
         from tegaki.train import TrainConfig
 
         recipe = {**options, **({"optimizer": optimizer} if optimizer else {}), **({"lr": lr} if lr else {})}
-        spec = S.Spec(input_shape=self.input_shape, layers=self._layers, name=self.name, train=recipe)
+        spec = S.Spec(input_shape=self.input_shape, layers=self._layers, name=self.name, normalize=self.normalize,
+                      train={**self._recipe, **recipe})
         TrainConfig.for_spec(spec)
-        self._recipe, self._spec = recipe, spec
+        self._recipe, self._spec = {**self._recipe, **recipe}, spec
         return self
 
     # training ----------------------------------------------------------------------------------
@@ -329,6 +337,6 @@ def load(ref="bundled") -> Sequential:
     from tegaki.run import load_run
 
     run = load_run(ref)
-    m = Sequential(run.spec.layers, input_shape=run.spec.input_shape, name=run.spec.name, classes=run.classes)
+    m = Sequential(run.spec, classes=run.classes)
     m._spec, m.run = run.spec, run
     return m

@@ -344,7 +344,8 @@ def _setup(spec, ds, cfg, out, log, command, bar_stream, dist, resume, split=Non
         raise TegakiError(f"the network has {spec.num_classes} outputs but {ds.name} has {len(ds.classes)} classes; "
                           "change the last dense layer's units")
     expect = tuple(spec.input_shape[-2:])
-    if tuple(ds.train_images.shape[1:]) != expect:
+    got = tuple(ds.train_images.shape[1:])
+    if got != expect and not (len(spec.input_shape) == 1 and math.prod(got) == spec.input_shape[0]):
         raise TegakiError(f"{ds.name} images are {ds.train_images.shape[1:]}, the network expects {expect}")
     if split is None and cfg.valid_size >= len(ds.train_labels) and cfg.valid_size != DEFAULT_VALID:  # the default shrinks
         raise TegakiError(f"--valid-size {cfg.valid_size:,} leaves nothing to train on: {ds.name} has "
