@@ -242,8 +242,7 @@ def train(spec: Spec, ds: Dataset, cfg: TrainConfig, out: Path, log: Callable[[s
     augment = Augmenter.parse(cfg.augment, background=-norm["mean"] / norm["std"], strength=cfg.augment_strength)
     engine = make_engine(cfg.engine, spec, init, device=cfg.device)
     engine.configure(cfg.optimizer, cfg.lr, cfg.momentum, cfg.weight_decay, cfg.label_smoothing)
-    if hasattr(engine, "tune"):
-        engine.tune(cfg.precision, cfg.compile)  # speed options (torch engine)
+    engine.tune(cfg.precision, cfg.compile)  # speed options (bf16, compile: torch engine only)
     if dist is not None:
         dist.wrap(engine)  # DistributedDataParallel
     train_data = engine.prepare(ds.train_images[tr], ds.train_labels[tr], norm)

@@ -26,6 +26,7 @@ from __future__ import annotations
 import numpy as np
 
 from tegaki import spec as S
+from tegaki.engines.inputs import normalise
 from tegaki.engines.numpy_layers import Dropout, Layer, build_layer, cross_entropy
 from tegaki.engines.numpy_optim import Optimizer, make_optimizer
 from tegaki.errors import TegakiError
@@ -34,10 +35,14 @@ from tegaki.errors import TegakiError
 class NumpyEngine:
     name = "numpy"
     device = "cpu"
+    trainable = True
+    has_gradients = True
+    has_activations = True
 
     def __init__(self, spec: S.Spec, weights: dict[str, np.ndarray] | None = None, dtype=np.float32):
         self.spec = spec
         self.dtype = np.dtype(dtype)
+        self.precision = "fp64" if self.dtype == np.float64 else "fp32"
         self.layers: list[Layer] = [build_layer(l, s, self.dtype) for l, s in zip(spec.layers, spec.in_shapes())]
         # (layer, key) of every learned array, in the spec's order (torch's parameters() order)
         self.slots = [(layer, k) for layer in self.layers for k in layer.params]
@@ -66,10 +71,7 @@ class NumpyEngine:
     # data ----------------------------------------------------------------------------------
     def prepare(self, images: np.ndarray, labels: np.ndarray | None, norm: dict):
         """uint8 (N, H, W) images -> normalised (N, C, H, W) arrays in the engine's dtype."""
-        x = np.asarray(images).reshape(len(images), *self.spec.input_shape).astype(self.dtype)
-        x /= 255.0
-        x -= norm["mean"]
-        x /= norm["std"]
+        x = normalise(images, norm, self.spec.input_shape, self.dtype)
         y = None if labels is None else np.asarray(labels, np.int64)
         return x, y
 
@@ -138,6 +140,12 @@ class NumpyEngine:
         self.opt = make_optimizer(optimizer, params, lr, momentum, weight_decay)
         self.label_smoothing = label_smoothing
         self.reset_stats()
+
+    def tune(self, precision: str = "fp32", compile: bool = False) -> str:
+        """The torch engine's speed options; here only the plain arithmetic ("auto" is it too)."""
+        if precision == "bf16" or compile:
+            raise TegakiError("bf16 precision and compile are torch engine options; drop them for --engine numpy")
+        return self.precision
 
     def set_lr(self, lr: float) -> None:
         self.opt.lr = lr

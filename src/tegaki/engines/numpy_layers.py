@@ -84,8 +84,7 @@ class Conv2d(Layer):
     def __init__(self, layer: S.Conv2d, in_shape, dtype):
         super().__init__(layer.name)
         c, h, w = in_shape
-        self.kernel = S._pair(layer.kernel, "kernel")
-        self.stride = S._pair(layer.stride, "stride")
+        self.kernel, self.stride = layer.kernel2, layer.stride2
         self.pads = layer.pads(h, w)  # (top, bottom, left, right); 'same' may need one more at the end
         self.params["weight"] = np.zeros((layer.filters, c, *self.kernel), dtype)  # (F, C, kh, kw)
         if layer.bias:
