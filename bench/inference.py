@@ -87,7 +87,7 @@ def main(argv=None) -> int:
     env = os.environ.get("TEGAKI_DATA_DIR") or (str(ROOT.parent / "shared" / "data")
                                                  if (ROOT.parent / "shared" / "data" / "mnist").is_dir() else None)
     ds = load_dataset("mnist", data_dir=args.data_dir, env_dir=env, cache_dir=default_cache_dir(os.environ))
-    x = np.ascontiguousarray(pred.normalise(ds.test_images))  # (10000, 1, 28, 28) float32
+    x = np.ascontiguousarray(pred.prepare(ds.test_images))  # (10000, 1, 28, 28) float32
     labels = ds.test_labels
     one = np.ascontiguousarray(x[:1])  # (1, 1, 28, 28)
     spec, weights = pred.run.spec, pred.run.weights

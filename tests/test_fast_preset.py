@@ -41,7 +41,7 @@ def test_distortions_keep_the_labels(fast_run, mnist):
     """The fast model (trained without augmentation) still reads distorted test digits."""
     pred = Predictor.load(fast_run[0])
     images, labels = mnist.test_images[:2000], mnist.test_labels[:2000]
-    x = torch.from_numpy(pred.normalise(images))
+    x = torch.from_numpy(pred.prepare(images))
     clean = (pred.engine.logits(x).argmax(1) == labels).mean()
     bg = -pred.norm["mean"] / pred.norm["std"]
     for kinds, floor in ((("affine",), 0.85), (("elastic",), 0.9), (("thickness",), 0.9)):

@@ -61,13 +61,13 @@ def test_saliency_equals_autograd_and_finite_differences(lenet, look, mnist):
     targets = np.array([3, 7, 1])
     sal = look.saliency(images, targets)  # (3, 1, 28, 28), float32 through the engine
     net = reference_net(lenet)
-    x = torch.from_numpy(lenet.normalise(images).astype(np.float64)).requires_grad_(True)
+    x = torch.from_numpy(lenet.prepare(images).astype(np.float64)).requires_grad_(True)
     net(x).gather(1, torch.from_numpy(targets).view(-1, 1)).sum().backward()
     ref = x.grad.numpy()
     assert sal.shape == ref.shape
     np.testing.assert_allclose(sal, ref, rtol=1e-3, atol=1e-5 * np.abs(ref).max())
     # central differences in float64 at the 12 largest and 12 random pixels of the first digit
-    x0 = torch.from_numpy(lenet.normalise(images[:1]).astype(np.float64))
+    x0 = torch.from_numpy(lenet.prepare(images[:1]).astype(np.float64))
     flat = np.abs(ref[0]).ravel()
     pick = np.concatenate([np.argsort(-flat)[:12], np.random.default_rng(0).choice(784, 12, replace=False)])
     eps = 1e-5
@@ -131,7 +131,7 @@ def test_feature_maps_have_spec_shapes_and_match_a_hand_convolution(lenet, look,
     for name, a in maps.items():
         assert a.shape == shapes[name]
     # conv1's map 5, computed by hand: valid cross-correlation of the normalised input plus bias
-    x = lenet.normalise(image[None])[0, 0].astype(np.float64)
+    x = lenet.prepare(image[None])[0, 0].astype(np.float64)
     k = lenet.run.weights["conv1.weight"][5, 0].astype(np.float64)
     b = float(lenet.run.weights["conv1.bias"][5])
     ref = np.array([[(x[i:i + 5, j:j + 5] * k).sum() + b for j in range(24)] for i in range(24)])

@@ -32,10 +32,10 @@ def test_features_are_the_layers_outputs(extracted, small):
     assert f.train.shape == (3000, 500) and f.test.shape == (2000, 500)
     assert sorted(f.train_index) == list(range(3000)) and not np.array_equal(f.train_index, np.arange(3000))
     rows = f.train_index[:5]
-    acts = pred.engine.activations(pred.normalise(small.train_images[rows]))["tanh3"]
+    acts = pred.engine.activations(pred.prepare(small.train_images[rows]))["tanh3"]
     np.testing.assert_allclose(f.train[:5], acts, rtol=1e-5, atol=1e-6)
     np.testing.assert_array_equal(f.train_labels[:5], small.train_labels[rows])
-    np.testing.assert_allclose(feats["pixels"].test[:3], pred.normalise(small.test_images[:3]).reshape(3, -1))
+    np.testing.assert_allclose(feats["pixels"].test[:3], pred.prepare(small.test_images[:3]).reshape(3, -1))
 
 
 def test_probe_beats_chance_and_equals_scikit_learn(extracted):

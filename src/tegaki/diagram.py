@@ -27,33 +27,41 @@ COLOURS = {
 ACTIVATION_COLOUR = "#fbe8a6"
 
 
-def _pair_text(v) -> str:
-    a, b = S._pair(v, "size")
-    return f"{a}x{b}"
+def _hxw(pair: tuple[int, int]) -> str:
+    return f"{pair[0]}x{pair[1]}"
+
+
+def _describe_conv(layer: S.Conv2d) -> str:
+    extra = []
+    if layer.stride2 != (1, 1):
+        extra.append(f"stride {_hxw(layer.stride2)}")
+    if layer.padding != "valid":
+        extra.append(f"pad {layer.padding}")
+    return f"conv {layer.filters}@{_hxw(layer.kernel2)}" + ("\n" + ", ".join(extra) if extra else "")
+
+
+def _describe_pool(layer: S._Pool) -> str:
+    k, s = layer.window()
+    txt = f"{'max' if isinstance(layer, S.MaxPool) else 'avg'} {_hxw(k)}"
+    return txt + (f"\nstride {_hxw(s)}" if s != k else "")
+
+
+# the layer kinds with settings worth a line; every other kind is described by its type name
+DESCRIBE = {
+    S.Conv2d: _describe_conv,
+    S.MaxPool: _describe_pool,
+    S.AvgPool: _describe_pool,
+    S.Dense: lambda layer: f"dense {layer.units}",
+    S.Dropout: lambda layer: f"dropout {layer.rate:g}",
+    S.LeakyReLU: lambda layer: f"leaky relu {layer.slope:g}",
+    S.Maxout: lambda layer: f"maxout {layer.pieces}",
+}
 
 
 def describe(layer: S.Layer) -> str:
     """What a layer does, in a few characters: 'conv 20@5x5', 'max 2x2', 'dense 500' ..."""
-    if isinstance(layer, S.Conv2d):
-        extra = []
-        if S._pair(layer.stride, "stride") != (1, 1):
-            extra.append(f"stride {_pair_text(layer.stride)}")
-        if layer.padding != "valid":
-            extra.append(f"pad {layer.padding}")
-        return f"conv {layer.filters}@{_pair_text(layer.kernel)}" + ("\n" + ", ".join(extra) if extra else "")
-    if isinstance(layer, S._Pool):
-        (k, s) = layer.window()
-        txt = f"{'max' if isinstance(layer, S.MaxPool) else 'avg'} {k[0]}x{k[1]}"
-        return txt + (f"\nstride {s[0]}x{s[1]}" if s != k else "")
-    if isinstance(layer, S.Dense):
-        return f"dense {layer.units}"
-    if isinstance(layer, S.Dropout):
-        return f"dropout {layer.rate:g}"
-    if isinstance(layer, S.LeakyReLU):
-        return f"leaky relu {layer.slope:g}"
-    if isinstance(layer, S.Maxout):
-        return f"maxout {layer.pieces}"
-    return layer.type.replace("_", " ")
+    how = DESCRIBE.get(type(layer))
+    return how(layer) if how else layer.type.replace("_", " ")
 
 
 def shape_text(shape) -> str:

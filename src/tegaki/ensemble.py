@@ -98,7 +98,7 @@ def measure_ensemble(runs: list, ds, split_seed: int, valid_size: int, tta: bool
     for name, (images, y) in sets.items():
         plain, views = [], []  # each run's class probabilities (N, classes)
         for pred in predictors:
-            x = pred.normalise(images)
+            x = pred.prepare(images)
             plain.append(average_proba([pred.engine], x))
             if tta:
                 views.append(average_proba([pred.engine], x, -pred.norm["mean"] / pred.norm["std"], tta=True))

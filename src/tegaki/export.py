@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from tegaki import spec as S
+from tegaki.engines.inputs import normalise
 from tegaki.errors import TegakiError
 
 OPSET = 17
@@ -43,71 +44,110 @@ def weights_digest(weights: dict[str, np.ndarray]) -> str:
     return h.hexdigest()
 
 
+class _Graph:
+    """The ONNX graph being written: its nodes, and its initialisers (the weights)."""
+
+    def __init__(self, weights: dict[str, np.ndarray]):
+        _, self.helper, self.numpy_helper = _need_onnx()
+        self.weights = weights
+        self.nodes, self.inits = [], []
+
+    def const(self, name: str, arr) -> str:
+        self.inits.append(self.numpy_helper.from_array(np.ascontiguousarray(arr), name))
+        return name
+
+    def w(self, key: str) -> str:
+        return self.const(key, np.asarray(self.weights[key], np.float32))
+
+    def node(self, op: str, ins: list[str], out: str, name: str | None = None, **attrs) -> str:
+        self.nodes.append(self.helper.make_node(op, ins, [out], name=name or out, **attrs))
+        return out
+
+    def affine(self, layer, x: str) -> list[str]:
+        """[x, weight] and the bias if the layer has one: the inputs of Conv and Gemm."""
+        return [x, self.w(f"{layer.name}.weight")] + ([self.w(f"{layer.name}.bias")] if layer.bias else [])
+
+
+def _conv(g: _Graph, layer: S.Conv2d, x: str, s) -> str:
+    t, b, l, r = layer.pads(s[1], s[2])
+    return g.node("Conv", g.affine(layer, x), layer.name, kernel_shape=list(layer.kernel2),
+                  strides=list(layer.stride2), pads=[t, l, b, r])
+
+
+def _pool(op: str):
+    def pool(g: _Graph, layer: S.MaxPool | S.AvgPool, x: str, s) -> str:
+        k, st = layer.window()
+        return g.node(op, [x], layer.name, kernel_shape=list(k), strides=list(st))
+    return pool
+
+
+def _batchnorm(g: _Graph, layer: S.BatchNorm, x: str, s) -> str:
+    ins = [x] + [g.w(f"{layer.name}.{p}") for p in ("weight", "bias", "running_mean", "running_var")]
+    return g.node("BatchNormalization", ins, layer.name, epsilon=layer.eps)
+
+
+def _maxout(g: _Graph, layer: S.Maxout, x: str, s) -> str:
+    # (N, C, ...) -> (N, C/k, k, ...) -> max over the k consecutive channels
+    n, k = layer.name, layer.pieces
+    shape = g.const(f"{n}.shape", np.array([0, s[0] // k, k, *s[1:]], np.int64))
+    g.node("Reshape", [x, shape], f"{n}.groups", name=f"{n}.reshape")
+    return g.node("ReduceMax", [f"{n}.groups"], n, axes=[2], keepdims=0)
+
+
+def _unary(op: str, **attrs):
+    return lambda g, layer, x, s: g.node(op, [x], layer.name, **{k: getattr(layer, a) for k, a in attrs.items()})
+
+
+def _identity(g, layer, x, s) -> str:
+    return x  # no node: dropout at inference; softmax, which "probabilities" applies at the end
+
+
+# one entry per layer kind: spec record type -> (graph, record, input name, input shape) -> output name
+NODES = {
+    S.Conv2d: _conv,
+    S.MaxPool: _pool("MaxPool"),
+    S.AvgPool: _pool("AveragePool"),
+    S.Dense: lambda g, layer, x, s: g.node("Gemm", g.affine(layer, x), layer.name, transB=1),
+    S.Flatten: lambda g, layer, x, s: g.node("Flatten", [x], layer.name, axis=1),  # (C, H, W) order, as the spec
+    S.Dropout: _identity,
+    S.BatchNorm: _batchnorm,
+    S.Sigmoid: _unary("Sigmoid"),
+    S.Tanh: _unary("Tanh"),
+    S.ReLU: _unary("Relu"),
+    S.LeakyReLU: _unary("LeakyRelu", alpha="slope"),
+    S.ELU: _unary("Elu", alpha="alpha"),
+    S.Maxout: _maxout,
+    S.Softmax: _identity,
+}
+
+
+def _graph(spec: S.Spec, weights: dict[str, np.ndarray]) -> _Graph:
+    """The spec's layers as ONNX nodes, then "logits" and "probabilities" (softmax)."""
+    g = _Graph(weights)
+    x = "input"
+    for layer, s in zip(spec.layers, spec.in_shapes()):
+        translate = NODES.get(type(layer))
+        if translate is None:
+            raise TegakiError(f"ONNX export has no translation of layer type {layer.type!r}")
+        x = translate(g, layer, x, s)
+    g.node("Identity", [x], "logits")
+    g.node("Softmax", ["logits"], "probabilities", axis=1)
+    return g
+
+
 def to_onnx(spec: S.Spec, weights: dict[str, np.ndarray], norm: dict | None = None,
             classes: list[str] | None = None, opset: int = OPSET):
     """The spec and its weights as an ONNX model (onnx.ModelProto), checked by onnx.checker."""
-    onnx, helper, numpy_helper = _need_onnx()
+    onnx, helper, _ = _need_onnx()
     spec.check_weights(weights)
-    nodes, inits = [], []
-
-    def init(name: str, arr) -> str:
-        inits.append(numpy_helper.from_array(np.ascontiguousarray(arr), name))
-        return name
-
-    def w(key: str) -> str:
-        return init(key, np.asarray(weights[key], np.float32))
-
-    x = "input"
-    for layer, s in zip(spec.layers, spec.in_shapes()):
-        n, out = layer.name, layer.name
-        if isinstance(layer, S.Conv2d):
-            t, b, l, r = layer.pads(s[1], s[2])
-            ins = [x, w(f"{n}.weight")] + ([w(f"{n}.bias")] if layer.bias else [])
-            nodes.append(helper.make_node("Conv", ins, [out], name=n, kernel_shape=list(S._pair(layer.kernel, "k")),
-                                          strides=list(S._pair(layer.stride, "s")), pads=[t, l, b, r]))
-        elif isinstance(layer, (S.MaxPool, S.AvgPool)):
-            k, st = layer.window()
-            op = "MaxPool" if isinstance(layer, S.MaxPool) else "AveragePool"
-            nodes.append(helper.make_node(op, [x], [out], name=n, kernel_shape=list(k), strides=list(st)))
-        elif isinstance(layer, S.Dense):
-            ins = [x, w(f"{n}.weight")] + ([w(f"{n}.bias")] if layer.bias else [])
-            nodes.append(helper.make_node("Gemm", ins, [out], name=n, transB=1))
-        elif isinstance(layer, S.Flatten):
-            nodes.append(helper.make_node("Flatten", [x], [out], name=n, axis=1))  # (C, H, W) order, as the spec
-        elif isinstance(layer, S.Dropout):
-            continue  # inference: the identity
-        elif isinstance(layer, S.BatchNorm):
-            ins = [x] + [w(f"{n}.{p}") for p in ("weight", "bias", "running_mean", "running_var")]
-            nodes.append(helper.make_node("BatchNormalization", ins, [out], name=n, epsilon=layer.eps))
-        elif isinstance(layer, S.Sigmoid):
-            nodes.append(helper.make_node("Sigmoid", [x], [out], name=n))
-        elif isinstance(layer, S.Tanh):
-            nodes.append(helper.make_node("Tanh", [x], [out], name=n))
-        elif isinstance(layer, S.ReLU):
-            nodes.append(helper.make_node("Relu", [x], [out], name=n))
-        elif isinstance(layer, S.LeakyReLU):
-            nodes.append(helper.make_node("LeakyRelu", [x], [out], name=n, alpha=layer.slope))
-        elif isinstance(layer, S.ELU):
-            nodes.append(helper.make_node("Elu", [x], [out], name=n, alpha=layer.alpha))
-        elif isinstance(layer, S.Maxout):
-            # (N, C, ...) -> (N, C/k, k, ...) -> max over the k consecutive channels
-            shape = init(f"{n}.shape", np.array([0, s[0] // layer.pieces, layer.pieces, *s[1:]], np.int64))
-            nodes.append(helper.make_node("Reshape", [x, shape], [f"{n}.groups"], name=f"{n}.reshape"))
-            nodes.append(helper.make_node("ReduceMax", [f"{n}.groups"], [out], name=n, axes=[2], keepdims=0))
-        elif isinstance(layer, S.Softmax):
-            continue  # the graph's "logits" is its input; "probabilities" applies it below
-        else:
-            raise TegakiError(f"ONNX export has no translation of layer type {layer.type!r}")
-        x = out
-    nodes.append(helper.make_node("Identity", [x], ["logits"], name="logits"))
-    nodes.append(helper.make_node("Softmax", ["logits"], ["probabilities"], name="probabilities", axis=1))
+    g = _graph(spec, weights)
     k = spec.num_classes
     shape = ", ".join(map(str, spec.input_shape))
     graph = helper.make_graph(
-        nodes, spec.name,
+        g.nodes, spec.name,
         [helper.make_tensor_value_info("input", onnx.TensorProto.FLOAT, ["batch", *spec.input_shape])],
         [helper.make_tensor_value_info("logits", onnx.TensorProto.FLOAT, ["batch", k]),
-         helper.make_tensor_value_info("probabilities", onnx.TensorProto.FLOAT, ["batch", k])], inits)
+         helper.make_tensor_value_info("probabilities", onnx.TensorProto.FLOAT, ["batch", k])], g.inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], producer_name="tegaki",
                               doc_string=f"tegaki network {spec.name!r}: input (batch, {shape}) "
                                          "float32 = (pixels / 255 - mean) / std; outputs logits and probabilities")
@@ -137,61 +177,6 @@ def session(model_bytes: bytes, threads: int | None = None):
     return ort.InferenceSession(model_bytes, so, providers=["CPUExecutionProvider"])
 
 
-class OnnxEngine:
-    """Inference through ONNX Runtime: the engine interface's logits, evaluate and weights.
-
-    Training and activations are the PyTorch and NumPy engines' job; asking this one for them is
-    a clear error. Changing the weights rebuilds the graph (milliseconds).
-    """
-
-    name = "onnx"
-    device = "cpu"
-
-    def __init__(self, spec: S.Spec, weights: dict[str, np.ndarray] | None = None, threads: int | None = None):
-        self.spec = spec
-        self.threads = threads
-        self.set_weights(weights if weights is not None else spec.init_weights(0))
-
-    def get_weights(self) -> dict[str, np.ndarray]:
-        return {k: v.copy() for k, v in self._weights.items()}
-
-    def set_weights(self, weights: dict[str, np.ndarray]) -> None:
-        self.spec.check_weights(weights)
-        self._weights = {k: np.asarray(v, np.float32) for k, v in weights.items()}
-        self.sess = session(to_onnx(self.spec, self._weights).SerializeToString(), self.threads)
-
-    def logits(self, x, batch_size: int = 4096) -> np.ndarray:
-        x = np.ascontiguousarray(np.asarray(x, np.float32))  # (N, C, H, W)
-        out = [self.sess.run(["logits"], {"input": x[i:i + batch_size]})[0] for i in range(0, len(x), batch_size)]
-        return np.concatenate(out) if out else np.zeros((0, self.spec.num_classes), np.float32)
-
-    def prepare(self, images: np.ndarray, labels: np.ndarray | None, norm: dict):
-        from tegaki.run import normalise
-
-        return normalise(images, norm, self.spec.input_shape), None if labels is None else np.asarray(labels, np.int64)
-
-    def take(self, data, idx: np.ndarray):
-        return data[0][idx], data[1][idx]
-
-    def evaluate(self, data, batch_size: int = 4096) -> tuple[float, float, np.ndarray]:
-        x, y = data
-        z = self.logits(x, batch_size).astype(np.float64)  # (N, classes)
-        zs = z - z.max(1, keepdims=True)
-        logp = zs - np.log(np.exp(zs).sum(1, keepdims=True))
-        return float(-logp[np.arange(len(y)), y].mean()), float((z.argmax(1) == y).mean()), z.astype(np.float32)
-
-    def activations(self, x):
-        raise TegakiError("the onnx engine gives predictions only; use --engine torch (or numpy) to look inside")
-
-    def input_gradient(self, x, target):
-        raise TegakiError("the onnx engine has no gradients; use --engine torch for saliency maps")
-
-    def configure(self, *a, **kw):
-        raise TegakiError("the onnx engine runs trained models only; train with --engine torch (or numpy)")
-
-    train_step = seed = set_lr = reset_stats = read_stats = optimizer_state = load_optimizer_state = configure
-
-
 def export_run(run_ref, path, check_samples: int = 256, tolerance: float = 1e-4) -> dict:
     """Write a run's model as ONNX to `path` (atomically), after checking ONNX Runtime's outputs
     agree with PyTorch's within `tolerance` on `check_samples` random MNIST-like inputs.
@@ -212,7 +197,7 @@ def export_run(run_ref, path, check_samples: int = 256, tolerance: float = 1e-4)
     data = model.SerializeToString()
     rng = np.random.default_rng(0)
     pixels = (rng.random((check_samples, *run.spec.input_shape)) ** 3 * 255).astype(np.float32)  # mostly dark
-    x = ((pixels / 255.0 - run.norm["mean"]) / run.norm["std"]).astype(np.float32)
+    x = normalise(pixels, run.norm, run.spec.input_shape)  # (N, C, H, W) float32
     ref = TorchEngine(run.spec, run.weights, device="cpu").logits(x)
     got = session(data).run(["logits"], {"input": x})[0]
     diff = float(np.abs(ref - got).max())

@@ -152,7 +152,7 @@ class Inspector:
         self.p = predictor
         self.spec: S.Spec = predictor.spec
         self.engine = predictor.engine
-        if not callable(getattr(self.engine, "activations", None)):
+        if not self.engine.has_activations:
             raise TegakiError(f"the {getattr(predictor, 'engine_name', '?')} engine cannot show hidden layers "
                               "(it computes logits only); use --engine torch or numpy")
         self.logits_name = logits_layer(self.spec)
@@ -166,7 +166,7 @@ class Inspector:
         if int(np.prod(images.shape[1:])) != int(np.prod(want)):
             raise TegakiError(f"the network takes {'x'.join(map(str, want))} inputs, the image is "
                               f"{'x'.join(map(str, images.shape[1:]))}")
-        return self.p.normalise(images)  # (N, C, H, W) float32
+        return self.p.prepare(images)  # (N, C, H, W) float32
 
     # forward
     def activations(self, images: np.ndarray) -> dict[str, np.ndarray]:
@@ -228,7 +228,7 @@ class Inspector:
         """
         x = self.input(images)
         target = np.broadcast_to(np.asarray(target, np.int64), (len(x),)).copy()
-        if hasattr(self.engine, "input_gradient"):
+        if self.engine.has_gradients:
             return np.asarray(self.engine.input_gradient(x, target), np.float32)
         return self._finite_difference(x, target)
 

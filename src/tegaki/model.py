@@ -232,7 +232,7 @@ class Sequential:
         xs = as_images(x, self.spec.input_shape, "x")
         p = self.predictor
         eng = p._looking_engine()
-        parts = [eng.activations(p.normalise(xs[i:i + batch_size]))[name] for i in range(0, len(xs), batch_size)]
+        parts = [eng.activations(p.prepare(xs[i:i + batch_size]))[name] for i in range(0, len(xs), batch_size)]
         return np.concatenate([np.asarray(a, np.float32).reshape(len(a), -1) for a in parts])
 
     @property

@@ -23,7 +23,8 @@ from tegaki.data.preprocess import MAX_PIXELS, Preprocessed, to_mnist
 from tegaki.engines import make_engine
 from tegaki.errors import TegakiError
 from tegaki.numerics import softmax
-from tegaki.run import Run, bundled_model_path, is_bundled, load_run, normalise
+from tegaki.engines.inputs import normalise
+from tegaki.run import Run, bundled_model_path, is_bundled, load_run
 
 
 @dataclass
@@ -75,12 +76,12 @@ class Predictor:
                 raise TegakiError("no model named and no bundled model installed; pass --model RUN_FOLDER")
         return cls(load_run(ref), engine=engine, device=device)
 
-    def normalise(self, images: np.ndarray) -> np.ndarray:
+    def prepare(self, images: np.ndarray) -> np.ndarray:
         """uint8 (N, 28, 28) -> the float32 (N, C, H, W) input the network was trained on."""
         return normalise(images, self.norm, self.spec.input_shape)
 
     def logits(self, images: np.ndarray) -> np.ndarray:
-        return self.engine.logits(self.normalise(images))
+        return self.engine.logits(self.prepare(images))
 
     def predict_proba(self, images: np.ndarray) -> np.ndarray:
         return softmax(self.logits(images).astype(np.float64))
@@ -143,13 +144,13 @@ class Predictor:
         blocks = self.conv_blocks(limit)
         if not blocks:
             return []
-        acts = self._looking_engine().activations(self.normalise(np.asarray(image)[None]))
+        acts = self._looking_engine().activations(self.prepare(np.asarray(image)[None]))
         return [(conv, read, np.asarray(acts[read][0], np.float32)) for conv, read in blocks]
 
     def _looking_engine(self):
         """An engine that can show every layer's output: this one, or (for inference-only engines
         such as onnx) a torch engine with the same weights, built once."""
-        if self.engine_name in ("torch", "numpy"):
+        if self.engine.has_activations:
             return self.engine
         if getattr(self, "_torch", None) is None:
             self._torch = make_engine("torch", self.spec, self.run.weights)

@@ -28,6 +28,7 @@ from safetensors import SafetensorError
 from safetensors.numpy import load as st_load
 from safetensors.numpy import save as st_save
 
+from tegaki.engines.inputs import normalise  # noqa: F401 - run.normalise, for callers of the old name
 from tegaki.errors import TegakiError
 from tegaki.fileio import atomic_write_bytes, atomic_write_text, write_json
 from tegaki.spec import Spec
@@ -132,13 +133,6 @@ def norm_for(spec: Spec, train_images: np.ndarray) -> dict:
         return {"mean": 0.0, "std": 1.0}
     x = train_images.astype(np.float64) / 255.0
     return {"mean": round(float(x.mean()), 6), "std": round(float(x.std()), 6)}
-
-
-def normalise(images: np.ndarray, norm: dict, input_shape) -> np.ndarray:
-    """Pixels 0..255 (N, H, W) -> the float32 (N, C, H, W) input a network trained with `norm` expects."""
-    images = np.asarray(images)
-    x = (images.astype(np.float32) / 255.0 - np.float32(norm["mean"])) / np.float32(norm["std"])
-    return x.reshape(len(images), *input_shape)
 
 
 def make_meta(spec: Spec, classes: list[str], norm: dict, provenance: dict, seed: int, config: dict,

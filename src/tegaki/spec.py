@@ -121,6 +121,16 @@ class Conv2d(Layer):
     init: str = "default"
     init_scale: float = 1.0
 
+    @property
+    def kernel2(self) -> tuple[int, int]:
+        """The kernel as a (height, width) pair."""
+        return _pair(self.kernel, f"{self.name} kernel")
+
+    @property
+    def stride2(self) -> tuple[int, int]:
+        """The stride as a (vertical, horizontal) pair."""
+        return _pair(self.stride, f"{self.name} stride")
+
     def pads(self, h: int, w: int) -> tuple[int, int, int, int]:
         """(top, bottom, left, right) zero padding for an h x w input."""
         kh, kw = _pair(self.kernel, "kernel")

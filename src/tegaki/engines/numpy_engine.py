@@ -2,16 +2,21 @@
 
     engine = NumpyEngine(spec, weights)                    # float32, for training and inference
     engine = NumpyEngine(spec, weights, dtype=np.float64)  # for gradient checks
+    engine = NumpyEngine(spec, weights, reference=True)    # the plain layers, not the speed-tuned ones
 
 It offers exactly the interface of every engine (see engines/__init__.py), so `tegaki train
 --engine numpy` runs the shared training loop (train.py) with its schedules, early stopping and
 checkpoints. One training step is the whole of backpropagation:
 
-    logits = forward(x)                      each layer keeps what its backward needs
-    loss, dz = cross_entropy(logits, y)      dz = dL/dlogits = (softmax(logits) - target) / N
-    for layer in reversed(layers):           the chain rule, one layer at a time:
-        dz = layer.backward(dz)              dL/dinput from dL/doutput; dL/dparams into layer.grads
-    optimizer.step(grads)
+    logits = self.forward(x)                      # each layer keeps what its backward needs
+    loss, dz = cross_entropy(logits, y)           # dz = dL/dlogits = (softmax(logits) - target) / N
+    for layer in reversed(self.layers[first:]):   # the chain rule, one layer at a time:
+        dz = layer.backward(dz)                   # dL/dinput from dL/doutput; dL/dparams into layer.grads
+    self.opt.step([layer.grads[k] for layer, k in self.slots])
+
+These are the lines of `train_step` and `backward` below. `first` is the first layer with
+weights: nothing below it learns, so the loop stops there, and that layer skips computing its
+dL/dinput (`need_dx`); saliency maps ask for the input's gradient and set first = 0.
 
 The layers are in numpy_layers.py, the optimisers in numpy_optim.py. Weights are the spec's
 "<layer>.<param>" arrays in PyTorch layouts, so runs move freely between the two engines.
@@ -26,20 +31,27 @@ from __future__ import annotations
 import numpy as np
 
 from tegaki import spec as S
+from tegaki.engines.inputs import normalise
 from tegaki.engines.numpy_layers import Dropout, Layer, build_layer, cross_entropy
-from tegaki.engines.numpy_optim import Optimizer, make_optimizer
+from tegaki.engines.numpy_optim import OTHER_STATE, Optimizer, make_optimizer
 from tegaki.errors import TegakiError
 
 
 class NumpyEngine:
     name = "numpy"
     device = "cpu"
-    precision = "fp32"  # float32 throughout (float64 for the gradient checks)
+    trainable = True
+    has_gradients = True
+    has_activations = True
 
-    def __init__(self, spec: S.Spec, weights: dict[str, np.ndarray] | None = None, dtype=np.float32):
+    def __init__(self, spec: S.Spec, weights: dict[str, np.ndarray] | None = None, dtype=np.float32,
+                 reference: bool = False):
         self.spec = spec
         self.dtype = np.dtype(dtype)
-        self.layers: list[Layer] = [build_layer(l, s, self.dtype) for l, s in zip(spec.layers, spec.in_shapes())]
+        self.precision = "fp64" if self.dtype == np.float64 else "fp32"
+        # reference=True: the plain versions of the speed-tuned layers (Conv2dReference, MaxPoolReference)
+        self.layers: list[Layer] = [build_layer(l, s, self.dtype, reference)
+                                    for l, s in zip(spec.layers, spec.in_shapes())]
         # (layer, key) of every learned array, in the spec's order (torch's parameters() order)
         self.slots = [(layer, k) for layer in self.layers for k in layer.params]
         # backpropagation can stop at the first layer with weights: nothing below it learns
@@ -67,10 +79,7 @@ class NumpyEngine:
     # data ----------------------------------------------------------------------------------
     def prepare(self, images: np.ndarray, labels: np.ndarray | None, norm: dict):
         """uint8 (N, H, W) images -> normalised (N, C, H, W) arrays in the engine's dtype."""
-        x = np.asarray(images).reshape(len(images), *self.spec.input_shape).astype(self.dtype)
-        x /= 255.0
-        x -= norm["mean"]
-        x /= norm["std"]
+        x = normalise(images, norm, self.spec.input_shape, self.dtype)
         y = None if labels is None else np.asarray(labels, np.int64)
         return x, y
 
@@ -88,15 +97,17 @@ class NumpyEngine:
             x = layer.forward(x)
         return x
 
-    def backward(self, dlogits: np.ndarray, need_input_grad: bool = False) -> np.ndarray | None:
-        """Backpropagation: dL/dlogits through the layers in reverse; returns dL/dinput if asked."""
-        stop = 0 if need_input_grad else self.first
-        for i, layer in enumerate(self.layers):
-            layer.need_dx = i > stop or need_input_grad
-        g = dlogits
-        for layer in reversed(self.layers[stop:]):
-            g = layer.backward(g)
-        return g
+    def backward(self, dz: np.ndarray, need_input_grad: bool = False) -> np.ndarray | None:
+        """Backpropagation: dz = dL/dlogits through the layers in reverse; returns dL/dinput if asked.
+
+        Training stops at the first layer with weights, since nothing below it learns, and that
+        layer skips computing dL/dx for the same reason; saliency maps (need_input_grad) go all the way.
+        """
+        first = 0 if need_input_grad else self.first
+        self.layers[self.first].need_dx = need_input_grad
+        for layer in reversed(self.layers[first:]):
+            dz = layer.backward(dz)
+        return dz
 
     # inference -------------------------------------------------------------------------------
     def _array(self, x) -> np.ndarray:
@@ -133,16 +144,18 @@ class NumpyEngine:
         return loss, float((logits.argmax(axis=1) == y).mean()), logits.astype(np.float32, copy=False)
 
     # training ---------------------------------------------------------------------------------
-    def tune(self, precision: str = "fp32", compile: bool = False) -> str:
-        """Speed options are the torch engine's; here there is nothing to tune."""
-        return self.precision
-
     def configure(self, optimizer: str, lr: float, momentum: float = 0.9, weight_decay: float = 0.0,
                   label_smoothing: float = 0.0) -> None:
         params = [layer.params[k] for layer, k in self.slots]
         self.opt = make_optimizer(optimizer, params, lr, momentum, weight_decay)
         self.label_smoothing = label_smoothing
         self.reset_stats()
+
+    def tune(self, precision: str = "fp32", compile: bool = False) -> str:
+        """The torch engine's speed options; here only the plain arithmetic ("auto" is it too)."""
+        if precision == "bf16" or compile:
+            raise TegakiError("bf16 precision and compile are torch engine options; drop them for --engine numpy")
+        return self.precision
 
     def set_lr(self, lr: float) -> None:
         self.opt.lr = lr
@@ -165,8 +178,8 @@ class NumpyEngine:
             raise TegakiError("configure the engine (optimizer, learning rate) before training it")
         self._mode(True)
         logits = self.forward(x)  # (N, K)
-        loss, dlogits = cross_entropy(logits, y, self.label_smoothing)
-        self.backward(dlogits)
+        loss, dz = cross_entropy(logits, y, self.label_smoothing)  # dz = dL/dlogits
+        self.backward(dz)
         self.opt.step([layer.grads[k] for layer, k in self.slots])
         n = len(y)
         self._stats[0] += loss * n
@@ -174,20 +187,11 @@ class NumpyEngine:
         self._stats[2] += n
 
     def optimizer_state(self) -> tuple[dict[str, np.ndarray], dict]:
-        """The optimiser's state as arrays (for safetensors) and plain numbers (for JSON), laid out
-        like the torch engine's: arrays "opt.<param index>.<name>"."""
-        arrays = {f"opt.{i}.{k}": v.copy() for i, st in enumerate(self.opt.state) for k, v in st.items()}
-        meta = {"engine": "numpy", "optimizer": type(self.opt).__name__, "step": self.opt.t,
-                "param_groups": [{**self.opt.hyper(), "params": list(range(len(self.slots)))}],
-                "state": {str(i): {"step": float(self.opt.t)} for i in range(len(self.slots))}}
-        return arrays, meta
+        """The optimiser's state (numpy_optim.Optimizer.state_dict), marked as this engine's."""
+        arrays, meta = self.opt.state_dict()
+        return arrays, {"engine": "numpy", **meta}
 
     def load_optimizer_state(self, arrays: dict[str, np.ndarray], meta: dict) -> None:
-        if meta.get("engine") != "numpy" or meta.get("optimizer") != type(self.opt).__name__:
-            raise TegakiError("this checkpoint's optimiser state was written by another engine or optimiser; "
-                              "resume it with the engine it was trained with")
-        for i, st in enumerate(self.opt.state):
-            for k, v in st.items():
-                v[...] = arrays[f"opt.{i}.{k}"]
-        self.opt.t = int(meta["step"])
-        self.opt.lr = float(meta["param_groups"][0]["lr"])
+        if meta.get("engine") != "numpy":
+            raise TegakiError(OTHER_STATE)
+        self.opt.load_state_dict(arrays, meta)

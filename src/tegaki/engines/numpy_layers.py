@@ -11,6 +11,11 @@ dense (out, in); flatten keeps (C, H, W) order. Arithmetic runs in the dtype the
 (float32 for training, float64 for the gradient checks). No Python loop ever runs over images
 or pixels; the only loops are over the kh*kw offsets of a kernel, each a whole-batch array add.
 
+Two layers come twice: Conv2dReference and MaxPoolReference say the arithmetic as plainly as it
+goes; Conv2d and MaxPool, right under them, compute the same numbers faster, and the engine
+trains with those (NumpyEngine(..., reference=True) uses the plain ones). Tests hold each pair
+together and both to PyTorch autograd (tests/test_engine_reference.py).
+
 See docs/backprop.md for a walk through the conv layer's backward pass.
 """
 
@@ -72,20 +77,72 @@ class Layer:
 
 
 # layers with weights ----------------------------------------------------------------------
-class Conv2d(Layer):
-    """y[n, f, i, j] = b[f] + sum over c, u, v of W[f, c, u, v] * xpad[n, c, i*sh + u, j*sw + v].
+class Conv2dReference(Layer):
+    """y[n, f, i, j] = b[f] + sum over c, u, v of W[f, c, u, v] * xpad[n, c, i*sh + u, j*sw + v]
 
-    Computed as one matrix product (im2col): every output pixel's receptive field becomes a row
-    of `cols`, the filters the columns of W. Inside, images are channels-last (N, H, W, C) in
-    memory, so each row of `cols` is a run of contiguous memory; the output is handed on as an
-    (N, F, Ho, Wo) view of channels-last memory, which the layers after it keep (NumPy's 'K' order).
+    written as plainly as it goes: for each kernel offset (u, v), the input pixels it meets in
+    every window, xpad[:, :, i*sh + u, j*sw + v] over all (i, j), are one strided slice (`hit`),
+    so the sum over (c, u, v) is kh*kw whole-batch sums over the channels. The reference that
+    Conv2d, the fast version below, is tested against (NumpyEngine(..., reference=True) uses it).
     """
 
     def __init__(self, layer: S.Conv2d, in_shape, dtype):
         super().__init__(layer.name)
         c, h, w = in_shape
-        self.kernel = S._pair(layer.kernel, "kernel")
-        self.stride = S._pair(layer.stride, "stride")
+        self.kernel, self.stride = layer.kernel2, layer.stride2
+        self.pads = layer.pads(h, w)  # (top, bottom, left, right); 'same' may need one more at the end
+        self.params["weight"] = np.zeros((layer.filters, c, *self.kernel), dtype)  # (F, C, kh, kw)
+        if layer.bias:
+            self.params["bias"] = np.zeros(layer.filters, dtype)  # (F,)
+
+    def forward(self, x):  # (N, C, H, W) -> (N, F, Ho, Wo)
+        t, b, l, r = self.pads
+        self.x_shape, self.xp = x.shape, np.pad(x, ((0, 0), (0, 0), (t, b), (l, r)))  # zeros around the image
+        weight, (kh, kw), (sh, sw) = self.params["weight"], self.kernel, self.stride
+        n, _, hp, wp = self.xp.shape
+        ho, wo = (hp - kh) // sh + 1, (wp - kw) // sw + 1
+        y = np.zeros((n, len(weight), ho, wo), x.dtype)
+        for u in range(kh):
+            for v in range(kw):
+                hs, ws = hit(u, v, (ho, wo), self.stride)  # xpad[:, :, i*sh + u, j*sw + v] for every (i, j)
+                y += np.einsum("nchw,fc->nfhw", self.xp[:, :, hs, ws], weight[:, :, u, v])
+        if "bias" in self.params:
+            y += self.params["bias"][:, None, None]
+        return y
+
+    def backward(self, dy):  # (N, F, Ho, Wo) -> (N, C, H, W)
+        # y = sum over u, v of W[:,:,u,v] . xp[:,:,hs,ws], so dW[:,:,u,v] = dy . xp[..]; dxp[..] += dy . W[:,:,u,v]
+        weight, (kh, kw) = self.params["weight"], self.kernel
+        dw, dxp = np.zeros_like(weight), np.zeros_like(self.xp)
+        for u in range(kh):
+            for v in range(kw):
+                hs, ws = hit(u, v, dy.shape[2:], self.stride)
+                dw[:, :, u, v] = np.einsum("nfhw,nchw->fc", dy, self.xp[:, :, hs, ws])
+                dxp[:, :, hs, ws] += np.einsum("nfhw,fc->nchw", dy, weight[:, :, u, v])  # overlapping windows add up
+        self.grads["weight"] = dw
+        if "bias" in self.params:
+            self.grads["bias"] = dy.sum(axis=(0, 2, 3))  # each bias was added to every output pixel
+        t, _, l, _ = self.pads
+        h, w = self.x_shape[2:]
+        return dxp[:, :, t:t + h, l:l + w]  # the padding's gradient belongs to no input: dropped
+
+
+class Conv2d(Layer):
+    """Conv2dReference's arithmetic, tuned for speed (tests/test_engine_reference.py: they agree).
+
+    y[n, f, i, j] = b[f] + sum over c, u, v of W[f, c, u, v] * xpad[n, c, i*sh + u, j*sw + v],
+    computed as one matrix product (im2col): every output pixel's receptive field becomes a row
+    of `cols`, the filters the columns of W. Inside, images are channels-last (N, H, W, C) in
+    memory, so each row of `cols` is a run of contiguous memory; the output is handed on as an
+    (N, F, Ho, Wo) view of channels-last memory, which the layers after it keep (NumPy's 'K' order).
+    The im2col matrix lives in a scratch buffer kept between steps, and the engine turns `need_dx`
+    off for the first layer with weights (no one needs dL/dinput there).
+    """
+
+    def __init__(self, layer: S.Conv2d, in_shape, dtype):
+        super().__init__(layer.name)
+        c, h, w = in_shape
+        self.kernel, self.stride = layer.kernel2, layer.stride2
         self.pads = layer.pads(h, w)  # (top, bottom, left, right); 'same' may need one more at the end
         self.params["weight"] = np.zeros((layer.filters, c, *self.kernel), dtype)  # (F, C, kh, kw)
         if layer.bias:
@@ -216,8 +273,39 @@ class BatchNorm(Layer):
 
 
 # layers without weights ---------------------------------------------------------------------
+class MaxPoolReference(Layer):
+    """y = the largest value of each kh x kw window, written plainly: the reference MaxPool,
+    the fast version below, is tested against (NumpyEngine(..., reference=True) uses it)."""
+
+    def __init__(self, layer: S.MaxPool, in_shape, dtype):
+        super().__init__(layer.name)
+        self.kernel, self.stride = layer.window()
+
+    def forward(self, x):  # (N, C, H, W) -> (N, C, Ho, Wo)
+        win = windows(x, self.kernel, self.stride)  # (N, C, Ho, Wo, kh, kw), a view
+        flat = win.reshape(*win.shape[:4], -1)  # (N, C, Ho, Wo, kh*kw): each window's values, row by row
+        self.winner = flat.argmax(axis=-1)  # offset u*kw + v of the first maximum (PyTorch's choice on a tie)
+        self.x_shape = x.shape
+        return flat.max(axis=-1)
+
+    def backward(self, dy):  # (N, C, Ho, Wo) -> (N, C, H, W)
+        # d max(x_1, ..., x_k) / d x_i = 1 for the winner i, 0 for the others
+        dx = np.zeros(self.x_shape, dy.dtype)
+        kh, kw = self.kernel
+        for u in range(kh):
+            for v in range(kw):
+                hs, ws = hit(u, v, dy.shape[2:], self.stride)  # the pixels offset (u, v) holds in each window
+                dx[:, :, hs, ws] += dy * (self.winner == u * kw + v)  # a pixel in several windows sums them
+        return dx
+
+
 class MaxPool(Layer):
-    """y = the largest value of each kh x kw window (windows may overlap when stride < size)."""
+    """MaxPoolReference's arithmetic, tuned for speed (tests/test_engine_reference.py: they agree).
+
+    y = the largest value of each kh x kw window (windows may overlap when stride < size), found
+    with one whole-batch maximum per window offset; backward finds each window's first winner with
+    boolean arithmetic on preallocated masks instead of an argmax.
+    """
 
     def __init__(self, layer: S.MaxPool, in_shape, dtype):
         super().__init__(layer.name)
@@ -406,16 +494,19 @@ def cross_entropy(logits: np.ndarray, y: np.ndarray, smoothing: float = 0.0) -> 
     return loss, (np.exp(logp) - q) / n  # d/dz of -sum q log softmax(z) is softmax(z) - q
 
 
+# one entry per layer kind: spec record type -> NumPy layer class
 LAYER_CLASSES: dict[type, type[Layer]] = {
     S.Conv2d: Conv2d, S.Dense: Dense, S.BatchNorm: BatchNorm, S.MaxPool: MaxPool, S.AvgPool: AvgPool,
     S.Flatten: Flatten, S.Dropout: Dropout, S.Sigmoid: Sigmoid, S.Tanh: Tanh, S.ReLU: ReLU,
     S.LeakyReLU: LeakyReLU, S.ELU: ELU, S.Maxout: Maxout, S.Softmax: Softmax,
 }
+REFERENCE_CLASSES: dict[type, type[Layer]] = {S.Conv2d: Conv2dReference, S.MaxPool: MaxPoolReference}
 
 
-def build_layer(layer: S.Layer, in_shape, dtype) -> Layer:
-    """The NumPy layer for one spec record, with zero weights (the engine loads the real ones)."""
-    cls = LAYER_CLASSES.get(type(layer))
+def build_layer(layer: S.Layer, in_shape, dtype, reference: bool = False) -> Layer:
+    """The NumPy layer for one spec record, with zero weights (the engine loads the real ones);
+    `reference`: the plain version where a layer has a speed-tuned one."""
+    cls = (reference and REFERENCE_CLASSES.get(type(layer))) or LAYER_CLASSES.get(type(layer))
     if cls is None:
         raise TegakiError(f"the numpy engine has no implementation of layer type {layer.type!r}; use --engine torch")
     if cls.__init__ is Layer.__init__:

@@ -20,6 +20,9 @@ import numpy as np
 
 from tegaki.errors import TegakiError
 
+OTHER_STATE = ("this checkpoint's optimiser state was written by another engine or optimiser; "
+               "resume it with the engine it was trained with")
+
 
 class Optimizer:
     state_keys: tuple[str, ...] = ()  # per-parameter arrays, named as torch.optim names them
@@ -44,6 +47,25 @@ class Optimizer:
 
     def hyper(self) -> dict:
         return {"lr": self.lr, "weight_decay": self.weight_decay}
+
+    def state_dict(self) -> tuple[dict[str, np.ndarray], dict]:
+        """The state as arrays "opt.<param index>.<name>" (for safetensors) and plain numbers (for
+        JSON), laid out like torch.optim's state_dict."""
+        arrays = {f"opt.{i}.{k}": v.copy() for i, st in enumerate(self.state) for k, v in st.items()}
+        meta = {"optimizer": type(self).__name__, "step": self.t,
+                "param_groups": [{**self.hyper(), "params": list(range(len(self.params)))}],
+                "state": {str(i): {"step": float(self.t)} for i in range(len(self.params))}}
+        return arrays, meta
+
+    def load_state_dict(self, arrays: dict[str, np.ndarray], meta: dict) -> None:
+        """Continue from a state_dict(): the same arrays (copied in place), step count and learning rate."""
+        if meta.get("optimizer") != type(self).__name__:
+            raise TegakiError(OTHER_STATE)
+        for i, st in enumerate(self.state):
+            for k, v in st.items():
+                v[...] = arrays[f"opt.{i}.{k}"]
+        self.t = int(meta["step"])
+        self.lr = float(meta["param_groups"][0]["lr"])
 
 
 class SGD(Optimizer):

@@ -8,12 +8,15 @@ engine and back.
 
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from tegaki import spec as S
+from tegaki.engines.inputs import normalise
 from tegaki.errors import TegakiError
 
 
@@ -36,7 +39,7 @@ class PaddedConv(nn.Module):
         t, b, l, r = layer.pads(h, w)
         sym = t == b and l == r
         self.pad = None if sym else (l, r, t, b)
-        self.conv = nn.Conv2d(c, layer.filters, S._pair(layer.kernel, "kernel"), S._pair(layer.stride, "stride"),
+        self.conv = nn.Conv2d(c, layer.filters, layer.kernel2, layer.stride2,
                               padding=(t, l) if sym else 0, bias=layer.bias)
 
     def forward(self, x):
@@ -45,39 +48,35 @@ class PaddedConv(nn.Module):
         return self.conv(x)
 
 
+def _batchnorm(layer: S.BatchNorm, in_shape) -> nn.Module:
+    bn = nn.BatchNorm2d if len(in_shape) == 3 else nn.BatchNorm1d
+    return bn(in_shape[0], eps=layer.eps, momentum=layer.momentum)
+
+
+# one entry per layer kind: spec record type -> (record, input shape) -> torch module
+MODULES: dict[type, Callable[..., nn.Module]] = {
+    S.Conv2d: PaddedConv,
+    S.MaxPool: lambda layer, s: nn.MaxPool2d(*layer.window()),  # (kernel, stride)
+    S.AvgPool: lambda layer, s: nn.AvgPool2d(*layer.window()),
+    S.Dense: lambda layer, s: nn.Linear(s[0], layer.units, bias=layer.bias),
+    S.Flatten: lambda layer, s: nn.Flatten(),
+    S.Dropout: lambda layer, s: nn.Dropout(layer.rate),
+    S.BatchNorm: _batchnorm,
+    S.Sigmoid: lambda layer, s: nn.Sigmoid(),
+    S.Tanh: lambda layer, s: nn.Tanh(),
+    S.ReLU: lambda layer, s: nn.ReLU(),
+    S.LeakyReLU: lambda layer, s: nn.LeakyReLU(layer.slope),
+    S.ELU: lambda layer, s: nn.ELU(layer.alpha),
+    S.Maxout: lambda layer, s: Maxout(layer.pieces),
+    S.Softmax: lambda layer, s: nn.Identity(),  # the network returns logits; the loss and predictions apply softmax
+}
+
+
 def build_module(layer: S.Layer, in_shape) -> nn.Module:
-    if isinstance(layer, S.Conv2d):
-        return PaddedConv(layer, in_shape)
-    if isinstance(layer, S.MaxPool):
-        k, s = layer.window()
-        return nn.MaxPool2d(k, s)
-    if isinstance(layer, S.AvgPool):
-        k, s = layer.window()
-        return nn.AvgPool2d(k, s)
-    if isinstance(layer, S.Dense):
-        return nn.Linear(in_shape[0], layer.units, bias=layer.bias)
-    if isinstance(layer, S.Flatten):
-        return nn.Flatten()
-    if isinstance(layer, S.Dropout):
-        return nn.Dropout(layer.rate)
-    if isinstance(layer, S.BatchNorm):
-        bn = nn.BatchNorm2d if len(in_shape) == 3 else nn.BatchNorm1d
-        return bn(in_shape[0], eps=layer.eps, momentum=layer.momentum)
-    if isinstance(layer, S.Sigmoid):
-        return nn.Sigmoid()
-    if isinstance(layer, S.Tanh):
-        return nn.Tanh()
-    if isinstance(layer, S.ReLU):
-        return nn.ReLU()
-    if isinstance(layer, S.LeakyReLU):
-        return nn.LeakyReLU(layer.slope)
-    if isinstance(layer, S.ELU):
-        return nn.ELU(layer.alpha)
-    if isinstance(layer, S.Maxout):
-        return Maxout(layer.pieces)
-    if isinstance(layer, S.Softmax):
-        return nn.Identity()  # the network returns logits; the loss and predictions apply softmax
-    raise TegakiError(f"the torch engine has no implementation of layer type {layer.type!r}")
+    make = MODULES.get(type(layer))
+    if make is None:
+        raise TegakiError(f"the torch engine has no implementation of layer type {layer.type!r}")
+    return make(layer, in_shape)
 
 
 class TorchNet(nn.Module):
@@ -142,6 +141,9 @@ PRECISIONS = ("fp32", "bf16", "auto")
 
 class TorchEngine:
     name = "torch"
+    trainable = True
+    has_gradients = True
+    has_activations = True
 
     def __init__(self, spec: S.Spec, weights: dict[str, np.ndarray] | None = None, device: str = "cpu"):
         self.spec = spec
@@ -191,9 +193,7 @@ class TorchEngine:
     # data ----------------------------------------------------------------------------------
     def prepare(self, images: np.ndarray, labels: np.ndarray | None, norm: dict):
         """uint8 (N, H, W) images -> normalised float32 (N, C, H, W) tensors resident on the device."""
-        x = torch.from_numpy(np.ascontiguousarray(images)).to(self.device)
-        x = x.reshape(len(images), *self.spec.input_shape).float().div_(255.0)
-        x = x.sub_(norm["mean"]).div_(norm["std"])
+        x = torch.from_numpy(normalise(images, norm, self.spec.input_shape)).to(self.device)
         if x.dim() == 4:
             x = x.contiguous(memory_format=self.memory_format)
         y = None if labels is None else torch.from_numpy(np.asarray(labels, np.int64)).to(self.device)
