@@ -153,7 +153,7 @@ class Inspector:
         self.spec: S.Spec = predictor.spec
         self.engine = predictor.engine
         if not self.engine.has_activations:
-            raise TegakiError(f"the {getattr(predictor, 'engine_name', '?')} engine cannot show hidden layers "
+            raise TegakiError(f"the {self.engine.name} engine cannot show hidden layers "
                               "(it computes logits only); use --engine torch or numpy")
         self.logits_name = logits_layer(self.spec)
 
