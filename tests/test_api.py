@@ -241,3 +241,35 @@ def test_pictures_are_figures_from_the_model(trained, mnist, tmp_path):
     assert not np.array_equal(m.initial_weights()["conv1.weight"], m.weights["conv1.weight"])
     with pytest.raises(TegakiError, match="no conv layers"):
         tg.Sequential([tg.Flatten(), tg.Dense(10), tg.Softmax()]).plot_filters()
+
+
+def test_the_glass_box_loop_and_gradcheck(mnist):
+    """Source document 5's loop, written by hand on the NumPy layers: the loss falls, gradients check out."""
+    m = tg.Sequential([tg.Conv2d(3, 3), tg.ReLU(), tg.MaxPool(2), tg.Flatten(), tg.Dense(16), tg.Sigmoid(),
+                       tg.Dense(10), tg.Softmax()])
+    net = m.numpy_net()
+    x, y = net.inputs(mnist.train_images[:256]), mnist.train_labels[:256]
+    errors = tg.gradcheck(net, x[:3], y[:3])
+    assert set(errors) == {"conv1.weight", "conv1.bias", "dense1.weight", "dense1.bias", "dense2.weight",
+                           "dense2.bias"} and max(errors.values()) < 1e-5, errors
+    first = net.loss(net.forward(x), y)[0]
+    for _ in range(30):
+        for i in range(0, 256, 32):
+            loss, d = net.loss(net.forward(x[i:i + 32]), y[i:i + 32])
+            net.backward(d)
+            net.step(0.5)
+    assert net.loss(net.forward(x), y)[0] < 0.5 * first
+    # a broken backward is caught: zero one layer's gradient and gradcheck reports it
+    net.layers[4].backward = lambda dy, f=net.layers[4].backward: f(dy) * 0
+    assert tg.gradcheck(net, x[:3], y[:3])["conv1.weight"] > 0.5
+
+
+def test_onnx_engine_without_the_extra_says_what_to_install(monkeypatch):
+    import importlib.util
+
+    from tegaki.engines import make_engine
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: None if n == "onnxruntime" else real(n, *a))
+    with pytest.raises(TegakiError, match=r"--engine onnx needs onnxruntime: pip install 'tegaki\[onnx\]'"):
+        make_engine("onnx", small_net().spec)

@@ -29,6 +29,7 @@ _EXPORTS = {
     "Tanh": "tegaki.spec", "Sigmoid": "tegaki.spec", "LeakyReLU": "tegaki.spec", "ELU": "tegaki.spec",
     "Maxout": "tegaki.spec", "Softmax": "tegaki.spec",
     "TrainConfig": "tegaki.train", "Predictor": "tegaki.predict", "Evaluation": "tegaki.evaluate",
+    "NumpyNet": "tegaki.glassbox", "gradcheck": "tegaki.glassbox",
     "InputError": "tegaki.arrays", "InputWarning": "tegaki.arrays", "figures": "tegaki.figures",
 }
 

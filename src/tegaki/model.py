@@ -249,6 +249,15 @@ class Sequential:
             raise TegakiError("torch_module needs the torch engine")
         return p.engine.net
 
+    def numpy_net(self):
+        """This network as NumPy layers to drive by hand (forward, loss, backward, step; see tegaki.glassbox),
+        starting from the trained weights, or the seeded initial ones before training."""
+        from tegaki.glassbox import NumpyNet
+
+        if self.run is None:
+            return NumpyNet(self.spec)
+        return NumpyNet(self.spec, self.weights, norm=self.run.norm)
+
     def save(self, path) -> Path:
         """Write a run folder (model.safetensors, model.json ...) that every tegaki command reads."""
         from tegaki.run import save_run

@@ -92,6 +92,12 @@ def make_engine(name: str, spec, weights=None, device: str = "cpu") -> Engine:
     if name == "onnx":
         if device not in ("cpu", "auto"):
             raise TegakiError(f"the onnx engine runs on the CPU here; drop --device {device}")
+        import importlib.util
+
+        missing = [m for m in ("onnx", "onnxruntime") if importlib.util.find_spec(m) is None]
+        if missing:
+            raise TegakiError(f"--engine onnx needs {' and '.join(missing)}: pip install 'tegaki[onnx]' "
+                              "(or use --engine torch)")
         from tegaki.engines.onnx_engine import OnnxEngine
 
         return OnnxEngine(spec, weights)
