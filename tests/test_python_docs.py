@@ -23,3 +23,15 @@ def test_python_md_runs_as_written(mnist_dir, monkeypatch, capsys):
     assert 'Model: "model"' in out and "accuracy" in out
     assert ns["ev"].accuracy > 0.8
     assert ns["features"].shape == (1000, 500)
+
+
+def test_readme_python_cell_runs_as_written(mnist_dir, monkeypatch, tmp_path, capsys):
+    readme = (DOC.parents[1] / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("## From Python"):]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    monkeypatch.setenv("TEGAKI_DATA_DIR", str(mnist_dir.parent))
+    monkeypatch.chdir(tmp_path)
+    ns: dict = {}
+    exec(compile(code, "README.md", "exec"), ns)
+    assert ns["ev"].accuracy > 0.95
+    assert (tmp_path / "runs" / "mine" / "model.safetensors").is_file()
