@@ -233,3 +233,35 @@ def test_launch_reports_the_first_failure_not_the_processes_it_stopped():
     _watch(procs, first)
     assert first == [2] and time.monotonic() - t < 10
     assert procs[0].returncode == -signal.SIGTERM  # stopped because rank 1 failed; the launch says 2, not 143
+
+
+class _Tty:
+    def __init__(self):
+        self.text = ""
+
+    def write(self, s):
+        self.text += s
+
+    def flush(self):
+        pass
+
+    def isatty(self):
+        return True
+
+
+def test_progress_bar_in_a_terminal_only():
+    from tegaki.train import Progress
+
+    tty, lines = _Tty(), []
+    p = Progress(lines.append, tty)
+    for done in range(1, 5):
+        p.bar(1, 3, done, 4, lambda: (0.5, 0.25))
+    p.clear()
+    assert "epoch 1/3" in tty.text and "4/4" in tty.text and "loss 0.5000" in tty.text
+    import io
+
+    quiet = io.StringIO()
+    p = Progress(lines.append, quiet)
+    p.bar(1, 3, 1, 4, lambda: (0.5, 0.25))
+    p.clear()
+    assert quiet.getvalue() == "" and lines == []  # a pipe or a file gets the table only

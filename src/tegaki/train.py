@@ -186,24 +186,33 @@ class Progress:
     def __init__(self, out: Callable[[str], None], bar_stream=None):
         self.out = out
         self.bar_stream = bar_stream if bar_stream is not None else sys.stderr
-        self.tty = getattr(self.bar_stream, "isatty", lambda: False)()
+        tty = getattr(self.bar_stream, "isatty", lambda: False)()
+        # a terminal, or a Jupyter kernel (where tqdm.auto draws a widget); never a file or a pipe
+        self.enabled = tty or (self.bar_stream is sys.stderr and "ipykernel" in sys.modules)
+        self._bar = None
         self.last = 0.0
 
     def bar(self, epoch: int, epochs: int, done: int, total: int, stats: Callable[[], tuple]) -> None:
-        now = time.monotonic()
-        if not self.tty or (now - self.last < 0.25 and done < total):
+        if not self.enabled:
             return
-        self.last = now
-        loss, acc = stats()
-        filled = int(24 * done / total)
-        self.bar_stream.write(f"\r epoch {epoch}/{epochs} [{'#' * filled}{'.' * (24 - filled)}] {done}/{total} "
-                              f"loss {loss:.4f} acc {acc:6.2%}")
-        self.bar_stream.flush()
+        if self._bar is None:
+            from tqdm.auto import tqdm
+
+            self._bar = tqdm(total=total, desc=f"epoch {epoch}/{epochs}", leave=False, unit="step",
+                             file=self.bar_stream, mininterval=0.25, dynamic_ncols=True)
+        now = time.monotonic()
+        if now - self.last >= 0.25 or done == total:
+            self.last = now
+            loss, acc = stats()
+            self._bar.set_postfix_str(f"loss {loss:.4f} acc {acc:6.2%}", refresh=False)
+        self._bar.update(done - self._bar.n)
+        if done == total:
+            self._bar.refresh()  # the last step, shown even when it came quickly
 
     def clear(self) -> None:
-        if self.tty:
-            self.bar_stream.write("\r" + " " * 79 + "\r")
-            self.bar_stream.flush()
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
 
     def row(self, r: dict) -> None:
         mark = " *" if r.get("best") else ""
