@@ -199,7 +199,8 @@ class Progress:
             from tqdm.auto import tqdm
 
             self._bar = tqdm(total=total, desc=f"epoch {epoch}/{epochs}", leave=False, unit="step",
-                             file=self.bar_stream, mininterval=0.25, dynamic_ncols=True)
+                             file=self.bar_stream, mininterval=0.25, ascii=" #",
+                             bar_format="{desc} [{bar:24}] {n_fmt}/{total_fmt} {postfix}")
         now = time.monotonic()
         if now - self.last >= 0.25 or done == total:
             self.last = now
