@@ -200,7 +200,7 @@ class Progress:
 
             self._bar = tqdm(total=total, desc=f"epoch {epoch}/{epochs}", leave=False, unit="step",
                              file=self.bar_stream, mininterval=0.25, ascii=" #",
-                             bar_format="{desc} [{bar:24}] {n_fmt}/{total_fmt} {postfix}")
+                             bar_format="{desc} [{bar:24}] {n_fmt}/{total_fmt}{postfix}")
         now = time.monotonic()
         if now - self.last >= 0.25 or done == total:
             self.last = now
