@@ -53,6 +53,17 @@ def lenet_run(tmp_path_factory, mnist_small) -> Path:
     return out
 
 
+@pytest.fixture(scope="module")
+def torch_one_thread():
+    """One torch thread for a module's tests (small models train faster so, and timings vary less)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 class CLIResult:
     def __init__(self, code, out, err):
         self.code, self.out, self.err = code, out, err

@@ -17,12 +17,7 @@ from tegaki.arrays import InputError, InputWarning, as_images, as_labels
 from tegaki.errors import TegakiError
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 def test_all_is_what_is_exported_and_documented():

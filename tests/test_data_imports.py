@@ -9,28 +9,27 @@ from pathlib import Path
 SRC = Path(__file__).resolve().parents[1] / "src"
 
 
-def run(code: str) -> subprocess.CompletedProcess:
+def torch_loaded_after(code: str) -> bool:
+    """Whether `code`, run in a fresh interpreter, leaves torch imported (it must run without error)."""
     env = {"PYTHONPATH": str(SRC), "PATH": "/usr/bin:/bin"}
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
+    r = subprocess.run([sys.executable, "-c", "import sys\n" + code + "\nprint('torch' in sys.modules)"],
+                       capture_output=True, text=True, env=env, timeout=60)
+    assert r.returncode == 0, r.stderr
+    return r.stdout.strip() == "True"
 
 
 def test_augment_and_sources_import_without_torch():
-    r = run("import sys\n"
-            "import tegaki.data.augment as a, tegaki.data.sources, tegaki.data.dataset, tegaki.data.fallbacks\n"
-            "import tegaki.data.idx, tegaki.data.download\n"
-            "assert a.parse_kinds('affine+elastic') == ('affine', 'elastic')\n"
-            "assert a.Augmenter.parse('thickness', strength=0.5).describe() == 'thickness (strength 0.5)'\n"
-            "print('torch' in sys.modules)")
-    assert r.returncode == 0, r.stderr
-    assert r.stdout.strip() == "False"
+    assert not torch_loaded_after(
+        "import tegaki.data.augment as a, tegaki.data.sources, tegaki.data.dataset, tegaki.data.fallbacks\n"
+        "import tegaki.data.idx, tegaki.data.download\n"
+        "assert a.parse_kinds('affine+elastic') == ('affine', 'elastic')\n"
+        "assert a.Augmenter.parse('thickness', strength=0.5).describe() == 'thickness (strength 0.5)'")
 
 
 def test_the_check_can_fail():
     # the same probe sees torch once something really imports it (the augmenter applied to a batch)
-    r = run("import sys, numpy as np\n"
-            "import tegaki.data.augment as a\n"
-            "y = a.Augmenter(('affine',), strength=0.0)(np.zeros((1, 1, 8, 8), np.float32))\n"
-            "assert y.shape == (1, 1, 8, 8)\n"
-            "print('torch' in sys.modules)")
-    assert r.returncode == 0, r.stderr
-    assert r.stdout.strip() == "True"
+    assert torch_loaded_after(
+        "import numpy as np\n"
+        "import tegaki.data.augment as a\n"
+        "y = a.Augmenter(('affine',), strength=0.0)(np.zeros((1, 1, 8, 8), np.float32))\n"
+        "assert y.shape == (1, 1, 8, 8)")

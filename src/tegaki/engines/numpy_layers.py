@@ -127,8 +127,8 @@ class Conv2dReference(Layer):
         return dxp[:, :, t:t + h, l:l + w]  # the padding's gradient belongs to no input: dropped
 
 
-class Conv2d(Layer):
-    """Conv2dReference's arithmetic, tuned for speed (tests/test_engine_reference.py: they agree).
+class Conv2d(Conv2dReference):
+    """Conv2dReference's arithmetic (and its parameters, set up by its __init__), tuned for speed (tests/test_engine_reference.py: they agree).
 
     y[n, f, i, j] = b[f] + sum over c, u, v of W[f, c, u, v] * xpad[n, c, i*sh + u, j*sw + v],
     computed as one matrix product (im2col): every output pixel's receptive field becomes a row
@@ -138,15 +138,6 @@ class Conv2d(Layer):
     The im2col matrix lives in a scratch buffer kept between steps, and the engine turns `need_dx`
     off for the first layer with weights (no one needs dL/dinput there).
     """
-
-    def __init__(self, layer: S.Conv2d, in_shape, dtype):
-        super().__init__(layer.name)
-        c, h, w = in_shape
-        self.kernel, self.stride = layer.kernel2, layer.stride2
-        self.pads = layer.pads(h, w)  # (top, bottom, left, right); 'same' may need one more at the end
-        self.params["weight"] = np.zeros((layer.filters, c, *self.kernel), dtype)  # (F, C, kh, kw)
-        if layer.bias:
-            self.params["bias"] = np.zeros(layer.filters, dtype)  # (F,)
 
     def forward(self, x):  # (N, C, H, W) -> (N, F, Ho, Wo)
         xh = x.transpose(0, 2, 3, 1)  # (N, H, W, C), free when x is channels-last in memory
