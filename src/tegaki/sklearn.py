@@ -27,7 +27,20 @@ raises `NotFitted`, a TegakiError that is also scikit-learn's NotFittedError.
 scikit-learn's generic estimator checks (`check_estimator`) feed 2-D float arrays of any width
 (often negative or unbounded values, a few features); this classifier takes images of 784 pixels
 in 0..1 only, so the checks that fit or predict on such data cannot apply. `expected_failed_checks`
-returns them with the reason (see EXPECTED_FAILED_CHECKS); the rest pass (tests/test_sklearn.py).
+returns them with the reason (names below without their check_ prefix); the rest pass
+(tests/test_sklearn.py runs them all):
+
+- refused for their shape (2-D data of a few features is not images; the test checks each property
+  on MNIST instead): fit_score_takes_y, estimators_overwrite_params, dont_overwrite_parameters,
+  estimators_fit_returns_self, readonly_memmap_input, n_features_in_after_fitting, estimators_dtypes,
+  dtype_object, pipeline_consistency, estimators_pickle, f_contiguous_array_estimator,
+  classifier_data_not_an_array, classifiers_classes, classifiers_train, supervised_y_2d,
+  methods_sample_order_invariance, methods_subset_invariance, dict_unchanged, fit_idempotent,
+  fit_check_is_fitted, n_features_in, fit2d_predict1d;
+- wanting scikit-learn's own error wording for a flaw the shape check meets first:
+  estimators_empty_data_messages, fit2d_1sample, fit2d_1feature, requires_y_none,
+  classifiers_one_label, classifiers_regression_target, estimators_nan_inf,
+  positive_only_tag_during_fit.
 
 Saving: keep a trained model as a tegaki run folder (safetensors weights, model.json), e.g.
 `tegaki.run.save_run(path, clf.run_.spec, clf.run_.weights, clf.run_.meta, clf.history_,
@@ -60,6 +73,34 @@ class NotFitted(TegakiError, NotFittedError):
 
 
 
+_GENERIC = ("fits or predicts on scikit-learn's generic 2-D data (a few float features per row), which is not "
+            "images: CNNClassifier refuses it for its shape (tests/test_sklearn.py checks the same property on MNIST)")
+_WORDING = ("wants scikit-learn's own error wording for a flaw of its generic data; CNNClassifier refuses that data "
+            "for its shape first (InputError, a ValueError), before it looks at the flaw")
+#: the checks of sklearn.utils.estimator_checks that cannot apply to an image classifier, and why;
+#: every other check passes (get_params/set_params, clone, repr, tags, unfitted errors, sparse and
+#: complex input refused, no attributes set in __init__, ...)
+EXPECTED_FAILED_CHECKS = {
+    **{name: _GENERIC for name in (
+        "check_fit_score_takes_y", "check_estimators_overwrite_params", "check_dont_overwrite_parameters",
+        "check_estimators_fit_returns_self", "check_readonly_memmap_input", "check_n_features_in_after_fitting",
+        "check_estimators_dtypes", "check_dtype_object", "check_pipeline_consistency", "check_estimators_pickle",
+        "check_f_contiguous_array_estimator", "check_classifier_data_not_an_array", "check_classifiers_classes",
+        "check_classifiers_train", "check_supervised_y_2d", "check_methods_sample_order_invariance",
+        "check_methods_subset_invariance", "check_dict_unchanged", "check_fit_idempotent",
+        "check_fit_check_is_fitted", "check_n_features_in", "check_fit2d_predict1d")},
+    **{name: _WORDING for name in (
+        "check_estimators_empty_data_messages", "check_fit2d_1sample", "check_fit2d_1feature",
+        "check_requires_y_none", "check_classifiers_one_label", "check_classifiers_regression_target",
+        "check_estimators_nan_inf", "check_positive_only_tag_during_fit")},
+}
+
+
+def expected_failed_checks(estimator=None) -> dict[str, str]:
+    """For sklearn's check_estimator / parametrize_with_checks(expected_failed_checks=...)."""
+    return dict(EXPECTED_FAILED_CHECKS)
+
+
 def _refuse(message: str):
     raise InputError(message)
 
@@ -71,13 +112,16 @@ def as_images(X, size: tuple[int, int], what: str = "X") -> np.ndarray:
     if hasattr(X, "toarray") or hasattr(X, "tocsr"):
         _refuse(f"{what} is a sparse matrix; pass a dense array of images (X.toarray())")
     try:
-        shape = np.shape(X)
-    except (TypeError, ValueError):  # ragged lists and the like: as_images says what is wrong
-        shape = None
-    if shape is not None and (len(shape) < 2 or (len(shape) == 2 and shape[1] != h * w)):
-        _refuse(f"{what} has shape {shape}; pass a batch of images shaped (N, {h}, {w}), (N, 1, {h}, {w}) "
+        a = np.asarray(X)
+    except (TypeError, ValueError) as e:  # ragged lists and the like
+        raise InputError(f"{what} is not an array of images ({str(e).splitlines()[0]}); "
+                         f"pass an array shaped (N, {h}, {w})") from None
+    if a.dtype.kind == "c":
+        _refuse(f"{what}: Complex data not supported; pass uint8 0..255 or float 0..1 images")
+    if a.ndim < 2 or (a.ndim == 2 and a.shape[1] != h * w):
+        _refuse(f"{what} has shape {a.shape}; pass a batch of images shaped (N, {h}, {w}), (N, 1, {h}, {w}) "
                 f"or (N, {h * w})")
-    return arrays.as_images(X, (1, h, w), what)
+    return arrays.as_images(a, (1, h, w), what)
 
 
 def as_labels(y, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -246,4 +290,10 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
 
     def predict(self, X) -> np.ndarray:
         """The most probable class label of each image."""
-        return self.classes_[self.predict_proba(X).argmax(axis=1)]
+        proba = self.predict_proba(X)  # first: it raises NotFitted before fit
+        return self.classes_[proba.argmax(axis=1)]
+
+    def predict_log_proba(self, X) -> np.ndarray:
+        """The logarithm of predict_proba (-inf where a probability is 0)."""
+        with np.errstate(divide="ignore"):
+            return np.log(self.predict_proba(X))
