@@ -63,7 +63,7 @@ from tegaki.data.dataset import Dataset, stratified_split
 from tegaki.errors import TegakiError
 from tegaki.predict import Predictor
 from tegaki.spec import Spec, load_preset, preset_names
-from tegaki.train import TrainConfig, lr_for, train
+from tegaki.train import USUAL_LR, TrainConfig, lr_for, train
 
 MAX_CLASSES = 1000  # as many as a tegaki labels file may use
 
@@ -255,7 +255,8 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
             images = as_images(X, net.input_shape[1:])
             classes, labels = as_labels(y, len(images))
             net = with_classes(net, preset, len(classes))
-            lr, _ = lr_for(net.train, self.optimizer, self.lr)
+            known = isinstance(self.optimizer, str) and self.optimizer in USUAL_LR  # else TrainConfig says so
+            lr = lr_for(net.train, self.optimizer, self.lr)[0] if known else self.lr
             cfg = TrainConfig.for_spec(net, epochs=self.epochs, batch_size=self.batch_size, lr=lr,
                                        optimizer=self.optimizer, engine=self.engine, seed=self.seed,
                                        device=self.device, valid_size=0)
