@@ -270,3 +270,12 @@ def test_module_imports_the_real_scikit_learn_and_nothing_imports_it():
              if p.name != "sklearn.py" and re.search(r"tegaki\.sklearn|from tegaki import[^\n]*\bsklearn\b",
                                                      p.read_text(encoding="utf-8"))]
     assert users == []
+
+
+def test_verbose_prints_the_epoch_table_and_quiet_prints_nothing(digits, capsys):
+    X, y, _, _ = digits
+    CNNClassifier("fast", epochs=1).fit(X[:500], y[:500])
+    assert capsys.readouterr().out == ""
+    CNNClassifier("fast", epochs=1, verbose=1).fit(X[:500], y[:500])
+    out = capsys.readouterr().out
+    assert "training fast" in out and "500 train, 0 valid, 0 test" in out and " epoch | train loss" in out
