@@ -19,7 +19,7 @@ from PIL import Image
 from tegaki.data.preprocess import to_mnist
 from tegaki.predict import Predictor, bundled_model_path
 from tegaki.serve.app import Limits, create_app, serving
-from tegaki.serve.sketches import DIGITS, drawing
+from sketches import DIGITS, drawing  # tests/sketches.py
 
 def decode_data_url(url: str) -> np.ndarray:
     assert url.startswith("data:image/png;base64,")

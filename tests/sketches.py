@@ -1,5 +1,5 @@
 """Digits drawn the way a person draws them on the page: polylines on its 280x280 canvas, and the
-PNG the page would send. The API tests and bench/load_test.py post these.
+PNG the page would send. The API tests and bench/load_test.py post these (test data: it lives in tests/).
 
     png = drawing(DIGITS[7])                 # a 280x280 RGBA PNG
     png = drawing(DIGITS[7], size=140)       # drawn at 280, sent at 140x140 as the page does
