@@ -14,7 +14,7 @@ from __future__ import annotations
 import io
 import json
 import logging
-import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -34,7 +34,9 @@ NO_DIGIT = ("no digit: nothing in the image stands out from the background as in
             "draw or upload a digit (dark on light, or light on dark)")
 
 log = logging.getLogger("tegaki.serve")
-_decoding = threading.BoundedSemaphore(DECODES)
+# the threads that decode: few and always the same ones, so that the memory a decode frees is
+# reused by the next instead of staying with one of the many request threads (malloc arenas)
+_decoders = ThreadPoolExecutor(DECODES, thread_name_prefix="tegaki-decode")
 
 
 class ApiError(Exception):
@@ -172,15 +174,18 @@ def grey_levels(payload: Payload, limits: Limits) -> np.ndarray:
     return load_image(payload.image, max_pixels=limits.max_pixels)
 
 
+def _decode(predictor, payload: Payload, limits: Limits) -> tuple[np.ndarray, Preprocessed]:
+    grey = grey_levels(payload, limits)
+    return grey, predictor.preprocess(grey)
+
+
 def preprocess(predictor, payload: Payload, limits: Limits) -> tuple[np.ndarray, Preprocessed]:
-    """Decode the payload once and make it MNIST-like: (grey levels, Preprocessed). At most DECODES
-    run at a time; an image too large by its header is refused before it waits for its turn."""
+    """Decode the payload once and make it MNIST-like: (grey levels, Preprocessed). This runs in a
+    pool of DECODES threads; an image too large by its header is refused before it waits its turn."""
     if payload.image:
         check_size(payload.image, limits.max_pixels)
     try:
-        with _decoding:
-            grey = grey_levels(payload, limits)
-            pre = predictor.preprocess(grey)
+        grey, pre = _decoders.submit(_decode, predictor, payload, limits).result()
     except TooLarge as e:
         raise ApiError(413, str(e)) from None
     except TegakiError as e:
