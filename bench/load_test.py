@@ -33,7 +33,8 @@ import httpx
 import numpy as np
 
 from _machine import cpu_name, load_average  # bench/_machine.py
-from tegaki.serve.sketches import DIGITS, drawing
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
+from sketches import DIGITS, drawing  # noqa: E402  tests/sketches.py
 
 
 def machine() -> str:

@@ -119,8 +119,37 @@ def test_unreadable_files_are_reported_and_the_others_go_on(cli, model, images, 
     assert rows[3]["label"] is None and rows[3]["no_digit"] is True  # empty is a result, not a failure
     assert "no files match" in rows[4]["error"]
     assert "3 of 5 file(s) could not be read" in r.err
-    r = cli("predict", "--model", model, junk)  # table: one line per file, still exit 1
-    assert r.code == 1 and "error: not an image" in r.out
+    # one stderr line per bad file, naming it, then the count
+    err = r.err.splitlines()
+    assert len(err) == 4 and err[0].startswith(f"tegaki: {junk}: not an image")
+    assert str(tmp_path / "missing.jpg") in err[1] and "no files match" in err[2]
+    r = cli("predict", "--model", model, junk)  # nothing readable: one line on stderr, exit 2
+    assert r.code == 2 and r.out == "" and r.err.count("\n") == 1 and "not an image" in r.err
+
+
+def test_no_readable_image_is_one_line_and_exit_2(cli, model, tmp_path):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("shopping: milk, eggs\n")
+    for fmt in ("table", "json", "csv"):
+        r = cli("predict", "--model", model, "--format", fmt, notes)
+        assert r.code == 2 and r.out == "", (fmt, r.out)
+        assert r.err.count("\n") == 1 and f"{notes}: not an image" in r.err
+    r = cli("predict", "--model", model, notes, tmp_path / "gone.png", str(tmp_path / "none-*.png"))
+    assert r.code == 2 and r.out == "" and r.err.count("\n") == 1 and "none of the 3 files" in r.err
+    r = cli("predict", "--help")
+    assert r.code == 0 and "exit status" in r.out and "2  no argument named a readable image" in r.out
+
+
+def test_a_file_named_twice_is_predicted_once(cli, model, images):
+    root, labels = images
+    first = sorted(labels)[0]
+    # the folder, a glob over part of it, one of its files again (by another spelling of its path)
+    again = str(Path(first).parent / ".." / Path(first).parent.name / Path(first).name)
+    r = cli("predict", "--model", model, "--format", "json", root, str(root / "a" / "*.png"), first, again)
+    assert r.code == 0, r.err
+    files = [x["file"] for x in json.loads(r.out)]
+    assert len(files) == len(labels) == 5
+    assert sorted(str(Path(f).resolve()) for f in files) == sorted(str(Path(f).resolve()) for f in labels)
 
 
 def test_bad_model_and_options_are_one_line(cli, images, tmp_path):

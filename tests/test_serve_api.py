@@ -19,7 +19,7 @@ from PIL import Image
 from tegaki.data.preprocess import to_mnist
 from tegaki.predict import Predictor, bundled_model_path
 from tegaki.serve.app import Limits, create_app, serving
-from tegaki.serve.sketches import DIGITS, drawing
+from sketches import DIGITS, drawing, huge_png  # tests/sketches.py
 
 def decode_data_url(url: str) -> np.ndarray:
     assert url.startswith("data:image/png;base64,")
@@ -154,19 +154,6 @@ def test_saved_drawings_are_a_folder_dataset(server, cli, tmp_path):
 
 
 # bad inputs ---------------------------------------------------------------------------------------
-def huge_png(width: int, height: int) -> bytes:
-    import zlib
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return len(data).to_bytes(4, "big") + kind + data + zlib.crc32(kind + data).to_bytes(4, "big")
-
-    comp = zlib.compressobj(9)
-    rows = bytes(1 + (width + 7) // 8) * 500
-    idat = b"".join([comp.compress(rows) for _ in range(height // 500)] + [comp.flush()])
-    ihdr = width.to_bytes(4, "big") + height.to_bytes(4, "big") + bytes([1, 0, 0, 0, 0])
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
-
-
 def truncated_png() -> bytes:
     data = drawing(DIGITS[7])
     return data[: len(data) // 2]

@@ -108,10 +108,13 @@ def test_undo_clear_steps_features_and_screenshot(page, tmp_path):
     assert page.locator("#prediction-label").inner_text() == "?"
     page.check("#show-steps")
     page.check("#show-features")
+    sent = []  # with feature maps on, each drawing is still one request, to /api/predict
+    page.on("request", lambda req: sent.append(req.url) if "/api/" in req.url else None)
     draw(page, STROKES[7])
     label_becomes(page, "7")
     page.wait_for_selector("#steps-panel:not([hidden]) figure >> nth=5")
     page.wait_for_selector("#features-panel:not([hidden]) figure >> nth=0")
+    assert sent and all("/api/predict?" in u and "features=2" in u and "steps=true" in u for u in sent), sent
     convs = Predictor.load(None).conv_blocks()
     assert page.locator("#features figure").count() == len(convs) == 2
     assert convs[0][0] in page.locator("#features").inner_text()

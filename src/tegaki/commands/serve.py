@@ -5,6 +5,8 @@ This is where the environment is read (the app itself takes everything as argume
     user cache; never downloaded here (the page works without it, minus that button)
   the drawings folder for "save as label N": --drawings, else $XDG_DATA_HOME/tegaki/drawings
     (~/.local/share/tegaki/drawings); --no-save turns saving off
+Requests for another host name, or from another site's page, are refused (403); behind a proxy,
+name the public host with --allow-host HOST (repeatable).
 """
 
 from __future__ import annotations
@@ -53,10 +55,27 @@ def check_port(host: str, port: int) -> None:
         s.close()
 
 
+def allowed_hosts(args) -> list[str]:
+    """--allow-host, plus --host itself when it is a name (the server's own name, on its port)."""
+    hosts = list(args.allow_host or [])
+    if args.host not in ("0.0.0.0", "::") and not _is_ip(args.host):
+        hosts.append(f"{args.host}:{args.port}")
+    return hosts
+
+
+def _is_ip(host: str) -> bool:
+    import ipaddress
+
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
 def cmd_serve(args) -> int:
     import uvicorn
 
-    from tegaki.data.preprocess import MAX_PIXELS
     from tegaki.predict import bundled_model_path
     from tegaki.run import load_run
     from tegaki.serve.app import Limits, create_app
@@ -65,6 +84,8 @@ def cmd_serve(args) -> int:
         raise TegakiError(f"--threads must be at least 1, got {args.threads}")
     if args.max_upload_mb <= 0:
         raise TegakiError(f"--max-upload-mb must be positive, got {args.max_upload_mb}")
+    if args.max_pixels < 1:
+        raise TegakiError(f"--max-pixels must be at least 1, got {args.max_pixels}")
     ref = args.model or bundled_model_path()
     if ref is None:
         raise TegakiError("no model named and no bundled model installed; pass --model RUN_FOLDER")
@@ -72,8 +93,9 @@ def cmd_serve(args) -> int:
     check_port(args.host, args.port)
     mnist, where = find_mnist_test(args)
     drawings = None if args.no_save else Path(args.drawings).expanduser() if args.drawings else default_drawings()
-    limits = Limits(max_upload=int(args.max_upload_mb * 1024 * 1024), max_pixels=min(MAX_PIXELS, args.max_pixels))
-    app = create_app(run, engine=args.engine, mnist=mnist, drawings=drawings, limits=limits, threads=args.threads)
+    limits = Limits(max_upload=int(args.max_upload_mb * 1024 * 1024), max_pixels=args.max_pixels)
+    app = create_app(run, engine=args.engine, mnist=mnist, drawings=drawings, limits=limits, threads=args.threads,
+                     allow_hosts=allowed_hosts(args))
     host = f"[{args.host}]" if ":" in args.host else args.host
     acc = run.metrics.get("test_accuracy")
     print(f"tegaki serve: model {run.spec.name} ({run.path})" + (f", test accuracy {acc:.2%}" if acc else ""))
@@ -87,6 +109,7 @@ def cmd_serve(args) -> int:
 
 def register(sub) -> None:
     from tegaki.engines import ENGINES
+    from tegaki.serve.limits import MAX_PIXELS
 
     p = sub.add_parser("serve", help="the drawing page and the HTTP API (FastAPI + uvicorn)")
     p.add_argument("--model", metavar="RUN", help="a run folder (default: the model bundled with tegaki)")
@@ -100,7 +123,11 @@ def register(sub) -> None:
     p.add_argument("--threads", type=int, default=1,
                    help="PyTorch threads per request (default 1: requests run side by side instead)")
     p.add_argument("--max-upload-mb", type=float, default=8.0, help="largest request body in MB (default 8)")
-    p.add_argument("--max-pixels", type=int, default=25_000_000, help="largest image in pixels (default 25 million)")
+    p.add_argument("--max-pixels", type=int, default=MAX_PIXELS,
+                   help=f"largest image in pixels, read from its header (default {MAX_PIXELS:,}: 4096x4096)")
+    p.add_argument("--allow-host", action="append", metavar="HOST",
+                   help="also answer requests for this host name (HOST or HOST:PORT; repeatable), e.g. the "
+                        "public name behind a proxy; other names and other sites' pages get 403")
     p.add_argument("--log-level", default="warning", choices=["critical", "error", "warning", "info", "debug"],
                    help="uvicorn's log level (default warning)")
     p.add_argument("--access-log", action="store_true", help="log every request")

@@ -1,31 +1,66 @@
 // tegaki's drawing page: draw with mouse, touch or pen (pointer events); the drawing is sent to
 // POST /api/predict as a PNG while you draw (one request in flight at a time, debounced), and the
-// answer fills the probability bars and "what the network sees". Plain JavaScript, no build step.
+// answer fills the probability bars, "what the network sees" and, when asked, the preprocessing
+// steps and the feature maps (all from that one request). Plain JavaScript, no build step.
 "use strict";
 
-const pad = document.getElementById("pad");
-const ctx = pad.getContext("2d");
 const $ = (id) => document.getElementById(id);
 const DEBOUNCE_MS = 90;
+const SEND_SIDE = 140;    // the drawing is sent at half the canvas's resolution: 5x MNIST's, plenty
+const FEATURE_LAYERS = 2; // conv layers whose maps are shown
 
-let strokes = [];        // [{size, points: [[x, y], ...]}] in canvas pixels
-let current = null;      // the stroke being drawn
-let base = null;         // shown under the strokes: a random MNIST test digit {pixels, index, label},
-                         // or a photo the person chose {photo: HTMLImageElement, file: Blob}
-let classes = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"];
-let inFlight = false, dirty = false, timer = null, generation = 0;
+// everything the page remembers, in one place
+const state = {
+  pad: null, ctx: null,  // the drawing canvas and its 2-D context
+  strokes: [],           // [{size, points: [[x, y], ...]}] in canvas pixels
+  current: null,         // the stroke being drawn
+  base: null,            // shown under the strokes: a random MNIST test digit {pixels, index, label},
+                         // or a photo the person chose {photo: HTMLImageElement or null, file: Blob}
+  classes: ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"],
+  inFlight: false, dirty: false, timer: null, generation: 0,
+};
+
+// talking to the server: every request goes through here ----------------------------------------
+async function call(url, options = {}) {
+  // -> {res, data}, or null after saying on the page that the server cannot be reached
+  try {
+    const res = await fetch(url, options);
+    return { res, data: await res.json() };
+  } catch (err) {
+    setStatus(`cannot reach the server (${err.message})`, true);
+    return null;
+  }
+}
+
+// 28x28 images ------------------------------------------------------------------------------------
+function grid28(pixels, invert = false) {
+  // a 28x28 canvas of grey levels (rows of 0..255; null: black), inverted for ink on paper
+  const c = document.createElement("canvas");
+  c.width = c.height = 28;
+  const g = c.getContext("2d");
+  const img = g.createImageData(28, 28);
+  for (let y = 0; y < 28; y++) for (let x = 0; x < 28; x++) {
+    const v = pixels ? pixels[y][x] : 0, i = 4 * (y * 28 + x);
+    img.data[i] = img.data[i + 1] = img.data[i + 2] = invert ? 255 - v : v;
+    img.data[i + 3] = 255;
+  }
+  g.putImageData(img, 0, 0);
+  return c;
+}
 
 // drawing --------------------------------------------------------------------------------------
 function brush() { return Number($("brush").value); }
 
 function paint() {
+  const { pad, ctx, base } = state;
   ctx.fillStyle = "#fff";
   ctx.fillRect(0, 0, pad.width, pad.height);
-  if (base && base.pixels) drawBase(base.pixels);
+  ctx.imageSmoothingEnabled = true;
+  if (base && base.pixels) ctx.drawImage(grid28(base.pixels, true), 0, 0, pad.width, pad.height);
   if (base && base.photo) drawPhoto(base.photo);
   ctx.strokeStyle = ctx.fillStyle = "#000";
   ctx.lineCap = ctx.lineJoin = "round";
-  for (const s of strokes.concat(current ? [current] : [])) {
+  for (const s of state.strokes.concat(state.current ? [state.current] : [])) {
     const p = s.points;
     if (p.length === 1) {
       ctx.beginPath(); ctx.arc(p[0][0], p[0][1], s.size / 2, 0, 2 * Math.PI); ctx.fill();
@@ -38,115 +73,85 @@ function paint() {
   }
 }
 
-function drawBase(pixels) {
-  // the 28x28 MNIST digit, white on black, shown enlarged as dark ink on white paper
-  const small = document.createElement("canvas");
-  small.width = small.height = 28;
-  const sctx = small.getContext("2d");
-  const img = sctx.createImageData(28, 28);
-  for (let y = 0; y < 28; y++) for (let x = 0; x < 28; x++) {
-    const v = 255 - pixels[y][x], i = 4 * (y * 28 + x);
-    img.data[i] = img.data[i + 1] = img.data[i + 2] = v; img.data[i + 3] = 255;
-  }
-  sctx.putImageData(img, 0, 0);
-  ctx.imageSmoothingEnabled = true;
-  ctx.drawImage(small, 0, 0, pad.width, pad.height);
-}
-
 function drawPhoto(img) {
   // the whole photo, fitted into the canvas (what is sent is the original file, not this)
+  const { pad, ctx } = state;
   const s = Math.min(pad.width / img.naturalWidth, pad.height / img.naturalHeight);
   const w = img.naturalWidth * s, h = img.naturalHeight * s;
-  ctx.imageSmoothingEnabled = true;
   ctx.drawImage(img, (pad.width - w) / 2, (pad.height - h) / 2, w, h);
 }
 
 function point(ev) {
-  const r = pad.getBoundingClientRect();
-  return [(ev.clientX - r.left) * pad.width / r.width, (ev.clientY - r.top) * pad.height / r.height];
+  const r = state.pad.getBoundingClientRect();
+  return [(ev.clientX - r.left) * state.pad.width / r.width, (ev.clientY - r.top) * state.pad.height / r.height];
 }
 
-pad.addEventListener("pointerdown", (ev) => {
+function startStroke(ev) {
   if (ev.button !== undefined && ev.button > 0) return;
   ev.preventDefault();
-  pad.setPointerCapture(ev.pointerId);
-  current = { size: brush(), points: [point(ev)] };
+  state.pad.setPointerCapture(ev.pointerId);
+  state.current = { size: brush(), points: [point(ev)] };
   paint();
   schedule();
-});
-pad.addEventListener("pointermove", (ev) => {
-  if (!current) return;
+}
+
+function extendStroke(ev) {
+  if (!state.current) return;
   ev.preventDefault();
   const evs = ev.getCoalescedEvents ? ev.getCoalescedEvents() : [ev];
-  for (const e of (evs.length ? evs : [ev])) current.points.push(point(e));
+  for (const e of (evs.length ? evs : [ev])) state.current.points.push(point(e));
   paint();
   schedule();
-});
+}
+
 function endStroke() {
-  if (!current) return;
-  strokes.push(current);
-  current = null;
+  if (!state.current) return;
+  state.strokes.push(state.current);
+  state.current = null;
   paint();
   schedule(0);
 }
-pad.addEventListener("pointerup", endStroke);
-pad.addEventListener("pointercancel", endStroke);
-pad.addEventListener("lostpointercapture", endStroke);
 
-$("brush").addEventListener("input", () => { $("brush-out").textContent = brush(); });
-$("undo").addEventListener("click", undo);
-$("clear").addEventListener("click", clearAll);
-$("random").addEventListener("click", randomDigit);
-$("photo").addEventListener("change", () => {
+function setBase(base) {
+  // a new picture under the (cleared) strokes; null clears everything
+  state.strokes = []; state.current = null; state.base = base;
+  paint();
+}
+
+function choosePhoto() {
   const file = $("photo").files[0];
   $("photo").value = "";
   if (!file) return;
   const img = new Image();
   img.onload = () => {
-    strokes = []; current = null;
-    base = { photo: img, file };
+    setBase({ photo: img, file });
     $("truth").textContent = `photo: ${file.name || "camera"} (${img.naturalWidth}×${img.naturalHeight})`;
-    paint();
     schedule(0);
   };
-  img.onerror = () => {  // the browser cannot show it; the server may still read it
-    strokes = []; current = null;
-    base = { photo: null, file };
-    paint();
-    schedule(0);
-  };
+  img.onerror = () => { setBase({ photo: null, file }); schedule(0); };  // the server may still read it
   img.src = URL.createObjectURL(file);
-});
-document.addEventListener("keydown", (ev) => {
-  if ((ev.ctrlKey || ev.metaKey) && ev.key === "z") { ev.preventDefault(); undo(); }
-  if (ev.key === "Escape") clearAll();
-});
-$("show-steps").addEventListener("change", () => schedule(0));
-$("show-features").addEventListener("change", () => schedule(0));
+}
 
 function undo() {
-  if (strokes.length) strokes.pop(); else base = null;
+  if (state.strokes.length) state.strokes.pop(); else state.base = null;
   paint();
   schedule(0);
 }
 
 function clearAll() {
-  strokes = []; current = null; base = null;
-  paint();
+  setBase(null);
   schedule(0);
 }
 
-function isEmpty() { return !strokes.length && !current && !base; }
+function isEmpty() { return !state.strokes.length && !state.current && !state.base; }
 
-// talking to the server ------------------------------------------------------------------------
+// sending the drawing ------------------------------------------------------------------------------
 function schedule(delay = DEBOUNCE_MS) {
-  dirty = true;
-  if (inFlight) return;               // the answer's arrival schedules the next request
-  clearTimeout(timer);
-  timer = setTimeout(send, delay);
+  state.dirty = true;
+  if (state.inFlight) return;               // the answer's arrival schedules the next request
+  clearTimeout(state.timer);
+  state.timer = setTimeout(send, delay);
 }
-
-const SEND_SIDE = 140;    // the drawing is sent at half the canvas's resolution: 5x MNIST's, plenty
 
 function canvasBlob() {
   const small = document.createElement("canvas");
@@ -154,40 +159,38 @@ function canvasBlob() {
   const sctx = small.getContext("2d");
   sctx.imageSmoothingEnabled = true;
   sctx.imageSmoothingQuality = "high";
-  sctx.drawImage(pad, 0, 0, SEND_SIDE, SEND_SIDE);
+  sctx.drawImage(state.pad, 0, 0, SEND_SIDE, SEND_SIDE);
   return new Promise((resolve) => small.toBlob(resolve, "image/png"));
 }
 
 async function body() {
-  // a random test digit with nothing drawn over it goes as its own 28x28 pixels; anything else as the PNG
-  if (base && !strokes.length && !current) {
-    if (base.file) {
-      const fd = new FormData();
-      fd.append("file", base.file, base.file.name || "photo");
-      return { body: fd };
-    }
-    return { headers: { "Content-Type": "application/json" }, body: JSON.stringify({ pixels: base.pixels }) };
-  }
+  // a random test digit with nothing drawn over it goes as its own 28x28 pixels, a photo as its
+  // file; anything else as the PNG of the canvas
+  const { base } = state;
   const fd = new FormData();
-  fd.append("file", await canvasBlob(), "drawing.png");
+  if (base && !state.strokes.length && !state.current) {
+    if (!base.file) return { headers: { "Content-Type": "application/json" }, body: JSON.stringify({ pixels: base.pixels }) };
+    fd.append("file", base.file, base.file.name || "photo");
+  } else {
+    fd.append("file", await canvasBlob(), "drawing.png");
+  }
   return { body: fd };
 }
 
 async function send() {
-  dirty = false;
-  const gen = ++generation;
+  state.dirty = false;
+  const gen = ++state.generation;
   if (isEmpty()) { showEmpty("draw a digit"); return; }
-  inFlight = true;
+  state.inFlight = true;
   try {
-    const steps = $("show-steps").checked;
-    const req = await body();
-    const res = await fetch(`/api/predict?steps=${steps}`, { method: "POST", ...req });
-    const data = await res.json();
-    if (gen !== generation && dirty) return;
+    const features = $("show-features").checked ? FEATURE_LAYERS : 0;
+    const url = `/api/predict?steps=${$("show-steps").checked}&features=${features}`;
+    const answer = await call(url, { method: "POST", ...(await body()) });
+    if (!answer || (gen !== state.generation && state.dirty)) return;
+    const { res, data } = answer;
     if (res.ok) {
       showPrediction(data);
-      if ($("show-features").checked) await features(await body());
-      else $("features-panel").hidden = true;
+      showFeatures(data.features);
       setStatus(`server time ${res.headers.get("X-Process-Time") || "?"} ms`);
     } else if (data.no_digit) {
       showEmpty("no digit");
@@ -195,61 +198,48 @@ async function send() {
     } else {
       setStatus(data.detail || `error ${res.status}`, true);
     }
-  } catch (err) {
-    setStatus(`cannot reach the server (${err.message})`, true);
   } finally {
-    inFlight = false;
-    if (dirty) { clearTimeout(timer); timer = setTimeout(send, DEBOUNCE_MS); }
+    state.inFlight = false;
+    if (state.dirty) { clearTimeout(state.timer); state.timer = setTimeout(send, DEBOUNCE_MS); }
   }
-}
-
-async function features(req) {
-  const res = await fetch("/api/features", { method: "POST", ...req });
-  const data = await res.json();
-  const box = $("features");
-  box.textContent = "";
-  if (!res.ok) { $("features-panel").hidden = true; return; }
-  for (const layer of data.layers) {
-    const scale = Math.max(1, Math.floor(220 / layer.width));
-    box.appendChild(figure(layer.png, layer.width * scale,
-      `${layer.name} → ${layer.read}: ${layer.shape[0]} maps of ${layer.shape[1]}×${layer.shape[2]}`));
-  }
-  if (data.note) box.appendChild(document.createTextNode(data.note));
-  $("features-panel").hidden = false;
 }
 
 async function randomDigit() {
   setStatus("fetching a random MNIST test digit…");
-  try {
-    const res = await fetch("/api/random");
-    const data = await res.json();
-    if (!res.ok) { setStatus(data.detail, true); return; }
-    strokes = []; current = null;
-    base = { index: data.index, label: data.true_label, pixels: data.pixels };
-    paint();
-    if (data.prediction) showPrediction(data.prediction);
-    const ok = data.prediction && data.prediction.label === data.true_label;
-    $("truth").textContent = `MNIST test image #${data.index}: true label ${data.true_label}` +
-      (data.prediction ? (ok ? " ✓" : " ✗ (a mistake)") : "");
-    setStatus("draw over it, or clear");
-    if ($("show-steps").checked || $("show-features").checked) schedule(0);
-  } catch (err) {
-    setStatus(`cannot reach the server (${err.message})`, true);
-  }
+  const answer = await call("/api/random");
+  if (!answer) return;
+  const { res, data } = answer;
+  if (!res.ok) { setStatus(data.detail, true); return; }
+  setBase({ index: data.index, label: data.true_label, pixels: data.pixels });
+  if (data.prediction) showPrediction(data.prediction);
+  const ok = data.prediction && data.prediction.label === data.true_label;
+  $("truth").textContent = `MNIST test image #${data.index}: true label ${data.true_label}` +
+    (data.prediction ? (ok ? " ✓" : " ✗ (a mistake)") : "");
+  setStatus("draw over it, or clear");
+  if ($("show-steps").checked || $("show-features").checked) schedule(0);
 }
 
 async function save(label) {
   if (isEmpty()) { setStatus("draw a digit first", true); return; }
-  try {
-    const req = await body();
-    const res = await fetch(`/api/save?label=${label}`, { method: "POST", ...req });
-    const data = await res.json();
-    if (!res.ok) { setStatus(data.detail, true); return; }
-    setStatus(`saved as ${data.name} (${data.count} so far): ${data.saved}. ` +
-      `Measure the model on your drawings: ${data.use}`);
-  } catch (err) {
-    setStatus(`cannot reach the server (${err.message})`, true);
-  }
+  const answer = await call(`/api/save?label=${label}`, { method: "POST", ...(await body()) });
+  if (!answer) return;
+  const { res, data } = answer;
+  if (!res.ok) { setStatus(data.detail, true); return; }
+  setStatus(`saved as ${data.name} (${data.count} so far): ${data.saved}. ` +
+    `Measure the model on your drawings: ${data.use}`);
+}
+
+async function loadModel() {
+  const answer = await call("/api/model");
+  if (!answer) return;
+  const m = answer.data;
+  if (m.classes && m.classes.join() !== state.classes.join()) { state.classes = m.classes; buildBars(); }
+  const acc = m.metrics && m.metrics.test_accuracy;
+  $("model-line").textContent = `Model: ${m.name}` +
+    (acc ? `, ${(100 * acc).toFixed(2)}% on the ${m.metrics.dataset || ""} test set.` : ".");
+  if (!m.server) return;
+  if (!m.server.mnist) { $("random").disabled = true; $("random").title = m.server.mnist_note || "no MNIST test set"; }
+  if (!m.server.drawings) $("save-buttons").querySelectorAll("button").forEach((b) => { b.disabled = true; });
 }
 
 // showing --------------------------------------------------------------------------------------
@@ -262,20 +252,27 @@ function setStatus(text, error = false) {
 function buildBars() {
   const ol = $("bars");
   ol.textContent = "";
-  classes.forEach((name, i) => {
+  const sb = $("save-buttons");
+  sb.textContent = "";
+  state.classes.forEach((name, i) => {
     const li = document.createElement("li");
     li.dataset.label = i;
     li.innerHTML = `<span class="name"></span><span class="track"><span class="fill"></span></span><span class="pct">–</span>`;
     li.querySelector(".name").textContent = name;
     ol.appendChild(li);
-  });
-  const sb = $("save-buttons");
-  sb.textContent = "";
-  classes.forEach((name, i) => {
     const b = document.createElement("button");
     b.type = "button"; b.textContent = name; b.title = `save this drawing as a ${name}`;
     b.addEventListener("click", () => save(i));
     sb.appendChild(b);
+  });
+}
+
+function showBars(probabilities, top) {
+  document.querySelectorAll("#bars li").forEach((li, i) => {
+    const v = probabilities ? probabilities[i] || 0 : null;
+    li.querySelector(".fill").style.width = v === null ? "0" : `${(100 * v).toFixed(1)}%`;
+    li.querySelector(".pct").textContent = v === null ? "–" : `${(100 * v).toFixed(1)}%`;
+    li.classList.toggle("top", i === top);
   });
 }
 
@@ -284,14 +281,10 @@ function showPrediction(p) {
   lab.textContent = p.name;
   lab.dataset.label = p.label;
   $("prediction-text").textContent = `${(100 * p.confidence).toFixed(1)}% sure`;
-  if (!base || strokes.length) $("truth").textContent = "";
+  const { base } = state;
+  if (!base || state.strokes.length) $("truth").textContent = "";
   else if (base.file && !$("truth").textContent) $("truth").textContent = "photo";
-  document.querySelectorAll("#bars li").forEach((li, i) => {
-    const v = p.probabilities[i] || 0;
-    li.querySelector(".fill").style.width = `${(100 * v).toFixed(1)}%`;
-    li.querySelector(".pct").textContent = `${(100 * v).toFixed(1)}%`;
-    li.classList.toggle("top", i === p.label);
-  });
+  showBars(p.probabilities, p.label);
   showSeen(p.input);
   showSteps(p.steps, p.info);
 }
@@ -302,24 +295,14 @@ function showEmpty(text) {
   lab.dataset.label = "";
   $("prediction-text").textContent = text;
   $("truth").textContent = "";
-  document.querySelectorAll("#bars li").forEach((li) => {
-    li.querySelector(".fill").style.width = "0";
-    li.querySelector(".pct").textContent = "–";
-    li.classList.remove("top");
-  });
+  showBars(null, -1);
   showSeen(null);
   $("steps-panel").hidden = true;
   $("features-panel").hidden = true;
 }
 
 function showSeen(input) {
-  const sctx = $("seen").getContext("2d");
-  const img = sctx.createImageData(28, 28);
-  for (let y = 0; y < 28; y++) for (let x = 0; x < 28; x++) {
-    const v = input ? input[y][x] : 0, i = 4 * (y * 28 + x);
-    img.data[i] = img.data[i + 1] = img.data[i + 2] = v; img.data[i + 3] = 255;
-  }
-  sctx.putImageData(img, 0, 0);
+  $("seen").getContext("2d").drawImage(grid28(input), 0, 0);
 }
 
 function figure(src, width, caption) {
@@ -344,22 +327,42 @@ function showSteps(steps, info) {
   $("steps-panel").hidden = false;
 }
 
-async function loadModel() {
-  try {
-    const res = await fetch("/api/model");
-    const m = await res.json();
-    if (m.classes && m.classes.join() !== classes.join()) { classes = m.classes; buildBars(); }
-    const acc = m.metrics && m.metrics.test_accuracy;
-    $("model-line").textContent = `Model: ${m.name}` +
-      (acc ? `, ${(100 * acc).toFixed(2)}% on the ${m.metrics.dataset || ""} test set.` : ".");
-    if (!m.server.mnist) { $("random").disabled = true; $("random").title = m.server.mnist_note || "no MNIST test set"; }
-    if (!m.server.drawings) $("save-buttons").querySelectorAll("button").forEach((b) => { b.disabled = true; });
-  } catch (err) {
-    setStatus(`cannot reach the server (${err.message})`, true);
+function showFeatures(features) {
+  if (!features) { $("features-panel").hidden = true; return; }
+  const box = $("features");
+  box.textContent = "";
+  for (const layer of features.layers) {
+    const scale = Math.max(1, Math.floor(220 / layer.width));
+    box.appendChild(figure(layer.png, layer.width * scale,
+      `${layer.name} → ${layer.read}: ${layer.shape[0]} maps of ${layer.shape[1]}×${layer.shape[2]}`));
   }
+  if (features.note) box.appendChild(document.createTextNode(features.note));
+  $("features-panel").hidden = false;
 }
 
-buildBars();
-paint();
-showSeen(null);
-loadModel();
+// start -----------------------------------------------------------------------------------------
+function init() {
+  state.pad = $("pad");
+  state.ctx = state.pad.getContext("2d");
+  const pad = state.pad;
+  pad.addEventListener("pointerdown", startStroke);
+  pad.addEventListener("pointermove", extendStroke);
+  for (const ev of ["pointerup", "pointercancel", "lostpointercapture"]) pad.addEventListener(ev, endStroke);
+  $("brush").addEventListener("input", () => { $("brush-out").textContent = brush(); });
+  $("undo").addEventListener("click", undo);
+  $("clear").addEventListener("click", clearAll);
+  $("random").addEventListener("click", randomDigit);
+  $("photo").addEventListener("change", choosePhoto);
+  $("show-steps").addEventListener("change", () => schedule(0));
+  $("show-features").addEventListener("change", () => schedule(0));
+  document.addEventListener("keydown", (ev) => {
+    if ((ev.ctrlKey || ev.metaKey) && ev.key === "z") { ev.preventDefault(); undo(); }
+    if (ev.key === "Escape") clearAll();
+  });
+  buildBars();
+  paint();
+  showSeen(null);
+  loadModel();
+}
+
+init();

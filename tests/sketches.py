@@ -1,5 +1,5 @@
 """Digits drawn the way a person draws them on the page: polylines on its 280x280 canvas, and the
-PNG the page would send. The API tests and bench/load_test.py post these.
+PNG the page would send. The API tests and bench/load_test.py post these (test data: it lives in tests/).
 
     png = drawing(DIGITS[7])                 # a 280x280 RGBA PNG
     png = drawing(DIGITS[7], size=140)       # drawn at 280, sent at 140x140 as the page does
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import math
+import zlib
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -50,3 +51,15 @@ def drawing(strokes, width: int = 18, canvas: int = CANVAS, size: int | None = N
     buf = io.BytesIO()
     (im if fmt == "PNG" else im.convert("RGB")).save(buf, fmt)
     return buf.getvalue()
+
+
+def huge_png(width: int, height: int) -> bytes:
+    """A black 1-bit PNG of width x height pixels in a few KB: a decompression bomb when large."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return len(data).to_bytes(4, "big") + kind + data + zlib.crc32(kind + data).to_bytes(4, "big")
+
+    comp = zlib.compressobj(9)
+    rows = bytes(1 + (width + 7) // 8) * 500
+    idat = b"".join([comp.compress(rows) for _ in range(height // 500)] + [comp.flush()])
+    ihdr = width.to_bytes(4, "big") + height.to_bytes(4, "big") + bytes([1, 0, 0, 0, 0])
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")

@@ -1,0 +1,25 @@
+"""What one request may cost the server: the limits, as constants, in one place (light to import:
+the CLI reads them for its --help).
+
+  MAX_UPLOAD  bytes in one request body (8 MB: a phone photo as a JPEG is 2-5 MB)
+  MAX_PIXELS  pixels in one image, read from its header before anything is decoded: 4096 x 4096
+              (16.8 M). The page sends 140 x 140; a 12 MP phone photo (4032 x 3024) fits. An image
+              costs about 6 bytes per pixel on its way to grey levels (about 100 MB at the limit),
+              so this limit and DECODES bound what images in flight can take.
+  DECODES     images decoded and preprocessed at the same time; other requests wait their turn,
+              holding only their (capped) body.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+MAX_UPLOAD = 8 * 1024 * 1024
+MAX_PIXELS = 4096 * 4096
+DECODES = 2
+
+
+@dataclass
+class Limits:
+    max_upload: int = MAX_UPLOAD  # bytes in one request body
+    max_pixels: int = MAX_PIXELS  # pixels in one image (from its header)
