@@ -81,8 +81,7 @@ def layers_json(maps: list[tuple[str, str, np.ndarray]]) -> dict:
 
 
 def _network_input(p: Predictor, images: np.ndarray) -> np.ndarray:
-    # Predictor.normalise is renamed Predictor.prepare on the engines branch; either is the one door
-    prepare = getattr(p, "prepare", None) or p.normalise
+    prepare = p.prepare
     return prepare(images)
 
 
