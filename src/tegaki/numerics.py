@@ -10,3 +10,14 @@ def softmax(z: np.ndarray) -> np.ndarray:
     z = np.asarray(z)
     e = np.exp(z - z.max(axis=-1, keepdims=True))
     return e / e.sum(axis=-1, keepdims=True)
+
+
+MAX_INT_DIGITS = 4300  # Python's own default limit for int(str), which a program may have lifted
+
+
+def bounded_int(text: str) -> int:
+    """int(text) for JSON parsing (json.loads(..., parse_int=bounded_int)): a number of thousands of digits
+    is a ValueError whatever sys.set_int_max_str_digits says, so it cannot cost quadratic time."""
+    if len(text) > MAX_INT_DIGITS:
+        raise ValueError(f"an integer of {len(text):,} digits")
+    return int(text)

@@ -31,6 +31,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from tegaki.errors import TegakiError
+from tegaki.numerics import bounded_int
 
 Shape = tuple[int, ...]
 
@@ -439,7 +440,7 @@ def parse_text(text: str, fmt: str, where: str, what: str | None = None):
         return SpecError(f"{where}: corrupt {what} ({reason})" if what else f"{where}: {reason}")
 
     try:
-        return json.loads(text) if fmt == "json" else tomllib.loads(text)
+        return json.loads(text, parse_int=bounded_int) if fmt == "json" else tomllib.loads(text)
     except (json.JSONDecodeError, tomllib.TOMLDecodeError) as e:
         raise fail(f"malformed {fmt.upper()} ({e})" if not what else f"malformed {fmt.upper()}: {e}") from None
     except RecursionError:

@@ -81,8 +81,7 @@ def layers_json(maps: list[tuple[str, str, np.ndarray]]) -> dict:
 
 
 def _network_input(p: Predictor, images: np.ndarray) -> np.ndarray:
-    prepare = p.prepare
-    return prepare(images)
+    return p.prepare(images)
 
 
 def look(p: Predictor, pre: Preprocessed, layers: int = 0) -> tuple[Prediction, list[tuple[str, str, np.ndarray]]]:

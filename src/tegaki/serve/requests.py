@@ -25,6 +25,7 @@ from starlette.requests import ClientDisconnect
 
 from tegaki.data.preprocess import FORMATS, Preprocessed, TooLarge, load_image
 from tegaki.errors import TegakiError
+from tegaki.numerics import bounded_int
 from tegaki.serve.limits import DECODES, Limits
 
 JSON_LIMIT = 1024 * 1024  # 784 numbers need a few KB
@@ -115,7 +116,7 @@ def parse_json(body: bytes) -> Payload:
     """A JSON body {"pixels": ..., "steps": bool} -> Payload, or ApiError(400/422)."""
     hint = "send {\"pixels\": [[...28 numbers...], ...28 rows]}"
     try:
-        obj = json.loads(body)
+        obj = json.loads(body, parse_int=bounded_int)
     except RecursionError:
         raise ApiError(400, f"malformed JSON (nested too deeply); {hint}") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
