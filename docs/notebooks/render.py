@@ -18,8 +18,8 @@ import nbformat
 HERE = Path(__file__).resolve().parent
 IMAGES = HERE.parent / "images"
 # notebook -> which of its pictures to keep (0 = the first it draws)
-PICK = {"1-nolearn-convnet": 2, "2-lenet-tutorial": 2, "3-keras-lecture": 1, "4-cnn-drawing": 1,
-        "5-numpy-from-scratch": 0}
+PICK = {"1-nolearn-convnet": 2, "2-lenet-tutorial": 2, "3-keras-lecture": 2, "4-cnn-drawing": 1,
+        "5-numpy-from-scratch": 1}
 
 
 def pictures(path: Path) -> list[bytes]:
