@@ -265,3 +265,28 @@ def test_progress_bar_in_a_terminal_only():
     p.bar(1, 3, 1, 4, lambda: (0.5, 0.25))
     p.clear()
     assert quiet.getvalue() == "" and lines == []  # a pipe or a file gets the table only
+
+
+def test_depth_and_digit_limits_hold_whatever_the_interpreter_allows(tmp_path):
+    """Another library may raise the recursion limit or lift int() digit limits; the refusals must not
+    depend on either."""
+    from tegaki.serve.requests import ApiError, parse_json
+
+    f = tmp_path / "net.json"
+    before_depth, before_digits = sys.getrecursionlimit(), sys.get_int_max_str_digits()
+    sys.setrecursionlimit(100_000)
+    sys.set_int_max_str_digits(0)
+    try:
+        for text, words in (("[" * 3000 + "]" * 3000, "nested too deeply"),
+                            ('{"layers": [{"type": "dense", "units": ' + "9" * 5000 + "}]}", "5,000 digits")):
+            f.write_text(text)
+            with pytest.raises(TegakiError, match=words):
+                Spec.from_file(f)
+        for body, words in ((b'{"pixels": ' + b"[" * 1000 + b"]" * 1000 + b"}", "nested too deeply"),
+                            (b'{"pixels": [' + b"9" * 5000 + b"]}", "digits")):
+            with pytest.raises(ApiError, match=words) as e:
+                parse_json(body)
+            assert e.value.status == 400
+    finally:
+        sys.setrecursionlimit(before_depth)
+        sys.set_int_max_str_digits(before_digits)

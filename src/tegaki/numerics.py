@@ -21,3 +21,14 @@ def bounded_int(text: str) -> int:
     if len(text) > MAX_INT_DIGITS:
         raise ValueError(f"an integer of {len(text):,} digits")
     return int(text)
+
+
+def json_depth(text: bytes | str) -> int:
+    """How deeply brackets nest in JSON text ([ and { against ] and }), counted without parsing, so that
+    a document nested thousands deep is refused before json.loads, whatever the recursion limit is.
+    (Brackets inside strings count too: an over-estimate, never an under-estimate.)"""
+    b = np.frombuffer(text.encode() if isinstance(text, str) else text, np.uint8)
+    if not len(b):
+        return 0
+    step = (b == 91).astype(np.int32) + (b == 123) - (b == 93) - (b == 125)  # [ { ] }
+    return int(np.cumsum(step).max())

@@ -31,13 +31,14 @@ from typing import Any, ClassVar
 import numpy as np
 
 from tegaki.errors import TegakiError
-from tegaki.numerics import bounded_int
+from tegaki.numerics import bounded_int, json_depth
 
 Shape = tuple[int, ...]
 
 MAX_INT = 1_000_000  # the largest whole number a spec may hold (units, filters, kernel, padding, input sizes)
 MAX_PARAMS = 100_000_000  # learned numbers of one network: 400 MB as float32
 MAX_ACTIVATIONS = 50_000_000  # numbers every layer outputs for ONE example, added up (200 MB as float32)
+MAX_DEPTH = 64  # brackets a spec file may nest (a spec needs 4)
 MAX_SPEC_BYTES = 4_000_000  # a spec file or model.json larger than this is not a spec
 # the `train` table's options and their types (tegaki.train.TrainConfig's fields; a test keeps the two equal)
 TRAIN_KEYS = {
@@ -439,6 +440,8 @@ def parse_text(text: str, fmt: str, where: str, what: str | None = None):
     def fail(reason: str):
         return SpecError(f"{where}: corrupt {what} ({reason})" if what else f"{where}: {reason}")
 
+    if json_depth(text) > MAX_DEPTH:  # TOML nests with brackets too (inline tables and arrays)
+        raise fail("nested too deeply")
     try:
         return json.loads(text, parse_int=bounded_int) if fmt == "json" else tomllib.loads(text)
     except (json.JSONDecodeError, tomllib.TOMLDecodeError) as e:

@@ -25,7 +25,7 @@ from starlette.requests import ClientDisconnect
 
 from tegaki.data.preprocess import FORMATS, Preprocessed, TooLarge, load_image
 from tegaki.errors import TegakiError
-from tegaki.numerics import bounded_int
+from tegaki.numerics import bounded_int, json_depth
 from tegaki.serve.limits import DECODES, Limits
 
 JSON_LIMIT = 1024 * 1024  # 784 numbers need a few KB
@@ -111,10 +111,15 @@ async def _read_form(request: Request, limits: Limits) -> Payload:
     return Payload(image=data, steps=isinstance(steps, str) and steps.strip().lower() in ("1", "true", "yes", "on"))
 
 
+MAX_JSON_DEPTH = 32  # {"pixels": [[...]]} is 3 deep
+
+
 # JSON pixels -------------------------------------------------------------------------------------
 def parse_json(body: bytes) -> Payload:
     """A JSON body {"pixels": ..., "steps": bool} -> Payload, or ApiError(400/422)."""
     hint = "send {\"pixels\": [[...28 numbers...], ...28 rows]}"
+    if json_depth(body) > MAX_JSON_DEPTH:
+        raise ApiError(400, f"malformed JSON (nested too deeply); {hint}")
     try:
         obj = json.loads(body, parse_int=bounded_int)
     except RecursionError:
