@@ -181,3 +181,23 @@ def test_bad_thresholds_are_refused(runs, tmp_path):
     (folder / "model.json").write_text(json.dumps(d))
     with pytest.raises(TegakiError, match="thresholds"):
         load_run(folder)
+
+
+def test_evaluate_prints_calibration_and_draws_the_reliability_diagram(runs, mnist, cli, tmp_path):
+    from tegaki.commands.evaluate import _plain
+    from tegaki.evaluate import evaluate
+
+    folder, _ = runs["held"]
+    r = cli("evaluate", folder, "--out", tmp_path / "ev")
+    assert r.code == 0, r.err
+    p = Predictor.load(folder)
+    ev = evaluate(p, mnist.test_images, mnist.test_labels)  # what the command measured: all of MNIST test
+    after = ev.calibration()
+    raw = softmax(p.logits(mnist.test_images).astype(np.float64))
+    np.testing.assert_allclose(_plain(ev.probabilities, p.temperature), raw, atol=1e-9)
+    assert f"ECE {after['ece']:6.2%}   NLL {after['nll']:.4f}" in r.out
+    assert f"ECE {ece(raw, mnist.test_labels):6.2%}" in r.out.split("plain softmax")[1]
+    png = (tmp_path / "ev" / "reliability.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    saved = json.loads((tmp_path / "ev" / "evaluation.json").read_text())
+    assert saved["ece"] == pytest.approx(after["ece"]) and saved["brier"] == pytest.approx(after["brier"])

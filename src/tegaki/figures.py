@@ -172,10 +172,10 @@ def reliability(data: dict, scores: dict | None = None, title: str = "") -> Figu
     a, b = fig.subplots(2, 1, height_ratios=[3, 1], sharex=True)
     a.plot([0, 1], [0, 1], "--", color="#888", label="perfectly calibrated")
     a.bar(mids[full], acc[full], width[full], color="#4c72b0", edgecolor="white", label="accuracy in bin")
-    a.bar(mids[full], (conf - acc)[full], width[full], bottom=acc[full], color="#dd8452", alpha=0.5,
-          edgecolor="white", label="gap to mean confidence")
+    a.bar(mids[full], np.abs(conf - acc)[full], width[full], bottom=np.minimum(acc, conf)[full], color="#dd8452",
+          alpha=0.6, edgecolor="#dd8452", hatch="//", fill=False, label="gap to mean confidence")
     a.set_xlim(0, 1), a.set_ylim(0, 1), a.set_ylabel("accuracy"), a.legend(loc="upper left"), a.grid(alpha=0.3)
-    b.bar(mids, np.maximum(count, 0.5), width, color="#55a868", edgecolor="white")
+    b.bar(mids[full], count[full], width[full], color="#55a868", edgecolor="white")
     b.set_yscale("log"), b.set_ylabel("examples"), b.set_xlabel("confidence (top probability)")
     head = plain(title) if title else "reliability diagram"
     if scores:
