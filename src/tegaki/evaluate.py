@@ -1,4 +1,6 @@
-"""Metrics of a trained model on a dataset: accuracy, per-class report, confusion matrix.
+"""Metrics of a trained model on a dataset: accuracy, per-class report, confusion matrix, and how
+well its confidence matches its accuracy (expected calibration error over 15 bins, negative
+log-likelihood, Brier score, the reliability diagram's data).
 
 The per-class report reads like scikit-learn's `classification_report` (a test checks the two
 agree) and is computed here from the confusion matrix, in a few lines.
@@ -51,6 +53,47 @@ def confusion_text(cm: np.ndarray, classes: list[str]) -> str:
     return "\n".join(rows)
 
 
+ECE_BINS = 15
+
+
+def reliability(probs: np.ndarray, labels: np.ndarray, bins: int = ECE_BINS) -> dict:
+    """Top-class confidence against accuracy in `bins` equal-width bins (lo, hi] of confidence:
+    {"edges", "count", "confidence" (mean per bin), "accuracy" (per bin)}; empty bins hold NaN."""
+    p = np.asarray(probs, np.float64)
+    conf = p.max(axis=1)
+    right = (p.argmax(axis=1) == np.asarray(labels)).astype(np.float64)
+    b = np.clip(np.ceil(conf * bins).astype(np.int64) - 1, 0, bins - 1)  # (lo, hi]; 0 joins the first bin
+    count = np.bincount(b, minlength=bins)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean_conf = np.bincount(b, conf, minlength=bins) / count
+        acc = np.bincount(b, right, minlength=bins) / count
+    return {"edges": np.linspace(0, 1, bins + 1), "count": count, "confidence": mean_conf, "accuracy": acc}
+
+
+def ece(probs: np.ndarray, labels: np.ndarray, bins: int = ECE_BINS) -> float:
+    """Expected calibration error: sum over bins of (share of examples) x |accuracy - mean confidence|."""
+    r = reliability(probs, labels, bins)
+    full = r["count"] > 0
+    return float((r["count"][full] * np.abs(r["accuracy"][full] - r["confidence"][full])).sum() / r["count"].sum())
+
+
+def log_loss(probs: np.ndarray, labels: np.ndarray) -> float:
+    """Mean negative log-likelihood of the true classes (probabilities clipped at 1e-15)."""
+    p = np.asarray(probs, np.float64)
+    return float(-np.log(np.clip(p[np.arange(len(p)), np.asarray(labels)], 1e-15, 1)).mean())
+
+
+def brier(probs: np.ndarray, labels: np.ndarray) -> float:
+    """Brier score: mean over examples of the squared distance between probabilities and the one-hot truth."""
+    p = np.asarray(probs, np.float64)
+    onehot = np.eye(p.shape[1])[np.asarray(labels)]
+    return float(((p - onehot) ** 2).sum(axis=1).mean())
+
+
+def calibration_metrics(probs: np.ndarray, labels: np.ndarray) -> dict:
+    return {"ece": ece(probs, labels), "nll": log_loss(probs, labels), "brier": brier(probs, labels)}
+
+
 @dataclass
 class Evaluation:
     probabilities: np.ndarray  # (N, K)
@@ -91,9 +134,24 @@ class Evaluation:
     def accuracy(self) -> float:
         return float(np.trace(self.cm) / max(self.cm.sum(), 1))
 
+    def calibration(self) -> dict:
+        """Expected calibration error (15 bins), negative log-likelihood and Brier score."""
+        return calibration_metrics(self.probabilities, self.labels)
+
+    def reliability(self) -> dict:
+        """The reliability diagram's data (see `reliability`)."""
+        return reliability(self.probabilities, self.labels)
+
+    def plot_reliability(self, title: str = ""):
+        """The reliability diagram as a matplotlib Figure."""
+        from tegaki import figures
+
+        return figures.reliability(self.reliability(), self.calibration(), title)
+
     def metrics(self) -> dict:
         m = per_class(self.cm)
         return {"accuracy": self.accuracy, "error": 1.0 - self.accuracy, "n": int(self.cm.sum()),
+                **(self.calibration() if len(self.labels) else {}),
                 "per_class": {c: {k: float(m[k][i]) for k in m} for i, c in enumerate(self.classes)},
                 "confusion_matrix": self.cm.tolist()}
 

@@ -8,8 +8,10 @@
 The graph is written straight from the spec, one ONNX node (or two) per layer, the same way
 the engines interpret it: no tracing, so exporting takes milliseconds and does not depend on
 PyTorch's exporter. The model takes the normalised float32 input (N, C, H, W) named "input"
-and has two outputs, "logits" and "probabilities" (softmax). Its metadata carries what a user
-needs to feed it: the normalisation (mean, std), the class names and the spec as JSON.
+and has two outputs, "logits" (raw) and "probabilities": softmax(logits / T) with the run's calibration
+temperature T baked in (tegaki/calibration.py; 1 for a run without one), so they are the same
+calibrated probabilities tegaki shows. Its metadata carries what a user needs to feed it: the
+normalisation (mean, std), the class names, the spec as JSON and the temperature.
 """
 
 from __future__ import annotations
@@ -121,8 +123,8 @@ NODES = {
 }
 
 
-def _graph(spec: S.Spec, weights: dict[str, np.ndarray]) -> _Graph:
-    """The spec's layers as ONNX nodes, then "logits" and "probabilities" (softmax)."""
+def _graph(spec: S.Spec, weights: dict[str, np.ndarray], temperature: float = 1.0) -> _Graph:
+    """The spec's layers as ONNX nodes, then "logits" and "probabilities" (softmax of logits / T)."""
     g = _Graph(weights)
     x = "input"
     for layer, s in zip(spec.layers, spec.in_shapes()):
@@ -131,16 +133,19 @@ def _graph(spec: S.Spec, weights: dict[str, np.ndarray]) -> _Graph:
             raise TegakiError(f"ONNX export has no translation of layer type {layer.type!r}")
         x = translate(g, layer, x, s)
     g.node("Identity", [x], "logits")
-    g.node("Softmax", ["logits"], "probabilities", axis=1)
+    scaled = "logits"
+    if temperature != 1.0:
+        scaled = g.node("Div", ["logits", g.const("temperature", np.array(temperature, np.float32))], "scaled")
+    g.node("Softmax", [scaled], "probabilities", axis=1)
     return g
 
 
 def to_onnx(spec: S.Spec, weights: dict[str, np.ndarray], norm: dict | None = None,
-            classes: list[str] | None = None, opset: int = OPSET):
+            classes: list[str] | None = None, opset: int = OPSET, temperature: float = 1.0):
     """The spec and its weights as an ONNX model (onnx.ModelProto), checked by onnx.checker."""
     onnx, helper, _ = _need_onnx()
     spec.check_weights(weights)
-    g = _graph(spec, weights)
+    g = _graph(spec, weights, float(temperature))
     k = spec.num_classes
     shape = ", ".join(map(str, spec.input_shape))
     graph = helper.make_graph(
@@ -158,6 +163,8 @@ def to_onnx(spec: S.Spec, weights: dict[str, np.ndarray], norm: dict | None = No
                                                "scale": 1 / 255})
     if classes is not None:
         meta["tegaki.classes"] = json.dumps(list(classes))
+    if temperature != 1.0:
+        meta["tegaki.temperature"] = repr(float(temperature))
     helper.set_model_props(model, meta)
     onnx.checker.check_model(model, full_check=True)
     return model
@@ -193,7 +200,8 @@ def export_run(run_ref, path, check_samples: int = 256, tolerance: float = 1e-4)
         raise TegakiError(f"{path} is a folder; give a file name such as model.onnx")
     if not path.parent.exists():
         raise TegakiError(f"{path.parent}: no such folder; create it first")
-    model = to_onnx(run.spec, run.weights, run.norm, run.classes)
+    temperature = float(run.meta.get("calibration", {}).get("temperature", 1.0))
+    model = to_onnx(run.spec, run.weights, run.norm, run.classes, temperature=temperature)
     data = model.SerializeToString()
     rng = np.random.default_rng(0)
     pixels = (rng.random((check_samples, *run.spec.input_shape)) ** 3 * 255).astype(np.float32)  # mostly dark

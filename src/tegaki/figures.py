@@ -14,7 +14,7 @@ shown as written, never read as mathtext.
 
 Pictures: `learning_curves`, `confusion_matrix`, `gallery`, `misclassified`, `filters`,
 `feature_maps`, `activations`, `attribution` (saliency and occlusion), `embedding`,
-`probe_accuracy`; the network diagram is tegaki.diagram.draw. Small pixel pictures for HTML
+`probe_accuracy`, `reliability` (calibration); the network diagram is tegaki.diagram.draw. Small pixel pictures for HTML
 galleries: `colourise`, `saliency_overlay` (uint8 RGB arrays; tegaki.png encodes them).
 """
 
@@ -36,7 +36,7 @@ from tegaki.fileio import atomic_write_bytes
 
 __all__ = ["plain", "new_figure", "to_png", "save", "has_validation", "learning_curves", "confusion_matrix",
            "gallery", "misclassified", "filters", "feature_maps", "activations", "attribution", "embedding",
-           "probe_accuracy", "colourise", "saliency_overlay", "FILTER_CMAP", "MAP_CMAP",
+           "probe_accuracy", "reliability", "colourise", "saliency_overlay", "FILTER_CMAP", "MAP_CMAP",
            "OCCLUSION_NOTE"]
 
 FILTER_CMAP = "RdBu_r"  # blue negative, white zero, red positive
@@ -155,6 +155,32 @@ def confusion_matrix(cm: np.ndarray, classes: Sequence[str], title: str = "confu
     ax.set_yticks(range(k), names)
     ax.set_xlabel("predicted"), ax.set_ylabel("true"), ax.set_title(plain(title))
     fig.colorbar(im, ax=ax, fraction=0.046, label="log10(count + 1)")
+    return fig
+
+
+def reliability(data: dict, scores: dict | None = None, title: str = "") -> Figure:
+    """The reliability diagram: accuracy against mean confidence per confidence bin, with the
+    diagonal a calibrated model follows, and below it how many examples fall in each bin.
+
+    `data`: tegaki.evaluate.reliability's {"edges", "count", "confidence", "accuracy"}; `scores`:
+    optional {"ece", "nll", "brier"} shown in the title."""
+    edges, count = np.asarray(data["edges"]), np.asarray(data["count"])
+    acc, conf = np.asarray(data["accuracy"], np.float64), np.asarray(data["confidence"], np.float64)
+    mids, width = (edges[:-1] + edges[1:]) / 2, np.diff(edges)
+    full = count > 0
+    fig = new_figure((5.2, 6), layout="constrained")
+    a, b = fig.subplots(2, 1, height_ratios=[3, 1], sharex=True)
+    a.plot([0, 1], [0, 1], "--", color="#888", label="perfectly calibrated")
+    a.bar(mids[full], acc[full], width[full], color="#4c72b0", edgecolor="white", label="accuracy in bin")
+    a.bar(mids[full], np.abs(conf - acc)[full], width[full], bottom=np.minimum(acc, conf)[full], color="#dd8452",
+          alpha=0.6, edgecolor="#dd8452", hatch="//", fill=False, label="gap to mean confidence")
+    a.set_xlim(0, 1), a.set_ylim(0, 1), a.set_ylabel("accuracy"), a.legend(loc="upper left"), a.grid(alpha=0.3)
+    b.bar(mids[full], count[full], width[full], color="#55a868", edgecolor="white")
+    b.set_yscale("log"), b.set_ylabel("examples"), b.set_xlabel("confidence (top probability)")
+    head = plain(title) if title else "reliability diagram"
+    if scores:
+        head += f"\nECE {scores['ece']:.2%}   NLL {scores['nll']:.4f}   Brier {scores['brier']:.4f}"
+    a.set_title(head)
     return fig
 
 

@@ -4,9 +4,17 @@
     probs = p.predict_proba(images_uint8)           # (N, 28, 28) MNIST-like -> (N, classes)
     result = p.predict_image("photo.jpg")           # any image: preprocessed like MNIST first
     result.label, result.confidence, result.top(3), result.input, result.steps
+    result.status, result.score                     # "digit" | "not sure" | "not a digit", and why
     p.predict_images(["a.png", "b.jpg"])            # many files, one batched network call
     p.feature_maps(result.input)                    # the first conv layers' maps for that input
     p.describe()                                    # spec, metrics and provenance, as plain data
+
+Probabilities are calibrated: softmax(logits / T) with the run's temperature T (model.json's
+"calibration", tegaki/calibration.py; T = 1 for a run without one), whatever the engine. Each
+Prediction carries `status`: "not a digit" when the input is nothing the model knows (its
+out-of-distribution score is below the run's threshold, or the image is empty), "not sure" when it
+is borderline or the calibrated confidence is under one half, else "digit". The label is kept in
+every case, so a caller can still show the best guess.
 
 The Predictor is safe to share between threads (the HTTP server does): it only reads its weights.
 """
@@ -19,6 +27,8 @@ from pathlib import Path
 import numpy as np
 
 from tegaki import spec as S
+from tegaki.calibration import digit_score
+from tegaki.calibration import status as status_of
 from tegaki.data.preprocess import MAX_PIXELS, Preprocessed, to_mnist
 from tegaki.engines import make_engine
 from tegaki.errors import TegakiError
@@ -34,6 +44,8 @@ class Prediction:
     input: np.ndarray | None = field(repr=False)  # the 28x28 uint8 image the network saw
     steps: dict = field(repr=False)  # the preprocessing steps, name -> 2-D float array in 0..1
     info: dict = field(default_factory=dict, repr=False)  # what preprocessing measured (data/preprocess.py)
+    status: str = "digit"  # "digit" | "not sure" | "not a digit" (tegaki/calibration.py)
+    score: float | None = None  # the out-of-distribution score (higher: more digit-like); None: empty
 
     @property
     def confidence(self) -> float:
@@ -50,11 +62,15 @@ class Prediction:
         return [(int(i), float(self.probabilities[i])) for i in order]
 
 
-def _prediction(pre: Preprocessed, probs: np.ndarray | None) -> Prediction:
-    """A preprocessed image and its class probabilities (None: no digit in it) as a Prediction."""
+def _prediction(pre: Preprocessed, probs: np.ndarray | None, score: float | None = None,
+                calibration: dict | None = None) -> Prediction:
+    """A preprocessed image, its class probabilities (None: no digit in it) and out-of-distribution
+    score as a Prediction."""
     if probs is None:
-        return Prediction(None, [], None, pre.steps, pre.info)
-    return Prediction(int(probs.argmax()), [float(p) for p in probs], pre.image, pre.steps, pre.info)
+        return Prediction(None, [], None, pre.steps, pre.info, status="not a digit")
+    verdict = status_of(score, float(probs.max()), calibration)
+    return Prediction(int(probs.argmax()), [float(p) for p in probs], pre.image, pre.steps, pre.info,
+                      status=verdict, score=None if score is None else float(score))
 
 
 class Predictor:
@@ -81,10 +97,35 @@ class Predictor:
         return normalise(images, self.norm, self.spec.input_shape)
 
     def logits(self, images: np.ndarray) -> np.ndarray:
+        """The network's raw logits (before the temperature)."""
         return self.engine.logits(self.prepare(images))
 
+    @property
+    def calibration(self) -> dict | None:
+        """The run's calibration record (model.json), or None for a run without one."""
+        return self.run.meta.get("calibration")
+
+    @property
+    def temperature(self) -> float:
+        return float((self.calibration or {}).get("temperature", 1.0))
+
+    def calibrated(self, logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Raw logits -> (calibrated probabilities softmax(logits / T), out-of-distribution scores)."""
+        z, t = np.asarray(logits, np.float64), self.temperature
+        return softmax(z / t), digit_score(z, t)
+
     def predict_proba(self, images: np.ndarray) -> np.ndarray:
-        return softmax(self.logits(images).astype(np.float64))
+        """Calibrated class probabilities: softmax(logits / T)."""
+        return self.calibrated(self.logits(images))[0]
+
+    def scores(self, images: np.ndarray) -> np.ndarray:
+        """The out-of-distribution score of each image (higher: more like the training digits)."""
+        return digit_score(self.logits(images), self.temperature)
+
+    def status(self, images: np.ndarray) -> list[str]:
+        """"digit" | "not sure" | "not a digit" for each uint8 (N, 28, 28) image."""
+        probs, score = self.calibrated(self.logits(images))
+        return [status_of(float(s), float(p.max()), self.calibration) for p, s in zip(probs, score)]
 
     def preprocess(self, source, max_pixels: int = MAX_PIXELS, **kw) -> Preprocessed:
         return to_mnist(source, max_pixels=max_pixels, **kw)
@@ -99,7 +140,10 @@ class Predictor:
 
     def classify(self, pre: Preprocessed) -> Prediction:
         """The prediction for an already preprocessed image."""
-        return _prediction(pre, None if pre.empty else self.predict_proba(pre.image[None])[0])
+        if pre.empty:
+            return _prediction(pre, None)
+        probs, score = self.calibrated(self.logits(pre.image[None]))
+        return _prediction(pre, probs[0], score[0], self.calibration)
 
     def predict_images(self, sources, batch_size: int = 500) -> list[Prediction | TegakiError]:
         """Many images: each preprocessed, all classified in batches; a file that cannot be read
@@ -111,14 +155,19 @@ class Predictor:
             except TegakiError as e:
                 pres.append(e)
         full = [i for i, p in enumerate(pres) if isinstance(p, Preprocessed) and not p.empty]
-        probs = np.zeros((0, len(self.classes)))
+        probs, score = np.zeros((0, len(self.classes))), np.zeros(0)
         if full:
             imgs = np.stack([pres[i].image for i in full])  # (N, 28, 28)
-            probs = np.concatenate([self.predict_proba(imgs[j:j + batch_size]) for j in range(0, len(imgs), batch_size)])
+            z = np.concatenate([self.logits(imgs[j:j + batch_size]) for j in range(0, len(imgs), batch_size)])
+            probs, score = self.calibrated(z)
         out: list[Prediction | TegakiError] = []
         row = {i: k for k, i in enumerate(full)}
         for i, p in enumerate(pres):
-            out.append(p if isinstance(p, TegakiError) else _prediction(p, probs[row[i]] if i in row else None))
+            if isinstance(p, TegakiError):
+                out.append(p)
+            else:
+                out.append(_prediction(p, probs[row[i]], score[row[i]], self.calibration) if i in row
+                           else _prediction(p, None))
         return out
 
     # looking inside ------------------------------------------------------------------------
@@ -170,7 +219,7 @@ class Predictor:
             "engine": self.engine_name, "classes": list(self.classes), "input_shape": list(spec.input_shape),
             "parameters": spec.num_params(), "layers": layers,
             "preprocessing": meta.get("preprocessing", {}),
-            "metrics": self.run.metrics,
+            "metrics": self.run.metrics, "calibration": self.calibration,
             "data": {k: data.get(k) for k in ("dataset", "source", "verified", "images") if k in data},
             "training": meta.get("config", {}), "seed": meta.get("seed"),
             "command": meta.get("command"), "versions": meta.get("versions", {}),

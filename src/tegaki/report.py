@@ -159,7 +159,7 @@ def forward(predictor, dataset, page: Page, **options) -> Context:
     images, labels = dataset.test_images, np.asarray(dataset.test_labels)
     layer = I.penultimate(predictor.spec) or "pixels"
     feats = look.features(images, [layer], with_logits=True)
-    probs = I.softmax(feats["logits"].astype(np.float64))  # (N, K)
+    probs = predictor.calibrated(feats["logits"])[0]  # (N, K): softmax(logits / T), as every answer shows
     pred = probs.argmax(axis=1)
     k = max(len(predictor.classes), probs.shape[1])
     ev = Evaluation(probs, labels, pred, confusion_matrix(labels, pred, k), list(predictor.classes))
@@ -236,6 +236,33 @@ def confusion_section(c: Context) -> str:
     fig = figures.confusion_matrix(c.ev.cm, c.classes, f"{c.name} on {c.dataset.name}: {c.ev.accuracy:.2%}")
     return c.page.section("confusion", "Confusion matrix") + c.page.figure(
         fig, "confusion matrix", "rows: true class, columns: predicted class (colour on a log scale)", dpi=110)
+
+
+def calibration_section(c: Context) -> str:
+    """ECE, NLL and Brier score of the calibrated probabilities (and of the raw softmax), the
+    temperature and where it was fitted, and the reliability diagram."""
+    from tegaki.evaluate import calibration_metrics
+
+    head = c.page.section("calibration", "Calibration")
+    rec = c.predictor.calibration
+    after = c.ev.calibration()
+    rows = [("calibrated (shown everywhere)", f"ECE {_pct(after['ece'])}, NLL {after['nll']:.4f}, "
+                                              f"Brier {after['brier']:.4f}")]
+    if rec:
+        raw = calibration_metrics(I.softmax(c.feats["logits"].astype(np.float64)), c.labels)
+        rows.insert(0, ("plain softmax (T = 1)", f"ECE {_pct(raw['ece'])}, NLL {raw['nll']:.4f}, Brier {raw['brier']:.4f}"))
+        rows.append(("temperature", f"{rec['temperature']:.4f}, fitted on the {rec.get('fitted_on', '?')} "
+                                    f"({rec.get('n', '?')} images)" + ("" if rec.get("held_out", True) else
+                                                                       "; optimistic: the model trained on them")))
+        ood = rec.get("ood")
+        if ood:
+            rows.append(("'not a digit' below", f"score {ood['not_a_digit_below']:.3f}; 'not sure' below "
+                                                f"{ood['not_sure_below']:.3f} or under {ood['not_sure_confidence']:.0%}"))
+    note = "" if rec else c.page.p("This run has no calibration in model.json: these are the plain softmax's.", "note")
+    fig = figures.reliability(c.ev.reliability(), after, f"{c.name} on {c.dataset.name}")
+    return head + note + _kv_table(rows) + c.page.figure(
+        fig, "reliability diagram", "accuracy against confidence in 15 bins; a calibrated model follows the diagonal",
+        dpi=110)
 
 
 def _mistake_cards(c: Context, wrong: np.ndarray) -> tuple[list[str], list[str]]:
@@ -341,6 +368,7 @@ def tsne_section(c: Context) -> str:
 SECTIONS: list[tuple[str, Callable[[Context], str]]] = [
     ("summary", summary_section), ("provenance", provenance_section), ("network", network_section),
     ("learning curves", curves_section), ("per-class table", accuracy_section), ("confusion", confusion_section),
+    ("calibration", calibration_section),
     ("mistakes and saliency", mistakes_and_saliency), ("filters", filters_section), ("one digit", digit_section),
     ("PCA", pca_section), ("t-SNE", tsne_section),
 ]

@@ -2,7 +2,8 @@
 
     model.safetensors        final (best) weights, "<layer>.<param>" -> float32 array
     initial.safetensors      the weights before training (for "filters before and after")
-    model.json               spec, preprocessing, class names, data provenance, seed, versions, command
+    model.json               spec, preprocessing, class names, data provenance, seed, versions, command,
+                             calibration (temperature and "not a digit" thresholds, tegaki/calibration.py)
     history.csv              one row per epoch
     metrics.json             test accuracy and error, seconds, epochs, dataset ...
     checkpoint.safetensors   while training: the last finished epoch's weights, optimiser and loop state
@@ -247,6 +248,8 @@ def load_run(ref: str | Path) -> Run:
     if not (isinstance(meta.get("command"), list) and all(isinstance(a, str) for a in meta["command"])):
         meta["command"] = []
     check_norm(meta["preprocessing"]["normalize"], mj)
+    if "calibration" in meta:  # runs made before calibration existed have none: plain softmax
+        meta["calibration"] = check_calibration(meta["calibration"], mj)
     weights = load_weights(path / "model.safetensors")
     spec.check_weights(weights, where=str(path / "model.safetensors"))
     check_values(weights, path / "model.safetensors")
@@ -288,6 +291,33 @@ def check_norm(norm, where) -> None:
     if not ok or not 0 < norm["std"] <= 1e6 or abs(norm["mean"]) > 1e6:
         raise TegakiError(f"{where}: the input normalisation must have a finite mean and a standard deviation "
                           f"above 0, got {str(norm)[:80]}; retrain or repair the file")
+
+
+T_MIN, T_MAX = 0.05, 20.0  # a calibration temperature outside this range is a damaged file, not a model
+
+
+def _finite(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def check_calibration(record, where) -> dict:
+    """model.json's "calibration" (tegaki/calibration.py), checked: a finite temperature in [T_MIN, T_MAX]
+    and, when there are out-of-distribution thresholds, finite ones in order. Else one TegakiError."""
+    fix = "recalibrate the run (tegaki.calibration.calibrate) or remove 'calibration' from model.json"
+    if not isinstance(record, dict):
+        raise TegakiError(f"{where}: 'calibration' must be an object; {fix}")
+    t = record.get("temperature")
+    if not (_finite(t) and T_MIN <= t <= T_MAX):
+        raise TegakiError(f"{where}: the calibration temperature must be a finite number in "
+                          f"[{T_MIN}, {T_MAX}], got {str(t)[:40]}; {fix}")
+    ood = record.get("ood")
+    if ood is not None:
+        keys = ("not_a_digit_below", "not_sure_below", "not_sure_confidence")
+        if not (isinstance(ood, dict) and all(_finite(ood.get(k)) for k in keys)
+                and ood["not_a_digit_below"] <= ood["not_sure_below"] and 0 <= ood["not_sure_confidence"] <= 1):
+            raise TegakiError(f"{where}: the calibration's 'ood' thresholds must be finite numbers with "
+                              f"not_a_digit_below <= not_sure_below and not_sure_confidence in [0, 1]; {fix}")
+    return record
 
 
 def check_values(weights: dict[str, np.ndarray], where) -> None:

@@ -22,6 +22,7 @@ from typing import Callable
 
 import numpy as np
 
+from tegaki import calibration
 from tegaki.data.dataset import Dataset, validation_split
 from tegaki.engines import ENGINES, TRAINABLE, make_engine
 from tegaki.errors import TegakiError
@@ -278,6 +279,7 @@ class _Run:
     dist: object  # tegaki.distributed.Dist, or None
     setup_seconds: float = 0.0
     history_ref: list = field(default_factory=list)  # the loop's history (read when interrupted)
+    valid_labels: np.ndarray | None = None  # the validation split's labels (for the calibration)
 
     @property
     def writes(self) -> bool:
@@ -382,7 +384,8 @@ def _setup(spec, ds, cfg, out, log, command, bar_stream, dist, resume, split=Non
                 train_data=engine.prepare(ds.train_images[tr], ds.train_labels[tr], norm),
                 valid_data=engine.prepare(ds.train_images[va], ds.train_labels[va], norm) if len(va) else None,
                 n_train=len(tr), n_valid=int(len(va)), steps=math.ceil(len(tr) / cfg.batch_size), meta=meta,
-                prog=Progress(log, bar_stream), log=log, dist=dist, setup_seconds=time.perf_counter() - t_setup)
+                prog=Progress(log, bar_stream), log=log, dist=dist, setup_seconds=time.perf_counter() - t_setup,
+                valid_labels=np.asarray(ds.train_labels[va]) if len(va) else None)
 
 
 def _resume_state(run: _Run, resume: dict) -> LoopState:
@@ -498,7 +501,7 @@ def _finish(run: _Run, state: LoopState) -> TrainResult:
         test = {"test_accuracy": (n_test - n_wrong) / n_test, "test_error": n_wrong / n_test, "test_loss": test_loss,
                 "test_mistakes": n_wrong}
     train_seconds = float(sum(r["seconds"] for r in state.history))
-    final_valid = engine.evaluate(run.valid_data)[:2] if run.valid_data is not None else (None, None)
+    final_valid = engine.evaluate(run.valid_data) if run.valid_data is not None else (None, None, None)
     metrics = {
         **test, "valid_accuracy": final_valid[1], "valid_loss": final_valid[0],
         "epochs": len(state.history), "best_epoch": state.best["epoch"] if cfg.patience else len(state.history),
@@ -509,10 +512,30 @@ def _finish(run: _Run, state: LoopState) -> TrainResult:
         "device": str(engine.device), "seed": cfg.seed,
         "train_size": run.n_train, "valid_size": run.n_valid, "test_size": n_test,
     }
-    if run.out is not None:
+    if run.out is not None:  # a run folder is calibrated; a model fitted in memory keeps the plain softmax
+        run.meta["calibration"] = _calibration(run, final_valid[2])
+        run.log(_calibration_line(run.meta["calibration"]))
         save_run(run.out, run.spec, engine.get_weights(), run.meta, state.history, metrics, initial=run.init)
         (run.out / CHECKPOINT).unlink(missing_ok=True)
     return TrainResult(run.out, metrics, state.history, False, run=_as_run(run, metrics), initial=run.init)
+
+
+def _calibration(run: _Run, valid_logits) -> dict:
+    """Fit the temperature and the "not a digit" thresholds (tegaki/calibration.py) on the validation
+    split, or, for a recipe that holds nothing back, on a seeded slice of the training images."""
+    if valid_logits is not None:
+        return calibration.fit(valid_logits, run.valid_labels, "validation split", held_out=True)
+    ds = run.ds
+    idx = calibration.training_slice(len(ds.train_labels), run.cfg.seed)
+    logits = run.engine.evaluate(run.engine.prepare(ds.train_images[idx], ds.train_labels[idx], run.norm))[2]
+    return calibration.fit(logits, ds.train_labels[idx], f"{len(idx):,} training images (no validation split)",
+                           held_out=False)
+
+
+def _calibration_line(c: dict) -> str:
+    return (f"calibration: temperature {c['temperature']:.3f} fitted on the {c['fitted_on']}; "
+            f"ECE {c['ece_before']:.2%} -> {c['ece_after']:.2%}, NLL {c['nll_before']:.4f} -> {c['nll_after']:.4f}"
+            + ("" if c["held_out"] else " (optimistic: these images were trained on)"))
 
 
 def _as_run(run: _Run, metrics: dict):

@@ -1,4 +1,5 @@
-"""`tegaki evaluate RUN`: accuracy, per-class report, confusion matrix, mistakes and curves of a run."""
+"""`tegaki evaluate RUN`: accuracy, per-class report, confusion matrix, calibration (ECE, NLL, Brier and the
+reliability diagram), mistakes and curves of a run."""
 
 from __future__ import annotations
 
@@ -39,9 +40,11 @@ def cmd_evaluate(args) -> int:
     print(report_text(ev.cm, run.classes))
     print("\nconfusion matrix (rows: true, columns: predicted)")
     print(confusion_text(ev.cm, run.classes))
+    print("\n" + calibration_text(pred, ev))
     write_json(out / "evaluation.json", {"dataset": ds.name, "engine": args.engine, **ev.metrics()})
     cm_title = f"{run.spec.name} on {ds.name}: {ev.accuracy:.2%}"
-    files = [figures.save(figures.confusion_matrix(ev.cm, run.classes, cm_title), out / "confusion.png")]
+    files = [figures.save(figures.confusion_matrix(ev.cm, run.classes, cm_title), out / "confusion.png"),
+             figures.save(ev.plot_reliability(f"{run.spec.name} on {ds.name}"), out / "reliability.png")]
     wrong = ev.misclassified()
     if len(wrong):
         fig = figures.misclassified(ds.test_images[wrong], ev.labels[wrong], ev.predictions[wrong],
@@ -52,3 +55,27 @@ def cmd_evaluate(args) -> int:
         files.append(figures.save(figures.learning_curves(hist, run.spec.name), out / "learning_curves.png"))
     print("\nwrote " + ", ".join(str(f) for f in files) + f", {out / 'evaluation.json'}")
     return 0
+
+
+def calibration_text(pred, ev) -> str:
+    """ECE / NLL / Brier of the calibrated probabilities and, for a calibrated run, of the plain softmax."""
+    from tegaki.evaluate import calibration_metrics
+
+    after, rec = ev.calibration(), pred.calibration
+    line = "ECE {ece:6.2%}   NLL {nll:.4f}   Brier {brier:.4f}"
+    if not rec:
+        return "calibration (no temperature in model.json: plain softmax)\n  " + line.format(**after)
+    raw = calibration_metrics(_plain(ev.probabilities, pred.temperature), ev.labels)
+    where = rec.get("fitted_on", "?") + ("" if rec.get("held_out", True) else ", optimistic: trained on")
+    return (f"calibration (temperature {rec['temperature']:.4f}, fitted on the {where})\n"
+            f"  plain softmax  {line.format(**raw)}\n  calibrated     {line.format(**after)}")
+
+
+def _plain(probs, temperature: float):
+    """The plain softmax back from calibrated probabilities: p = softmax(z / T), so log p = z / T + c
+    and softmax(T log p) = softmax(z) (no second pass over the images)."""
+    import numpy as np
+
+    from tegaki.numerics import softmax
+
+    return softmax(temperature * np.log(np.clip(np.asarray(probs, np.float64), 1e-300, 1)))
