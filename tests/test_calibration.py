@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 from dataclasses import replace
 
 import numpy as np
@@ -201,3 +202,32 @@ def test_evaluate_prints_calibration_and_draws_the_reliability_diagram(runs, mni
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
     saved = json.loads((tmp_path / "ev" / "evaluation.json").read_text())
     assert saved["ece"] == pytest.approx(after["ece"]) and saved["brier"] == pytest.approx(after["brier"])
+
+
+def test_predict_and_the_api_say_whether_it_is_a_digit(tmp_path, cli):
+    """A clean MNIST digit is 'digit'; a Fashion-MNIST ankle boot is flagged, in the CLI's JSON and the API's answer."""
+    import json as _json
+
+    import httpx
+    from PIL import Image
+
+    from tegaki.data.sources import load_dataset
+    from tegaki.predict import Predictor
+    from tegaki.serve.app import create_app
+
+    ds = load_dataset("mnist", data_dir=__import__("conftest").data_root() / "mnist")
+    Image.fromarray(ds.test_images[0]).save(tmp_path / "seven.png")
+    fashion = load_dataset("fashion-mnist")
+    boot = fashion.test_images[np.flatnonzero(fashion.test_labels == 9)[0]]
+    Image.fromarray(boot).save(tmp_path / "boot.png")
+    r = cli("predict", tmp_path / "seven.png", tmp_path / "boot.png", "--format", "json")
+    rows = {Path(x["file"]).name: x for x in _json.loads(r.out)}
+    assert rows["seven.png"]["status"] == "digit" and rows["seven.png"]["label"] == 7
+    assert rows["boot.png"]["status"] == "not a digit"
+    table = cli("predict", tmp_path / "boot.png").out
+    assert "(not a digit)" in table
+    from fastapi.testclient import TestClient
+
+    with TestClient(create_app(Predictor.load(None), drawings=None, allow_hosts=["testserver"])) as c:
+        body = c.post("/api/predict", files={"file": ("s.png", (tmp_path / "seven.png").read_bytes(), "image/png")}).json()
+    assert body["status"] == "digit" and body["label"] == 7 and isinstance(body["score"], float)

@@ -142,7 +142,12 @@ class Predictor:
         """The prediction for an already preprocessed image."""
         if pre.empty:
             return _prediction(pre, None)
-        probs, score = self.calibrated(self.logits(pre.image[None]))
+        return self.from_logits(pre, self.logits(pre.image[None]))
+
+    def from_logits(self, pre: Preprocessed, logits: np.ndarray) -> Prediction:
+        """The prediction for a preprocessed image whose raw logits (1, K) were computed already (the
+        server reads them from the same forward pass as the feature maps): calibrated, with its status."""
+        probs, score = self.calibrated(logits)
         return _prediction(pre, probs[0], score[0], self.calibration)
 
     def predict_images(self, sources, batch_size: int = 500) -> list[Prediction | TegakiError]:

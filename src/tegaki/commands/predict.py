@@ -62,16 +62,16 @@ def predict_rows(predictor, items: list[tuple[str, str | None]], k: int) -> list
     preds = iter(predictor.predict_images([f for f, why in items if why is None]))
     rows = []
     for f, why in items:
-        r = {"file": f, "label": None, "name": None, "confidence": None, "top": [], "error": why}
+        r = {"file": f, "label": None, "name": None, "confidence": None, "top": [], "error": why, "status": None}
         if why is None:
             p = next(preds)
             if isinstance(p, TegakiError):
                 msg = str(p)
                 r["error"] = msg[len(f) + 2:] if msg.startswith(f + ": ") else msg
             elif p.empty:
-                r["no_digit"] = True
+                r.update(no_digit=True, status="not a digit")
             else:
-                r.update(label=p.label, name=classes[p.label], confidence=round(p.confidence, 6),
+                r.update(label=p.label, name=classes[p.label], confidence=round(p.confidence, 6), status=p.status,
                          top=[{"label": i, "name": classes[i], "probability": round(q, 6)} for i, q in p.top(k)])
         rows.append(r)
     return rows
@@ -111,14 +111,14 @@ def write_json(rows: list[dict], k: int, out) -> None:
 def write_csv(rows: list[dict], k: int, out) -> None:
     w = csv.writer(out, lineterminator="\n")
     w.writerow(["file", "label", "confidence"] + [f"top{i + 1}" for i in range(k)]
-               + [f"top{i + 1}_probability" for i in range(k)] + ["error"])
+               + [f"top{i + 1}_probability" for i in range(k)] + ["error", "status"])
     for r in rows:
         tops = r["top"] + [None] * (k - len(r["top"]))
         w.writerow([r["file"], "" if r["name"] is None else r["name"],
                     "" if r["confidence"] is None else f"{r['confidence']:.6f}"]
                    + ["" if t is None else t["name"] for t in tops]
                    + ["" if t is None else f"{t['probability']:.6f}" for t in tops]
-                   + [r["error"] or ("no digit" if r.get("no_digit") else "")])
+                   + [r["error"] or ("no digit" if r.get("no_digit") else ""), r["status"] or ""])
 
 
 def write_table(rows: list[dict], k: int, out) -> None:
@@ -131,7 +131,8 @@ def write_table(rows: list[dict], k: int, out) -> None:
             print(f"{r['file']:<{width}}  -      no digit (nothing stands out from the background)", file=out)
         else:
             tops = "  ".join(f"{t['name']} {t['probability']:.1%}" for t in r["top"])
-            print(f"{r['file']:<{width}}  {r['name']:<5}  {r['confidence']:>9.2%}  {tops}", file=out)
+            doubt = "" if r["status"] == "digit" else f"  ({r['status']})"
+            print(f"{r['file']:<{width}}  {r['name']:<5}  {r['confidence']:>9.2%}  {tops}{doubt}", file=out)
 
 
 EPILOG = """exit status:

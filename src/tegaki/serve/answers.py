@@ -13,7 +13,6 @@ from PIL import Image
 
 from tegaki import png
 from tegaki.data.preprocess import Preprocessed
-from tegaki.numerics import softmax
 from tegaki.predict import Prediction, Predictor
 
 STEP_SIDE = 280  # steps larger than this are shown reduced
@@ -52,6 +51,8 @@ def mosaic(maps: np.ndarray, gap: int = 1) -> tuple[np.ndarray, int, int]:
 def prediction_json(pred: Prediction, classes: list[str], steps: bool = False, top: int = 3) -> dict:
     body = {
         "label": pred.label, "name": classes[pred.label], "confidence": pred.confidence,
+        # "digit" | "not sure" | "not a digit" (calibrated confidence and the out-of-distribution score)
+        "status": pred.status, "score": pred.score,
         "probabilities": pred.probabilities,
         "top": [{"label": i, "name": classes[i], "probability": p} for i, p in pred.top(top)],
         "input": pred.input.tolist(), "info": pred.info,
@@ -93,6 +94,5 @@ def look(p: Predictor, pre: Preprocessed, layers: int = 0) -> tuple[Prediction, 
     engine = p._looking_engine()
     acts = engine.activations(_network_input(p, pre.image[None]))  # every layer's output, (1, ...)
     logits = acts[p.spec.layers[-1].name]  # (1, classes): the final softmax is left to the caller
-    probs = softmax(np.asarray(logits, np.float64))[0]
-    pred = Prediction(int(probs.argmax()), [float(q) for q in probs], pre.image, pre.steps, pre.info)
+    pred = p.from_logits(pre, np.asarray(logits, np.float64))  # calibrated, with its status
     return pred, [(conv, read, np.asarray(acts[read][0], np.float32)) for conv, read in blocks]

@@ -111,7 +111,7 @@ async def _read_form(request: Request, limits: Limits) -> Payload:
     return Payload(image=data, steps=isinstance(steps, str) and steps.strip().lower() in ("1", "true", "yes", "on"))
 
 
-MAX_JSON_DEPTH = 32  # {"pixels": [[...]]} is 3 deep
+MAX_JSON_DEPTH = 100  # {"pixels": [[...]]} is 3 deep; far below what json.loads could recurse into
 
 
 # JSON pixels -------------------------------------------------------------------------------------
