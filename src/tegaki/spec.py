@@ -26,6 +26,7 @@ The presets carry a training recipe in `train` (optimiser, learning rate, batch 
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import re
@@ -402,6 +403,7 @@ class Symbol:
     layer: Layer | None
     parents: tuple["Symbol", ...] = ()
     shape: Shape | None = None  # the input's shape, for the input symbol
+    order: int = field(default_factory=itertools.count().__next__)  # creation order: inputs come first
 
     @classmethod
     def apply(cls, layer: Layer, x) -> "Symbol":
