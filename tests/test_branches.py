@@ -17,7 +17,7 @@ from tegaki.engines.numpy_layers import build_layer, cross_entropy
 from tegaki.engines.torch_engine import TorchEngine, TorchNet
 from tegaki.errors import TegakiError
 from tegaki.glassbox import NumpyNet, gradcheck
-from tegaki.spec import Spec, SpecError, layer_from_dict, load_preset
+from tegaki.spec import Spec, SpecError, load_preset
 
 
 @pytest.fixture(scope="module", autouse=True)

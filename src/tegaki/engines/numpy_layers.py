@@ -480,6 +480,20 @@ class Softmax(Layer):
         return dy
 
 
+def cross_entropy(logits: np.ndarray, y: np.ndarray, smoothing: float = 0.0) -> tuple[float, np.ndarray]:
+    """Mean cross-entropy of softmax(logits) against labels y, and its gradient dL/dlogits.
+
+    With label smoothing s the target is q = (1 - s) one_hot(y) + s / K (PyTorch's definition).
+    """
+    n, k = logits.shape
+    z = logits - logits.max(axis=1, keepdims=True)  # (N, K); softmax is unchanged by the shift
+    logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))  # log softmax
+    q = np.full((n, k), smoothing / k, logits.dtype)  # (N, K) target distribution
+    q[np.arange(n), y] += 1.0 - smoothing
+    loss = float(-(q * logp).sum()) / n
+    return loss, (np.exp(logp) - q) / n  # d/dz of -sum q log softmax(z) is softmax(z) - q
+
+
 # joining layers: forward takes several inputs; backward hands back one gradient per input ----------
 class Add(Layer):
     """y = x_1 + x_2 + ...: the residual connection."""
@@ -516,20 +530,6 @@ class GlobalAvgPool(Layer):
     def backward(self, dy):  # (N, C) -> (N, C, H, W): each pixel gets 1/(H*W) of its channel's gradient
         h, w = self.x_shape[2:]
         return np.ascontiguousarray(np.broadcast_to((dy / (h * w))[:, :, None, None], self.x_shape))
-
-
-def cross_entropy(logits: np.ndarray, y: np.ndarray, smoothing: float = 0.0) -> tuple[float, np.ndarray]:
-    """Mean cross-entropy of softmax(logits) against labels y, and its gradient dL/dlogits.
-
-    With label smoothing s the target is q = (1 - s) one_hot(y) + s / K (PyTorch's definition).
-    """
-    n, k = logits.shape
-    z = logits - logits.max(axis=1, keepdims=True)  # (N, K); softmax is unchanged by the shift
-    logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))  # log softmax
-    q = np.full((n, k), smoothing / k, logits.dtype)  # (N, K) target distribution
-    q[np.arange(n), y] += 1.0 - smoothing
-    loss = float(-(q * logp).sum()) / n
-    return loss, (np.exp(logp) - q) / n  # d/dz of -sum q log softmax(z) is softmax(z) - q
 
 
 # one entry per layer kind: spec record type -> NumPy layer class
