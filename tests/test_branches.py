@@ -396,3 +396,16 @@ def test_resnet_small_trains_one_epoch_on_both_engines(four_thousand, tmp_path, 
     pytest.importorskip("onnxruntime")
     info = export_run(tmp_path / "run", tmp_path / "model.onnx")
     assert info["max_abs_diff"] <= 1e-4 and (tmp_path / "model.onnx").is_file()
+
+
+def test_functional_model_fits_saves_and_loads(tmp_path):
+    from conftest import digits_like
+
+    x, y = digits_like(600)
+    model = residual_functional()
+    history = model.fit(x, y, epochs=1, batch_size=50, engine="numpy", verbose=0, validation_split=0.2)
+    assert len(history.rows) == 1
+    path = model.save(tmp_path / "res")
+    back = tg.load(path)
+    assert back.spec.to_dict()["layers"] == model.spec.to_dict()["layers"]
+    np.testing.assert_allclose(back.predict_proba(x[:20]), model.predict_proba(x[:20]), atol=1e-6)
