@@ -2,7 +2,9 @@
 
 One box per layer, left to right, input first: the box's colour says its kind (conv, pool,
 dense, activation ...), its height grows with the size of the layer's output, and the text
-gives the layer's name, what it does, its output shape and its parameter count.
+gives the layer's name, what it does, its output shape and its parameter count. A layer that
+reads the previous one gets a straight arrow from it; a branch (a layer reading an earlier
+output, as the add of a residual block does) is an arc over the boxes in between.
 
     fig = draw(spec, title="lenet")          # a matplotlib Figure
     figures.save(fig, "diagram.png")
@@ -22,7 +24,7 @@ from tegaki.figures import new_figure, plain
 COLOURS = {
     "input": "#d9d9d9", "conv2d": "#8ec1e6", "maxpool": "#f5c26b", "avgpool": "#f5c26b",
     "dense": "#9fd89a", "flatten": "#e6e6e6", "dropout": "#f0d0d0", "batchnorm": "#d7c4ec",
-    "softmax": "#f39c9c",
+    "softmax": "#f39c9c", "add": "#c9e7e1", "concat": "#c9e7e1", "globalavgpool": "#f5c26b",
 }
 ACTIVATION_COLOUR = "#fbe8a6"
 
@@ -68,6 +70,26 @@ def shape_text(shape) -> str:
     return "x".join(str(int(s)) for s in shape)
 
 
+def _arrows(ax, spec: S.Spec, step: float, width: float) -> int:
+    """A straight arrow from the previous box, or an arc from an earlier one, into each layer's box;
+    returns the height (in boxes skipped) of the tallest arc."""
+    index = {"input": 0, **{l.name: i + 1 for i, l in enumerate(spec.layers)}}
+    tallest = 0
+    for i, src in enumerate(spec.sources(), start=1):
+        for n in dict.fromkeys(src):  # each input once, in order
+            j = index[n]
+            if j == i - 1:
+                ax.add_patch(FancyArrowPatch(((i - 1) * step + width / 2, 0), (i * step - width / 2, 0),
+                                             arrowstyle="-|>", mutation_scale=9, color="#444444", linewidth=0.8))
+                continue
+            span = i - j
+            tallest = max(tallest, min(span, 6))
+            ax.add_patch(FancyArrowPatch((j * step, 1.55), (i * step, 1.55),
+                                         connectionstyle=f"arc3,rad={-min(0.45, 0.9 / span):.2f}",
+                                         arrowstyle="-|>", mutation_scale=9, color="#2a7f6f", linewidth=0.9))
+    return tallest
+
+
 def draw(spec: S.Spec, title: str = "") -> Figure:
     """The network as a row of boxes, input first (see the module's docstring), as a Figure."""
     boxes = [("input", "input", spec.input_shape, 0, COLOURS["input"])]
@@ -89,11 +111,9 @@ def draw(spec: S.Spec, title: str = "") -> Figure:
         ax.text(x, -h / 2 - 0.12, shape_text(shape), ha="center", va="top", fontsize=8)
         ax.text(x, -h / 2 - 0.42, f"{n:,} params" if n else "-", ha="center", va="top", fontsize=7,
                 color="#333333" if n else "#999999")
-        if i:
-            ax.add_patch(FancyArrowPatch(((i - 1) * step + width / 2, 0), (x - width / 2, 0),
-                                         arrowstyle="-|>", mutation_scale=9, color="#444444", linewidth=0.8))
+    arcs = _arrows(ax, spec, step, width)
     ax.set_xlim(-step / 2 - 0.1, (len(boxes) - 0.5) * step + 0.1)
-    ax.set_ylim(-2.0, 1.95)
+    ax.set_ylim(-2.0, 1.95 + (0.35 + 0.25 * arcs if arcs else 0))
     ax.axis("off")
     total = spec.num_params()
     ax.set_title(plain(f"{title or spec.name}: {len(spec.layers)} layers, {total:,} parameters "

@@ -5,8 +5,9 @@
     engine = OnnxEngine(spec, weights)                        # make_engine("onnx", spec, weights)
     engine.logits(x)                                          # (N, C, H, W) normalised -> (N, classes)
 
-The graph is written straight from the spec, one ONNX node (or two) per layer, the same way
-the engines interpret it: no tracing, so exporting takes milliseconds and does not depend on
+The graph is written straight from the spec, one ONNX node (or two) per layer, each reading the
+tensors of the layers it names (spec.sources(): branches are just names), the same way the engines
+interpret it: no tracing, so exporting takes milliseconds and does not depend on
 PyTorch's exporter. The model takes the normalised float32 input (N, C, H, W) named "input"
 and has two outputs, "logits" (raw) and "probabilities": softmax(logits / T) with the run's calibration
 temperature T baked in (tegaki/calibration.py; 1 for a run without one), so they are the same
@@ -100,6 +101,11 @@ def _unary(op: str, **attrs):
     return lambda g, layer, x, s: g.node(op, [x], layer.name, **{k: getattr(layer, a) for k, a in attrs.items()})
 
 
+def _global_avgpool(g: _Graph, layer: S.GlobalAvgPool, x: str, s) -> str:
+    g.node("GlobalAveragePool", [x], f"{layer.name}.map")  # (N, C, 1, 1)
+    return g.node("Flatten", [f"{layer.name}.map"], layer.name, axis=1)  # (N, C)
+
+
 def _identity(g, layer, x, s) -> str:
     return x  # no node: dropout at inference; softmax, which "probabilities" applies at the end
 
@@ -120,18 +126,24 @@ NODES = {
     S.ELU: _unary("Elu", alpha="alpha"),
     S.Maxout: _maxout,
     S.Softmax: _identity,
+    S.GlobalAvgPool: _global_avgpool,
+    # joining layers get the list of their inputs' names
+    S.Add: lambda g, layer, xs, s: g.node("Sum", xs, layer.name),
+    S.Concat: lambda g, layer, xs, s: g.node("Concat", xs, layer.name, axis=1),
 }
+JOINS = (S.Add, S.Concat)
 
 
 def _graph(spec: S.Spec, weights: dict[str, np.ndarray], temperature: float = 1.0) -> _Graph:
     """The spec's layers as ONNX nodes, then "logits" and "probabilities" (softmax of logits / T)."""
     g = _Graph(weights)
-    x = "input"
-    for layer, s in zip(spec.layers, spec.in_shapes()):
+    tensor = {"input": "input"}  # layer name -> the ONNX tensor holding its output
+    for layer, s, src in zip(spec.layers, spec.in_shapes(), spec.sources()):
         translate = NODES.get(type(layer))
         if translate is None:
             raise TegakiError(f"ONNX export has no translation of layer type {layer.type!r}")
-        x = translate(g, layer, x, s)
+        xs = [tensor[n] for n in src]
+        tensor[layer.name] = x = translate(g, layer, xs if isinstance(layer, JOINS) else xs[0], s)
     g.node("Identity", [x], "logits")
     scaled = "logits"
     if temperature != 1.0:

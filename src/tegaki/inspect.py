@@ -34,8 +34,9 @@ def conv_layers(spec: S.Spec) -> list[str]:
 
 
 def map_layers(spec: S.Spec) -> list[str]:
-    """Layers whose output is a stack of feature maps worth showing: every conv and pool layer."""
-    return [l.name for l in spec.layers if isinstance(l, (S.Conv2d, S.MaxPool, S.AvgPool))]
+    """Layers whose output is a stack of feature maps worth showing: every conv, pool, add and concat layer."""
+    return [l.name for l, s in zip(spec.layers, spec.shapes())
+            if isinstance(l, (S.Conv2d, S.MaxPool, S.AvgPool, S.Add, S.Concat)) and len(s) == 3]
 
 
 def dense_layers(spec: S.Spec) -> list[str]:
@@ -52,8 +53,8 @@ def block_end(spec: S.Spec, name: str) -> str:
     """The last layer of the block a conv or dense layer starts (its pooling, activation ...)."""
     i = [l.name for l in spec.layers].index(name)
     while i + 1 < len(spec.layers) and isinstance(spec.layers[i + 1], _BLOCK_TAIL) \
-            and not isinstance(spec.layers[i + 1], S.Softmax):
-        i += 1
+            and not isinstance(spec.layers[i + 1], S.Softmax) and spec.layers[i + 1].inputs is None:
+        i += 1  # (inputs None: it reads layer i; a branch's layer reads something else)
     return spec.layers[i].name
 
 
@@ -74,10 +75,11 @@ def hidden_layers(spec: S.Spec) -> list[tuple[str, str]]:
 def penultimate(spec: S.Spec) -> str | None:
     """The layer feeding the output layer (skipping dropout and flatten); None: the input itself."""
     names = [l.name for l in spec.layers]
-    i = names.index(logits_layer(spec)) - 1
-    while i >= 0 and isinstance(spec.layers[i], (S.Dropout, S.Flatten)):
-        i -= 1
-    return spec.layers[i].name if i >= 0 else None
+    srcs = spec.sources()  # follow what each layer reads: in a network with branches, not always the one before
+    n = srcs[names.index(logits_layer(spec))][0]
+    while n != "input" and isinstance(spec.layers[names.index(n)], (S.Dropout, S.Flatten)):
+        n = srcs[names.index(n)][0]
+    return None if n == "input" else n
 
 
 def check_layer(spec: S.Spec, name: str) -> str:

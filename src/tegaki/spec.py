@@ -13,12 +13,20 @@ Activations are layers of their own, so a learner sees them. Shapes are (C, H, W
 and (F,) for vectors, batch excluded. Weight layouts follow PyTorch: conv (out, in, kh, kw),
 dense (out, in); flattening is in (C, H, W) order. Weights are named "<layer name>.<param>".
 
+Branches: layers still run in order, each taking the previous layer's output, unless it names
+its inputs: `inputs = ["conv2", "relu3"]` takes the outputs of earlier layers ("input" is the
+network's input). `add` sums equal shapes (a residual connection), `concat` joins maps along the
+channels, `globalavgpool` averages each channel to one number. A list without names means what
+it always meant. In Python, calling a layer on a symbol (`tg.Conv2d(9, 3)(x)`) records the same
+wiring for tegaki.functional.Model.
+
 A spec is written in TOML or JSON (see src/tegaki/presets/) and serialises back to JSON.
 The presets carry a training recipe in `train` (optimiser, learning rate, batch size ...).
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import re
@@ -70,9 +78,21 @@ class Layer:
     prefix: ClassVar[str] = ""
     has_params: ClassVar[bool] = False
     name: str = field(default="", kw_only=True)
+    inputs: tuple[str, ...] | None = field(default=None, kw_only=True)  # None: the previous layer's output
 
     def out_shape(self, s: Shape) -> Shape:
         return s
+
+    def join(self, shapes: list[Shape], names: list[str]) -> Shape:
+        """The output shape for the shapes of its inputs (named `names`): one input, unless the layer joins."""
+        if len(shapes) != 1:
+            raise SpecError(f"{self.name} ({self.type}) takes one input but is given {len(shapes)}: "
+                            f"{' and '.join(names)}; join them first with an add or concat layer")
+        return self.out_shape(shapes[0])
+
+    def __call__(self, x) -> "Symbol":
+        """The functional form: this layer applied to a symbol (or a list of symbols, for add and concat)."""
+        return Symbol.apply(self, x)
 
     def params(self, s: Shape) -> dict[str, Shape]:
         """Learned tensors (name -> shape) for input shape `s`."""
@@ -325,12 +345,84 @@ class Softmax(Activation):
         return s
 
 
+def _need_two(layer: Layer, names: list[str]) -> None:
+    if len(names) < 2:
+        raise SpecError(f"{layer.name} ({layer.type}) joins two or more layers but is given only "
+                        f"{' '.join(names)}; name them: inputs = [\"conv1\", \"relu2\"]")
+
+
+@dataclass
+class Add(Layer):
+    """The element-wise sum of two or more outputs of the same shape: a residual connection."""
+
+    type: ClassVar[str] = "add"
+    prefix: ClassVar[str] = "add"
+
+    def join(self, shapes: list[Shape], names: list[str]) -> Shape:
+        _need_two(self, names)
+        for s, n in zip(shapes[1:], names[1:]):
+            if s != shapes[0]:
+                raise SpecError(f"{self.name} (add) cannot add {names[0]}'s output {shapes[0]} and {n}'s output "
+                                f"{s}: added shapes must be equal; change the filters, stride or pooling of one")
+        return shapes[0]
+
+
+@dataclass
+class Concat(Layer):
+    """Two or more outputs side by side along the channels (images of equal height and width) or features."""
+
+    type: ClassVar[str] = "concat"
+    prefix: ClassVar[str] = "concat"
+
+    def join(self, shapes: list[Shape], names: list[str]) -> Shape:
+        _need_two(self, names)
+        a = shapes[0]
+        for s, n in zip(shapes[1:], names[1:]):
+            if len(s) != len(a) or s[1:] != a[1:]:
+                what = "heights and widths" if len(s) == len(a) else "kinds (an image and a vector)"
+                raise SpecError(f"{self.name} (concat) cannot concatenate {names[0]}'s output {a} and {n}'s output "
+                                f"{s}: their {what} differ; concat joins along the channels only")
+        return (sum(s[0] for s in shapes), *a[1:])
+
+
+@dataclass
+class GlobalAvgPool(Layer):
+    """The mean of each channel over the whole map: (C, H, W) -> (C,)."""
+
+    type: ClassVar[str] = "globalavgpool"
+    prefix: ClassVar[str] = "gap"
+
+    def out_shape(self, s: Shape) -> Shape:
+        _need_image(self, s)
+        return (s[0],)
+
+
+@dataclass(eq=False)
+class Symbol:
+    """A tensor of the functional form: the network's input (layer None) or a layer applied to symbols.
+    tegaki.functional.Model turns the symbols an output depends on into a Spec."""
+
+    layer: Layer | None
+    parents: tuple["Symbol", ...] = ()
+    shape: Shape | None = None  # the input's shape, for the input symbol
+    order: int = field(default_factory=itertools.count().__next__)  # creation order: inputs come first
+
+    @classmethod
+    def apply(cls, layer: Layer, x) -> "Symbol":
+        xs = tuple(x) if isinstance(x, (list, tuple)) else (x,)
+        if not xs or not all(isinstance(s, Symbol) for s in xs):
+            raise SpecError(f"{layer.type} layer: call it on tg.Input(...) or on another layer's result "
+                            f"(a list of them for add and concat), got {_short(x)}")
+        return cls(layer, xs)
+
+
 LAYERS: dict[str, type[Layer]] = {c.type: c for c in (
     Conv2d, MaxPool, AvgPool, Dense, Flatten, Dropout, BatchNorm,
-    Sigmoid, Tanh, ReLU, LeakyReLU, ELU, Maxout, Softmax)}
+    Sigmoid, Tanh, ReLU, LeakyReLU, ELU, Maxout, Softmax, Add, Concat, GlobalAvgPool)}
 ALIASES = {"conv": "conv2d", "linear": "dense", "fc": "dense", "max_pool": "maxpool", "avg_pool": "avgpool",
            "pool": "maxpool", "batch_norm": "batchnorm", "bn": "batchnorm", "logistic": "sigmoid",
-           "leakyrelu": "leaky_relu"}
+           "leakyrelu": "leaky_relu", "concatenate": "concat", "global_avg_pool": "globalavgpool",
+           "gap": "globalavgpool"}
 
 
 def type_ok(value, annotation: str) -> bool:
@@ -395,8 +487,15 @@ def layer_from_dict(d: dict, where: str = "layer") -> Layer:
 
 def _check_fields(layer: Layer) -> None:
     """Each option of a layer has its declared type, whole numbers are at most MAX_INT, reals are finite."""
+    ins = layer.inputs
+    if isinstance(ins, str):
+        ins = layer.inputs = (ins,)
+    if ins is not None:
+        if not (isinstance(ins, (list, tuple)) and ins and all(isinstance(n, str) for n in ins)):
+            raise SpecError(f"{layer.type} layer: inputs must be a non-empty list of layer names, got {_short(ins)}")
+        layer.inputs = tuple(ins)
     for f in fields(layer):
-        if f.name == "name":
+        if f.name in ("name", "inputs"):
             continue
         v = getattr(layer, f.name)
         if not type_ok(v, str(f.type)):
@@ -465,6 +564,23 @@ def read_text_file(path: Path, what: str = "file", limit: int = MAX_SPEC_BYTES) 
         raise SpecError(f"{path}: cannot read the {what} ({e.strerror or type(e).__name__})") from None
 
 
+def name_layers(layers: list[Layer]) -> None:
+    """Give every unnamed layer its name (conv1, pool1, relu1, relu2 ...); names are unique."""
+    counts: dict[str, int] = {}
+    seen = set()
+    for layer in layers:
+        if layer.name and (not _NAME_OK.match(layer.name) or layer.name == "input"):
+            raise SpecError(f"layer name {layer.name!r}: use letters, digits and underscores only "
+                            "('input' names the network's input)")
+        if not layer.name:
+            p = layer.prefix if not isinstance(layer, Activation) else layer.type
+            counts[p] = counts.get(p, 0) + 1
+            layer.name = f"{p}{counts[p]}"
+        if layer.name in seen:
+            raise SpecError(f"two layers are named {layer.name!r}; layer names must be unique")
+        seen.add(layer.name)
+
+
 @dataclass
 class Spec:
     input_shape: Shape = (1, 28, 28)
@@ -484,24 +600,15 @@ class Spec:
             raise SpecError(f"spec {self.name!r} has no layers")
         if self.normalize not in ("standard", "unit"):
             raise SpecError(f"normalize must be 'standard' or 'unit', got {self.normalize!r}")
-        counts: dict[str, int] = {}
-        seen = set()
         for layer in self.layers:
             if not isinstance(layer, Layer):
                 raise SpecError(f"spec {self.name!r}: {layer!r} is not a layer")
-            if layer.name and not _NAME_OK.match(layer.name):
-                raise SpecError(f"layer name {layer.name!r}: use letters, digits and underscores only")
             _check_fields(layer)
-            if not layer.name:
-                p = layer.prefix if not isinstance(layer, Activation) else layer.type
-                counts[p] = counts.get(p, 0) + 1
-                layer.name = f"{p}{counts[p]}"
-            if layer.name in seen:
-                raise SpecError(f"two layers are named {layer.name!r}; layer names must be unique")
-            seen.add(layer.name)
+        name_layers(self.layers)
         for i, layer in enumerate(self.layers):
             if isinstance(layer, Softmax) and i != len(self.layers) - 1:
                 raise SpecError(f"{layer.name}: softmax must be the last layer")
+        self._check_wiring()
         self.shapes()  # raises on any shape error
         self.check_size()
         _check_train(self.train, self.name)
@@ -517,17 +624,63 @@ class Spec:
             raise SpecError(f"spec {self.name!r}: its layers output {acts:,} numbers per example, more than the "
                             f"{MAX_ACTIVATIONS:,} tegaki allows; use a smaller input, fewer filters or more pooling")
 
-    # shape inference ---------------------------------------------------------------
-    def shapes(self) -> list[Shape]:
-        """Output shape of every layer (batch excluded), in order."""
-        out, s = [], self.input_shape
-        for layer in self.layers:
-            s = tuple(int(i) for i in layer.out_shape(s))
-            out.append(s)
+    # wiring ------------------------------------------------------------------------
+    def sources(self) -> list[tuple[str, ...]]:
+        """The names each layer takes its input(s) from, in order ("input": the network's input)."""
+        index = {l.name: i for i, l in enumerate(self.layers)}
+        out = []
+        for i, layer in enumerate(self.layers):
+            src = layer.inputs or (self.layers[i - 1].name if i else "input",)
+            for n in src:
+                j = -1 if n == "input" else index.get(n)
+                if j is None:
+                    raise SpecError(f"{layer.name} takes its input from {n!r}, which is not a layer of this spec; "
+                                    f"name 'input' or a layer before {layer.name}")
+                if j == i:
+                    raise SpecError(f"{layer.name} takes its input from itself, a cycle; name an earlier layer")
+                if j > i:
+                    raise SpecError(f"{layer.name} takes its input from {n}, which comes after it (a cycle); layers "
+                                    f"run in order, so a layer can only take an earlier layer's output: "
+                                    f"move {n} before {layer.name}")
+            out.append(tuple(src))
         return out
 
+    def _check_wiring(self) -> None:
+        """Every name resolves to an earlier layer; every output but the last is used; `inputs` equal to
+        the default (the previous layer alone) are dropped, so the same network has one spec."""
+        srcs = self.sources()
+        for i, (layer, src) in enumerate(zip(self.layers, srcs)):
+            if src == (self.layers[i - 1].name if i else "input",):
+                layer.inputs = None
+        used = {n for src in srcs for n in src}
+        for i, layer in enumerate(self.layers[:-1]):
+            if layer.name not in used:
+                nxt = self.layers[i + 1]
+                raise SpecError(f"{layer.name}'s output goes to no layer ({nxt.name}, the next, takes "
+                                f"{' and '.join(srcs[i + 1])}); name {layer.name} in a later layer's inputs or remove it")
+
+    @property
+    def branched(self) -> bool:
+        """Whether some layer takes another input than the previous layer's output."""
+        return any(l.inputs is not None for l in self.layers)
+
+    # shape inference ---------------------------------------------------------------
+    def shape_map(self) -> dict[str, Shape]:
+        """"input" and every layer's name -> its output shape (batch excluded)."""
+        out = {"input": self.input_shape}
+        for layer, src in zip(self.layers, self.sources()):
+            out[layer.name] = tuple(int(i) for i in layer.join([out[n] for n in src], list(src)))
+        return out
+
+    def shapes(self) -> list[Shape]:
+        """Output shape of every layer (batch excluded), in order."""
+        m = self.shape_map()
+        return [m[l.name] for l in self.layers]
+
     def in_shapes(self) -> list[Shape]:
-        return [self.input_shape] + self.shapes()[:-1]
+        """The shape of each layer's (first) input."""
+        m = self.shape_map()
+        return [m[src[0]] for src in self.sources()]
 
     @property
     def output_shape(self) -> Shape:
@@ -611,17 +764,26 @@ class Spec:
 
     # text ------------------------------------------------------------------------
     def summary(self) -> str:
-        rows = [("Layer (type)", "Output shape", "Param #")]
-        rows.append(("input", str((None, *self.input_shape)), "0"))
-        for layer, s, n in zip(self.layers, self.shapes(), self.layer_params()):
-            rows.append((f"{layer.name} ({layer.type})", str((None, *s)), f"{n:,}"))
-        w = [max(len(r[i]) for r in rows) + 2 for i in range(3)]
+        """Keras' table: each layer's output shape and parameter count, and for a network with
+        branches a "Connected to" column naming each layer's inputs."""
+        wired = self.branched
+        rows = [("Layer (type)", "Output shape", "Param #", "Connected to")]
+        rows.append(("input", str((None, *self.input_shape)), "0", ""))
+        for layer, s, n, src in zip(self.layers, self.shapes(), self.layer_params(), self.sources()):
+            rows.append((f"{layer.name} ({layer.type})", str((None, *s)), f"{n:,}", ", ".join(src)))
+        if not wired:
+            rows = [r[:3] for r in rows]
+        w = [max(len(r[i]) for r in rows) + 2 for i in range(len(rows[0]))]
         line = "=" * sum(w)
         out = [f'Model: "{self.name}"', line]
-        out.append(f"{rows[0][0]:<{w[0]}}{rows[0][1]:<{w[1]}}{rows[0][2]:>{w[2]}}")
+
+        def fmt(r):
+            text = f"{r[0]:<{w[0]}}{r[1]:<{w[1]}}{r[2]:>{w[2]}}"
+            return text + f"  {r[3]}".rstrip() if wired else text
+
+        out.append(fmt(rows[0]))
         out.append(line)
-        for r in rows[1:]:
-            out.append(f"{r[0]:<{w[0]}}{r[1]:<{w[1]}}{r[2]:>{w[2]}}")
+        out.extend(fmt(r) for r in rows[1:])
         out.append(line)
         total = self.num_params()
         buffers = sum(math.prod(s) for s in self.buffer_shapes().values())

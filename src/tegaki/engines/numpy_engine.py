@@ -14,6 +14,11 @@ checkpoints. One training step is the whole of backpropagation:
         dz = layer.backward(dz)                   # dL/dinput from dL/doutput; dL/dparams into layer.grads
     self.opt.step([layer.grads[k] for layer, k in self.slots])
 
+In a network with branches (spec.sources()), each layer reads the outputs it names, and the
+backward pass keeps dL/d(output) per layer: a joining layer (add, concat) hands one gradient to
+each input, and an output read by several layers receives the SUM of their gradients (the
+fan-out rule; docs/backprop.md works it through for a residual block).
+
 These are the lines of `train_step` and `backward` below. `first` is the first layer with
 weights: nothing below it learns, so the loop stops there, and that layer skips computing its
 dL/dinput (`need_dx`); saliency maps ask for the input's gradient and set first = 0.
@@ -56,6 +61,8 @@ class NumpyEngine:
         self.slots = [(layer, k) for layer in self.layers for k in layer.params]
         # backpropagation can stop at the first layer with weights: nothing below it learns
         self.first = next((i for i, layer in enumerate(self.layers) if layer.params), len(self.layers) - 1)
+        # the names each layer reads, when some layer reads another than the previous one's output
+        self.wiring = spec.sources() if spec.branched else None
         self.set_weights(weights if weights is not None else spec.init_weights(0))
         self.opt: Optimizer | None = None
         self.label_smoothing = 0.0
@@ -93,9 +100,21 @@ class NumpyEngine:
             layer.training = training
 
     def forward(self, x: np.ndarray) -> np.ndarray:
+        if self.wiring is not None:
+            return self.forward_all(x)[self.layers[-1].name]
         for layer in self.layers:
             x = layer.forward(x)
         return x
+
+    def forward_all(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        """Every layer's output by name; each layer reads the outputs it names (or the previous one)."""
+        out, prev = {"input": x}, "input"
+        for i, layer in enumerate(self.layers):
+            src = self.wiring[i] if self.wiring is not None else (prev,)
+            out[layer.name] = layer.forward(*(out[n] for n in src))
+            prev = layer.name
+        del out["input"]
+        return out
 
     def backward(self, dz: np.ndarray, need_input_grad: bool = False) -> np.ndarray | None:
         """Backpropagation: dz = dL/dlogits through the layers in reverse; returns dL/dinput if asked.
@@ -105,9 +124,19 @@ class NumpyEngine:
         """
         first = 0 if need_input_grad else self.first
         self.layers[self.first].need_dx = need_input_grad
-        for layer in reversed(self.layers[first:]):
-            dz = layer.backward(dz)
-        return dz
+        if self.wiring is None:
+            for layer in reversed(self.layers[first:]):
+                dz = layer.backward(dz)
+            return dz
+        grads = {self.layers[-1].name: dz}  # dL/d(output) of each layer, filled from the top down
+        for i in range(len(self.layers) - 1, first - 1, -1):
+            layer, src = self.layers[i], self.wiring[i]
+            dx = layer.backward(grads.pop(layer.name))  # every reader of this output came later: all done
+            if dx is None:
+                continue
+            for n, g in zip(src, dx if isinstance(dx, tuple) else (dx,)):
+                grads[n] = grads[n] + g if n in grads else g  # the fan-out rule: gradients of a shared output add up
+        return grads.get("input")
 
     # inference -------------------------------------------------------------------------------
     def _array(self, x) -> np.ndarray:
@@ -122,11 +151,8 @@ class NumpyEngine:
 
     def activations(self, x) -> dict[str, np.ndarray]:
         self._mode(False)
-        out, x = {}, self._array(x)
-        for layer in self.layers:
-            x = layer.forward(x)
-            out[layer.name] = np.array(x)  # a copy: later calls must not change it
-        return out
+        out = self.forward_all(self._array(x))
+        return {k: np.array(v) for k, v in out.items()}  # copies: later calls must not change them
 
     def input_gradient(self, x: np.ndarray, target: np.ndarray) -> np.ndarray:
         """d logit[target] / d input, per example (for saliency maps)."""

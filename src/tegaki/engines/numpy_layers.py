@@ -485,11 +485,50 @@ def cross_entropy(logits: np.ndarray, y: np.ndarray, smoothing: float = 0.0) -> 
     return loss, (np.exp(logp) - q) / n  # d/dz of -sum q log softmax(z) is softmax(z) - q
 
 
+# joining layers: forward takes several inputs; backward hands back one gradient per input ----------
+class Add(Layer):
+    """y = x_1 + x_2 + ...: the residual connection."""
+
+    def forward(self, *xs):  # k arrays of one shape -> that shape
+        self.k = len(xs)
+        y = xs[0] + xs[1]
+        for x in xs[2:]:
+            y = y + x
+        return y
+
+    def backward(self, dy):  # dy/dx_i = 1: every input gets dL/dy unchanged
+        return (dy,) * self.k
+
+
+class Concat(Layer):
+    """y = the inputs side by side along axis 1 (the channels of images, the features of vectors)."""
+
+    def forward(self, *xs):  # (N, C_i, ...) -> (N, sum of C_i, ...)
+        self.sizes = [x.shape[1] for x in xs]
+        return np.concatenate(xs, axis=1)
+
+    def backward(self, dy):  # each input gets back the slice of dL/dy its channels went to
+        return tuple(np.split(dy, np.cumsum(self.sizes)[:-1], axis=1))
+
+
+class GlobalAvgPool(Layer):
+    """y[n, c] = the mean of channel c over all H x W pixels."""
+
+    def forward(self, x):  # (N, C, H, W) -> (N, C)
+        self.x_shape = x.shape
+        return x.mean(axis=(2, 3))
+
+    def backward(self, dy):  # (N, C) -> (N, C, H, W): each pixel gets 1/(H*W) of its channel's gradient
+        h, w = self.x_shape[2:]
+        return np.ascontiguousarray(np.broadcast_to((dy / (h * w))[:, :, None, None], self.x_shape))
+
+
 # one entry per layer kind: spec record type -> NumPy layer class
 LAYER_CLASSES: dict[type, type[Layer]] = {
     S.Conv2d: Conv2d, S.Dense: Dense, S.BatchNorm: BatchNorm, S.MaxPool: MaxPool, S.AvgPool: AvgPool,
     S.Flatten: Flatten, S.Dropout: Dropout, S.Sigmoid: Sigmoid, S.Tanh: Tanh, S.ReLU: ReLU,
     S.LeakyReLU: LeakyReLU, S.ELU: ELU, S.Maxout: Maxout, S.Softmax: Softmax,
+    S.Add: Add, S.Concat: Concat, S.GlobalAvgPool: GlobalAvgPool,
 }
 REFERENCE_CLASSES: dict[type, type[Layer]] = {S.Conv2d: Conv2dReference, S.MaxPool: MaxPoolReference}
 

@@ -48,6 +48,24 @@ class PaddedConv(nn.Module):
         return self.conv(x)
 
 
+class Add(nn.Module):
+    def forward(self, *xs):  # equal shapes -> their sum
+        y = xs[0]
+        for x in xs[1:]:
+            y = y + x
+        return y
+
+
+class Concat(nn.Module):
+    def forward(self, *xs):  # (N, C_i, ...) -> (N, sum of C_i, ...)
+        return torch.cat(xs, dim=1)
+
+
+class GlobalAvgPool(nn.Module):
+    def forward(self, x):  # (N, C, H, W) -> (N, C)
+        return x.mean(dim=(2, 3))
+
+
 def _batchnorm(layer: S.BatchNorm, in_shape) -> nn.Module:
     bn = nn.BatchNorm2d if len(in_shape) == 3 else nn.BatchNorm1d
     return bn(in_shape[0], eps=layer.eps, momentum=layer.momentum)
@@ -68,6 +86,9 @@ MODULES: dict[type, Callable[..., nn.Module]] = {
     S.LeakyReLU: lambda layer, s: nn.LeakyReLU(layer.slope),
     S.ELU: lambda layer, s: nn.ELU(layer.alpha),
     S.Maxout: lambda layer, s: Maxout(layer.pieces),
+    S.Add: lambda layer, s: Add(),
+    S.Concat: lambda layer, s: Concat(),
+    S.GlobalAvgPool: lambda layer, s: GlobalAvgPool(),
     S.Softmax: lambda layer, s: nn.Identity(),  # the network returns logits; the loss and predictions apply softmax
 }
 
@@ -80,23 +101,31 @@ def build_module(layer: S.Layer, in_shape) -> nn.Module:
 
 
 class TorchNet(nn.Module):
-    """The spec's layers in order; forward returns logits (the input of the final softmax)."""
+    """The spec's layers in order; forward returns logits (the input of the final softmax).
+
+    A layer takes the previous layer's output, or in a network with branches the outputs of the
+    layers it names (spec.sources()); autograd adds up the gradients of an output used twice."""
 
     def __init__(self, spec: S.Spec):
         super().__init__()
         self.spec = spec
         self.layers = nn.ModuleDict({l.name: build_module(l, s) for l, s in zip(spec.layers, spec.in_shapes())})
+        self.wiring = None if not spec.branched else [(l.name, src) for l, src in zip(spec.layers, spec.sources())]
 
     def forward(self, x):
-        for m in self.layers.values():
-            x = m(x)
-        return x
+        if self.wiring is None:
+            for m in self.layers.values():
+                x = m(x)
+            return x
+        return self.forward_all(x)[self.wiring[-1][0]]
 
     def forward_all(self, x) -> dict[str, torch.Tensor]:
-        out = {}
-        for name, m in self.layers.items():
-            x = m(x)
-            out[name] = x
+        out, prev = {"input": x}, "input"
+        for i, (name, m) in enumerate(self.layers.items()):
+            src = self.wiring[i][1] if self.wiring else (prev,)
+            out[name] = m(*(out[n] for n in src))
+            prev = name
+        del out["input"]
         return out
 
 
