@@ -208,7 +208,6 @@ def test_predict_and_the_api_say_whether_it_is_a_digit(tmp_path, cli):
     """A clean MNIST digit is 'digit'; a Fashion-MNIST ankle boot is flagged, in the CLI's JSON and the API's answer."""
     import json as _json
 
-    import httpx
     from PIL import Image
 
     from tegaki.data.sources import load_dataset
