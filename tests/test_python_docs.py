@@ -35,3 +35,11 @@ def test_readme_python_cell_runs_as_written(mnist_dir, monkeypatch, tmp_path, ca
     exec(compile(code, "README.md", "exec"), ns)
     assert ns["ev"].accuracy > 0.95
     assert (tmp_path / "runs" / "mine" / "model.safetensors").is_file()
+
+
+def test_readme_functional_example_runs_as_written(capsys):
+    readme = (DOC.parents[1] / "README.md").read_text(encoding="utf-8")
+    code = re.search(r"```python\n(.*?)```", readme[readme.index("Networks with branches"):], re.S).group(1)
+    ns: dict = {}
+    exec(compile(code, "README.md", "exec"), ns)
+    assert "Connected to" in capsys.readouterr().out and ns["model"].spec.num_params() == 5002
