@@ -64,6 +64,21 @@ def torch_one_thread():
     torch.set_num_threads(before)
 
 
+def run_python_blocks(path: Path) -> dict:
+    """Run a Markdown file's ```python blocks in order in one namespace, as a reader would (a warning
+    that the input looks unlike MNIST is an error here: the docs use MNIST itself)."""
+    import re
+    import warnings
+
+    blocks = re.findall(r"```python\n(.*?)```", path.read_text(encoding="utf-8"), re.S)
+    ns: dict = {"_blocks": len(blocks)}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", category=UserWarning)
+        for code in blocks:
+            exec(compile(code, str(path), "exec"), ns)
+    return ns
+
+
 class CLIResult:
     def __init__(self, code, out, err):
         self.code, self.out, self.err = code, out, err

@@ -3,6 +3,8 @@ form (tg.Input, tg.Model), both engines (the fan-out rule in the NumPy backward)
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from dataclasses import replace
 
 import numpy as np
@@ -20,12 +22,7 @@ from tegaki.glassbox import NumpyNet, gradcheck
 from tegaki.spec import Spec, SpecError, load_preset
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 def spec_of(layers: list[dict], input_shape=(1, 28, 28)) -> Spec:
@@ -76,45 +73,7 @@ def test_inputs_naming_the_previous_layer_mean_no_inputs():
     assert not wired.branched and wired.to_dict() == plain.to_dict() and "Connected to" not in wired.summary()
 
 
-KERAS_FUNCTIONAL_TOML = '''
-description = "Keras lecture CNN: conv 9@3x3 same relu, maxpool, dense 64 relu, dense 10"
-input = [1, 28, 28]
-[train]
-optimizer = "adam"
-lr = 0.001
-batch_size = 128
-epochs = 5
-[[layers]]
-type = "conv2d"
-filters = 9
-kernel = 3
-padding = "same"
-inputs = ["input"]
-[[layers]]
-type = "relu"
-inputs = ["conv1"]
-[[layers]]
-type = "maxpool"
-size = 2
-inputs = ["relu1"]
-[[layers]]
-type = "flatten"
-inputs = ["pool1"]
-[[layers]]
-type = "dense"
-units = 64
-inputs = ["flatten1"]
-[[layers]]
-type = "relu"
-inputs = ["dense1"]
-[[layers]]
-type = "dense"
-units = 10
-inputs = ["relu2"]
-[[layers]]
-type = "softmax"
-inputs = ["dense2"]
-'''
+KERAS_FUNCTIONAL_TOML = (Path(__file__).parent / "keras_functional.toml").read_text()
 
 
 def test_keras_lecture_functional_in_toml_and_python_gives_the_sequential_summary(tmp_path):

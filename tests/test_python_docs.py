@@ -3,21 +3,17 @@
 from __future__ import annotations
 
 import re
-import warnings
 from pathlib import Path
+
+from conftest import run_python_blocks
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "python.md"
 
 
 def test_python_md_runs_as_written(mnist_dir, monkeypatch, capsys):
     monkeypatch.setenv("TEGAKI_DATA_DIR", str(mnist_dir.parent))
-    blocks = re.findall(r"```python\n(.*?)```", DOC.read_text(encoding="utf-8"), re.S)
-    assert len(blocks) >= 5
-    ns: dict = {}
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", category=UserWarning)  # no InputWarning on MNIST itself
-        for code in blocks:
-            exec(compile(code, str(DOC), "exec"), ns)
+    ns = run_python_blocks(DOC)
+    assert ns["_blocks"] >= 5
     out = capsys.readouterr().out
     assert "(60000, 28, 28) uint8 [5 0 4 1 9 2 1 3 1 4]" in out
     assert 'Model: "model"' in out and "accuracy" in out

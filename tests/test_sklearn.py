@@ -31,12 +31,7 @@ DOC = ROOT / "docs" / "sklearn.md"
 N = 2000
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -251,13 +246,10 @@ def test_the_expected_failures_do_fail():
 
 def test_docs_example_runs_as_written(mnist_dir, monkeypatch, capsys):
     monkeypatch.setenv("TEGAKI_DATA_DIR", str(mnist_dir.parent))
-    blocks = re.findall(r"```python\n(.*?)```", DOC.read_text(encoding="utf-8"), re.S)
-    assert len(blocks) == 2
-    ns: dict = {}
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", category=UserWarning)  # no InputWarning on MNIST itself
-        for code in blocks:
-            exec(compile(code, str(DOC), "exec"), ns)
+    from conftest import run_python_blocks
+
+    ns = run_python_blocks(DOC)
+    assert ns["_blocks"] == 2
     out = capsys.readouterr().out
     assert "best {'lr': 0.4}" in out and out.rstrip().endswith("True")
     assert ns["clf"].score(ns["x_test"][:1000], ns["y_test"][:1000]) > 0.8
