@@ -268,3 +268,18 @@ def test_onnx_engine_without_the_extra_says_what_to_install(monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: None if n == "onnxruntime" else real(n, *a))
     with pytest.raises(TegakiError, match=r"--engine onnx needs onnxruntime: pip install 'tegaki\[onnx\]'"):
         make_engine("onnx", small_net().spec)
+
+
+def test_probe_from_python(trained, mnist):
+    """Source 1's transfer learning: hidden features beat raw pixels for a linear classifier."""
+    m, _ = trained
+    t = tg.probe(m, mnist.train_images[:3000], mnist.train_labels[:3000], mnist.test_images[:1000],
+                 mnist.test_labels[:1000], classifiers=("logreg",), max_train=3000)
+    assert {r.layer for r in t.results} == {"pixels", "relu1"} and len(t.results) == 2
+    assert t.accuracy("logreg", "relu1") > 0.85 and 0.8 < t.network_accuracy <= 1
+    assert "logreg" in str(t) and t.plot().axes
+    ours = (m.predict(mnist.test_images[:1000]) == mnist.test_labels[:1000]).mean()
+    assert t.network_accuracy == pytest.approx(ours)
+    with pytest.raises(TegakiError, match="unknown classifier"):
+        tg.probe(m, mnist.train_images[:10], mnist.train_labels[:10], mnist.test_images[:10],
+                 mnist.test_labels[:10], classifiers=("forest",))

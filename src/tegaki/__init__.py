@@ -32,7 +32,7 @@ _EXPORTS = {
     "Input": "tegaki.functional",
     "Model": "tegaki.functional",
     "TrainConfig": "tegaki.train", "Predictor": "tegaki.predict", "Evaluation": "tegaki.evaluate",
-    "NumpyNet": "tegaki.glassbox", "gradcheck": "tegaki.glassbox",
+    "probe": "tegaki.probe", "NumpyNet": "tegaki.glassbox", "gradcheck": "tegaki.glassbox",
     "InputError": "tegaki.arrays", "InputWarning": "tegaki.arrays", "figures": "tegaki.figures",
 }
 

@@ -18,7 +18,9 @@ many examples each fit used, and `--train-size` changes it.
 
 from __future__ import annotations
 
+import sys
 import time
+import types
 import warnings
 from dataclasses import dataclass
 
@@ -243,3 +245,61 @@ def table(results: list[ProbeResult], network_accuracy: float, network_name: str
 
 def by_any(by: dict, classifier: str) -> ProbeResult:
     return next(r for (c, _), r in by.items() if c == classifier)
+
+
+@dataclass
+class ProbeTable:
+    """What `tg.probe` returns: one ProbeResult per (classifier, layer), the network's own accuracy,
+    the table as text (str(table)) and `.plot()` (a Figure)."""
+
+    results: list[ProbeResult]
+    network_accuracy: float
+    network_name: str = "network"
+
+    def accuracy(self, classifier: str, layer: str) -> float:
+        """The test accuracy of `classifier` on `layer`'s features ("pixels" for the raw input)."""
+        for r in self.results:
+            if r.classifier == classifier and r.layer == layer:
+                return r.accuracy
+        raise TegakiError(f"no result for {classifier} on {layer}; have "
+                          f"{', '.join(sorted({f'{r.classifier}/{r.layer}' for r in self.results}))}")
+
+    def plot(self, title: str = ""):
+        from tegaki import figures
+
+        return figures.probe_accuracy(self.results, self.network_accuracy, title or f"{self.network_name}: probes")
+
+    def __str__(self) -> str:
+        return table(self.results, self.network_accuracy, self.network_name)
+
+
+def probe(model, x_train, y_train, x_test, y_test, layers: list[str] | None = None,
+          classifiers=("logreg", "svm"), max_train: int | None = 5000, seed: int = 0) -> ProbeTable:
+    """Source document 1's transfer learning from Python: every hidden block's activations (and the raw
+    pixels) as features for scikit-learn classifiers, against the network's own softmax.
+
+    `model` is a tegaki Sequential (trained or loaded); arrays as for its predict and fit."""
+    from tegaki.arrays import as_images, as_labels
+    from tegaki.data.dataset import Dataset
+
+    k = model.spec.num_classes
+    xtr, xte = as_images(x_train, model.spec.input_shape, "x_train"), as_images(x_test, model.spec.input_shape, "x_test")
+    ds = Dataset("arrays", xtr, as_labels(y_train, len(xtr), k, "y_train"), xte, as_labels(y_test, len(xte), k, "y_test"),
+                 model.classes)
+    for c in classifiers:
+        if c not in CLASSIFIERS:
+            raise TegakiError(f"unknown classifier {c!r}; choose from {', '.join(CLASSIFIERS)}")
+    feats, net_acc = extract(model.predictor, ds, layers or default_layers(model.spec), max_train, seed)
+    results = [fit(f, c, max_train, seed) for c in classifiers for f in feats.values()]
+    return ProbeTable(results, net_acc, model.name)
+
+
+class _CallableModule(types.ModuleType):
+    """`tg.probe(model, ...)` calls `probe`; `tg.probe.ProbeTable` and the rest stay reachable (the name
+    is both this module and its main function)."""
+
+    def __call__(self, *args, **kwargs) -> ProbeTable:
+        return probe(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule
