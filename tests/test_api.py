@@ -120,7 +120,9 @@ def test_features_and_torch_module_share_weights(trained, mnist):
     xn = (torch.from_numpy(x[:, None].astype(np.float32)) / 255 - m.run.norm["mean"]) / m.run.norm["std"]
     with torch.no_grad():
         logits = net(xn).numpy()
-    np.testing.assert_allclose(torch.softmax(torch.from_numpy(logits), 1).numpy(), m.predict_proba(x),
+    t = m.predictor.temperature  # fitted on the validation data given to fit
+    assert t != 1.0 and m.run.meta["calibration"]["held_out"]
+    np.testing.assert_allclose(torch.softmax(torch.from_numpy(logits) / t, 1).numpy(), m.predict_proba(x),
                                rtol=1e-5, atol=1e-6)
 
 

@@ -512,9 +512,11 @@ def _finish(run: _Run, state: LoopState) -> TrainResult:
         "device": str(engine.device), "seed": cfg.seed,
         "train_size": run.n_train, "valid_size": run.n_valid, "test_size": n_test,
     }
-    if run.out is not None:  # a run folder is calibrated; a model fitted in memory keeps the plain softmax
+    # a run folder is always calibrated; a model fitted in memory when it has a validation split to fit on
+    if run.out is not None or run.valid_data is not None:
         run.meta["calibration"] = _calibration(run, final_valid[2])
         run.log(_calibration_line(run.meta["calibration"]))
+    if run.out is not None:
         save_run(run.out, run.spec, engine.get_weights(), run.meta, state.history, metrics, initial=run.init)
         (run.out / CHECKPOINT).unlink(missing_ok=True)
     return TrainResult(run.out, metrics, state.history, False, run=_as_run(run, metrics), initial=run.init)
