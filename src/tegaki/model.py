@@ -229,11 +229,7 @@ class Sequential:
         name = check_layer(self.spec, layer) if layer else penultimate(self.spec)
         if name is None:
             raise TegakiError("this network has no hidden layer to take features from")
-        xs = as_images(x, self.spec.input_shape, "x")
-        p = self.predictor
-        eng = p._looking_engine()
-        parts = [eng.activations(p.prepare(xs[i:i + batch_size]))[name] for i in range(0, len(xs), batch_size)]
-        return np.concatenate([np.asarray(a, np.float32).reshape(len(a), -1) for a in parts])
+        return self._inspector().features(as_images(x, self.spec.input_shape, "x"), [name], batch_size)[name]
 
     @property
     def weights(self) -> dict[str, np.ndarray]:

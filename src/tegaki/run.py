@@ -29,7 +29,6 @@ from safetensors import SafetensorError
 from safetensors.numpy import load as st_load
 from safetensors.numpy import save as st_save
 
-from tegaki.engines.inputs import normalise  # noqa: F401 - run.normalise, for callers of the old name
 from tegaki.errors import TegakiError
 from tegaki.fileio import atomic_write_bytes, atomic_write_text, write_json
 from tegaki.spec import Spec
@@ -262,8 +261,7 @@ def load_run(ref: str | Path) -> Run:
 def _read_json(path: Path, what: str):
     from tegaki.spec import parse_text, read_text_file
 
-    data = parse_text(read_text_file(path, "run file"), "json", str(path), what)
-    return data
+    return parse_text(read_text_file(path, "run file"), "json", str(path), what)
 
 
 MAX_CLASS_NAME = 100
@@ -285,19 +283,18 @@ def check_classes(classes, n: int, where) -> list[str]:
     return classes
 
 
+def _finite(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
 def check_norm(norm, where) -> None:
-    ok = isinstance(norm, dict) and all(isinstance(norm.get(k), (int, float)) and not isinstance(norm.get(k), bool)
-                                        and math.isfinite(norm[k]) for k in ("mean", "std"))
+    ok = isinstance(norm, dict) and _finite(norm.get("mean")) and _finite(norm.get("std"))
     if not ok or not 0 < norm["std"] <= 1e6 or abs(norm["mean"]) > 1e6:
         raise TegakiError(f"{where}: the input normalisation must have a finite mean and a standard deviation "
                           f"above 0, got {str(norm)[:80]}; retrain or repair the file")
 
 
 T_MIN, T_MAX = 0.05, 20.0  # a calibration temperature outside this range is a damaged file, not a model
-
-
-def _finite(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def check_calibration(record, where) -> dict:
@@ -324,8 +321,11 @@ def check_values(weights: dict[str, np.ndarray], where) -> None:
     for k, w in weights.items():
         if not np.issubdtype(w.dtype, np.floating):
             raise TegakiError(f"{where}: {k} holds {w.dtype} values, not floating point; retrain")
-        if w.size and not (np.isfinite(w).all() and float(np.abs(w).max()) <= MAX_ABS_WEIGHT):
-            bad = "NaN or infinite" if not np.isfinite(w).all() else f"as large as {float(np.abs(w).max()):.3g}"
+        if not w.size:
+            continue
+        finite, largest = bool(np.isfinite(w).all()), float(np.abs(w).max())
+        if not finite or largest > MAX_ABS_WEIGHT:
+            bad = "NaN or infinite" if not finite else f"as large as {largest:.3g}"
             raise TegakiError(f"{where}: weights {k} are {bad}; the run is damaged or diverged: retrain")
 
 

@@ -278,7 +278,6 @@ class _Run:
     log: Callable[[str], None]
     dist: object  # tegaki.distributed.Dist, or None
     setup_seconds: float = 0.0
-    history_ref: list = field(default_factory=list)  # the loop's history (read when interrupted)
     valid_labels: np.ndarray | None = None  # the validation split's labels (for the calibration)
 
     @property
@@ -321,7 +320,6 @@ def train(spec: Spec, ds: Dataset, cfg: TrainConfig, out: Path | None, log: Call
     run = _setup(spec, ds, cfg, None if out is None else Path(out), log, command, bar_stream, dist, resume, split,
                  weights)
     state = _resume_state(run, resume) if resume is not None else LoopState()
-    run.history_ref = state.history
     run.log(f"training {spec.name} ({spec.num_params():,} parameters) on {ds.name}: {run.n_train:,} train, "
             f"{run.n_valid:,} valid, {len(ds.test_labels):,} test; engine {cfg.engine} on {run.engine.device}")
     run.log(Progress.HEAD)
@@ -339,7 +337,7 @@ def train(spec: Spec, ds: Dataset, cfg: TrainConfig, out: Path | None, log: Call
             return TrainResult(run.out, {}, state.history)  # rank 0 measures the test set and writes the run
         return _finish(run, state)
     except (KeyboardInterrupt, Terminated) as e:
-        result = _interrupted(run, created)
+        result = _interrupted(run, created, state.history)
         result.terminated = isinstance(e, Terminated)
         return result
     except BaseException:
@@ -456,13 +454,13 @@ def _epoch(run: _Run, state: LoopState, epoch: int) -> bool:
     return state.stopped_early
 
 
-def _interrupted(run: _Run, created: bool) -> TrainResult:
+def _interrupted(run: _Run, created: bool, history: list[dict]) -> TrainResult:
     """Ctrl-C or SIGTERM: keep the last epoch's checkpoint, or leave nothing if there is none."""
     run.prog.clear()
     if run.out is None:  # in memory: the model keeps the weights of the last step it finished
-        run.log(f"interrupted: stopped after {plural(len(run.history_ref), 'finished epoch')}; "
+        run.log(f"interrupted: stopped after {plural(len(history), 'finished epoch')}; "
                 "the model keeps the weights it has reached")
-        return TrainResult(None, {}, list(run.history_ref), interrupted=True, run=_as_run(run, {}), initial=run.init)
+        return TrainResult(None, {}, list(history), interrupted=True, run=_as_run(run, {}), initial=run.init)
     if (run.out / CHECKPOINT).is_file():
         state = read_checkpoint(run.out)
         run.log(f"interrupted: stopped cleanly; the checkpoint after epoch {state['epoch']} is saved in {run.out}; "
