@@ -163,10 +163,10 @@ class Evaluation:
 
 
 def evaluate(predictor, images: np.ndarray, labels: np.ndarray, classes: list[str] | None = None,
-             keep_images: bool = False, **kw) -> Evaluation:
+             keep_images: bool = False) -> Evaluation:
     classes = classes or predictor.classes
     probs = predictor.predict_proba(images)
     pred = probs.argmax(axis=1)
     k = max(len(classes), probs.shape[1])
     return Evaluation(probs, np.asarray(labels), pred, confusion_matrix(labels, pred, k), list(classes),
-                      images=kw.get("images", images if keep_images else None))
+                      images=images if keep_images else None)

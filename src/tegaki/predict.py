@@ -116,7 +116,7 @@ class Predictor:
 
     def predict_proba(self, images: np.ndarray) -> np.ndarray:
         """Calibrated class probabilities: softmax(logits / T)."""
-        return self.calibrated(self.logits(images))[0]
+        return softmax(np.asarray(self.logits(images), np.float64) / self.temperature)
 
     def scores(self, images: np.ndarray) -> np.ndarray:
         """The out-of-distribution score of each image (higher: more like the training digits)."""
@@ -195,11 +195,16 @@ class Predictor:
     def feature_maps(self, image: np.ndarray, limit: int = 2) -> list[tuple[str, str, np.ndarray]]:
         """The feature maps of the first `limit` conv layers for one (28, 28) uint8 input:
         [(conv layer, layer read, maps (C, H, W) float32), ...]; empty for a network without convs."""
+        return self.maps_and_logits(image, limit)[0]
+
+    def maps_and_logits(self, image: np.ndarray, limit: int = 2) -> tuple[list, np.ndarray | None]:
+        """feature_maps and the raw logits (1, K) from the same forward pass (None without conv layers)."""
         blocks = self.conv_blocks(limit)
         if not blocks:
-            return []
+            return [], None
         acts = self._looking_engine().activations(self.prepare(np.asarray(image)[None]))
-        return [(conv, read, np.asarray(acts[read][0], np.float32)) for conv, read in blocks]
+        maps = [(conv, read, np.asarray(acts[read][0], np.float32)) for conv, read in blocks]
+        return maps, np.asarray(acts[self.spec.layers[-1].name], np.float64)  # the softmax is left out
 
     def _looking_engine(self):
         """An engine that can show every layer's output: this one, or (for inference-only engines

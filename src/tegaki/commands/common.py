@@ -82,9 +82,11 @@ def load_test_data(args, run, name: str | None = None):
         try:  # the folder the run was trained from, first: no download for data that is on disk
             from tegaki.data.sources import load_dataset
 
-            return _same_classes(load_dataset(name, data_dir=folder, fetch=False, log=err), run)
+            ds = load_dataset(name, data_dir=folder, fetch=False, log=err)
         except TegakiError:
             pass  # moved or changed since: look where the dataset is usually found
+        else:
+            return _same_classes(ds, run)
     ds = load_data(args, name, all_test=True) if name.startswith("folder:") else load_data(args, name)
     return _same_classes(ds, run)
 

@@ -69,7 +69,7 @@ def predict_rows(predictor, items: list[tuple[str, str | None]], k: int) -> list
                 msg = str(p)
                 r["error"] = msg[len(f) + 2:] if msg.startswith(f + ": ") else msg
             elif p.empty:
-                r.update(no_digit=True, status="not a digit")
+                r.update(no_digit=True, status=p.status)
             else:
                 r.update(label=p.label, name=classes[p.label], confidence=round(p.confidence, 6), status=p.status,
                          top=[{"label": i, "name": classes[i], "probability": round(q, 6)} for i, q in p.top(k)])

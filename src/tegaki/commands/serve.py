@@ -58,19 +58,11 @@ def check_port(host: str, port: int) -> None:
 def allowed_hosts(args) -> list[str]:
     """--allow-host, plus --host itself when it is a name (the server's own name, on its port)."""
     hosts = list(args.allow_host or [])
-    if args.host not in ("0.0.0.0", "::") and not _is_ip(args.host):
+    from tegaki.serve.app import is_ip
+
+    if not is_ip(args.host):
         hosts.append(f"{args.host}:{args.port}")
     return hosts
-
-
-def _is_ip(host: str) -> bool:
-    import ipaddress
-
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
 
 
 def cmd_serve(args) -> int:

@@ -81,18 +81,10 @@ def layers_json(maps: list[tuple[str, str, np.ndarray]]) -> dict:
     return {"layers": out, "note": None if out else "this network has no conv layers"}
 
 
-def _network_input(p: Predictor, images: np.ndarray) -> np.ndarray:
-    return p.prepare(images)
-
-
 def look(p: Predictor, pre: Preprocessed, layers: int = 0) -> tuple[Prediction, list[tuple[str, str, np.ndarray]]]:
     """Classify a (non-empty) preprocessed image; with layers > 0 also the feature maps of the first
     `layers` conv layers, [(conv, layer read, (C, H, W) float32)], from the same forward pass."""
-    blocks = p.conv_blocks(layers) if layers else []
-    if not blocks:
+    maps, logits = p.maps_and_logits(pre.image, layers) if layers else ([], None)
+    if logits is None:
         return p.classify(pre), []
-    engine = p._looking_engine()
-    acts = engine.activations(_network_input(p, pre.image[None]))  # every layer's output, (1, ...)
-    logits = acts[p.spec.layers[-1].name]  # (1, classes): the final softmax is left to the caller
-    pred = p.from_logits(pre, np.asarray(logits, np.float64))  # calibrated, with its status
-    return pred, [(conv, read, np.asarray(acts[read][0], np.float32)) for conv, read in blocks]
+    return p.from_logits(pre, logits), maps  # calibrated, with its status
