@@ -29,23 +29,19 @@ COLOURS = {
 ACTIVATION_COLOUR = "#fbe8a6"
 
 
-def _hxw(pair: tuple[int, int]) -> str:
-    return f"{pair[0]}x{pair[1]}"
-
-
 def _describe_conv(layer: S.Conv2d) -> str:
     extra = []
     if layer.stride2 != (1, 1):
-        extra.append(f"stride {_hxw(layer.stride2)}")
+        extra.append(f"stride {shape_text(layer.stride2)}")
     if layer.padding != "valid":
         extra.append(f"pad {layer.padding}")
-    return f"conv {layer.filters}@{_hxw(layer.kernel2)}" + ("\n" + ", ".join(extra) if extra else "")
+    return f"conv {layer.filters}@{shape_text(layer.kernel2)}" + ("\n" + ", ".join(extra) if extra else "")
 
 
 def _describe_pool(layer: S._Pool) -> str:
     k, s = layer.window()
-    txt = f"{'max' if isinstance(layer, S.MaxPool) else 'avg'} {_hxw(k)}"
-    return txt + (f"\nstride {_hxw(s)}" if s != k else "")
+    txt = f"{'max' if isinstance(layer, S.MaxPool) else 'avg'} {shape_text(k)}"
+    return txt + (f"\nstride {shape_text(s)}" if s != k else "")
 
 
 # the layer kinds with settings worth a line; every other kind is described by its type name

@@ -59,13 +59,12 @@ from sklearn.exceptions import NotFittedError
 
 from tegaki import arrays
 from tegaki.arrays import InputError
-from tegaki.data.dataset import Dataset, stratified_split
+from tegaki.data.dataset import MAX_CLASSES, Dataset, stratified_split
 from tegaki.errors import TegakiError
 from tegaki.predict import Predictor
 from tegaki.spec import Spec, load_preset, preset_names
 from tegaki.train import USUAL_LR, TrainConfig, lr_for, train
 
-MAX_CLASSES = 1000  # as many as a tegaki labels file may use
 
 
 class NotFitted(TegakiError, NotFittedError):

@@ -155,8 +155,7 @@ class Conv2d(Layer):
 
     def pads(self, h: int, w: int) -> tuple[int, int, int, int]:
         """(top, bottom, left, right) zero padding for an h x w input."""
-        kh, kw = _pair(self.kernel, "kernel")
-        sh, sw = _pair(self.stride, "stride")
+        (kh, kw), (sh, sw) = self.kernel2, self.stride2
         if self.padding == "valid":
             return (0, 0, 0, 0)
         if self.padding == "same":  # output ceil(in / stride), extra pixel at the bottom/right
@@ -171,8 +170,7 @@ class Conv2d(Layer):
     def out_shape(self, s: Shape) -> Shape:
         _need_image(self, s)
         c, h, w = s
-        kh, kw = _pair(self.kernel, f"{self.name} kernel")
-        sh, sw = _pair(self.stride, f"{self.name} stride")
+        (kh, kw), (sh, sw) = self.kernel2, self.stride2
         if self.filters < 1 or kh < 1 or kw < 1 or sh < 1 or sw < 1:
             raise SpecError(f"{self.name}: filters, kernel and stride must be positive")
         t, b, l, r = self.pads(h, w)
@@ -182,8 +180,7 @@ class Conv2d(Layer):
         return (self.filters, (h + t + b - kh) // sh + 1, (w + l + r - kw) // sw + 1)
 
     def params(self, s: Shape) -> dict[str, Shape]:
-        kh, kw = _pair(self.kernel, "kernel")
-        p = {"weight": (self.filters, s[0], kh, kw)}
+        p = {"weight": (self.filters, s[0], *self.kernel2)}
         if self.bias:
             p["bias"] = (self.filters,)
         return p

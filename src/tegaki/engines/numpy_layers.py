@@ -290,8 +290,8 @@ class MaxPoolReference(Layer):
         return dx
 
 
-class MaxPool(Layer):
-    """MaxPoolReference's arithmetic, tuned for speed (tests/test_engine_reference.py: they agree).
+class MaxPool(MaxPoolReference):
+    """MaxPoolReference's arithmetic (and its window, set up by its __init__), tuned for speed (tests/test_engine_reference.py: they agree).
 
     y = the largest value of each kh x kw window (windows may overlap when stride < size), found
     with one whole-batch maximum per window offset; backward finds each window's first winner with
@@ -299,8 +299,7 @@ class MaxPool(Layer):
     """
 
     def __init__(self, layer: S.MaxPool, in_shape, dtype):
-        super().__init__(layer.name)
-        self.kernel, self.stride = layer.window()
+        super().__init__(layer, in_shape, dtype)
         self.overlap = any(s < k for s, k in zip(self.stride, self.kernel))  # may windows share pixels?
 
     def forward(self, x):  # (N, C, H, W) -> (N, C, Ho, Wo)
