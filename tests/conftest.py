@@ -87,7 +87,11 @@ class CLIResult:
 @pytest.fixture
 def cli(capsys, monkeypatch):
     """Run `tegaki ARGS...` in-process; returns .code, .out, .err."""
+    import torch
+
     monkeypatch.setenv("TEGAKI_DATA_DIR", str(data_root()))
+    # in-process commands keep the test's thread count (the measured default is tested on its own)
+    monkeypatch.setenv("TEGAKI_THREADS", str(torch.get_num_threads()))
 
     def run(*args: str) -> CLIResult:
         capsys.readouterr()

@@ -143,7 +143,7 @@ def test_evaluate_on_another_dataset_writes_beside_the_run(cli, ffnn_run, tmp_pa
 def test_threads_option(cli, ffnn_run, tmp_path):
     from threadpoolctl import threadpool_info
 
-    from tegaki import cli as C
+    from tegaki import threads
 
     before = torch.get_num_threads()
     try:
@@ -153,8 +153,8 @@ def test_threads_option(cli, ffnn_run, tmp_path):
         assert torch.get_num_threads() == 1
         assert all(p["num_threads"] == 1 for p in threadpool_info() if p["user_api"] == "blas")
     finally:
-        while C._THREAD_LIMITS:
-            C._THREAD_LIMITS.pop().restore_original_limits()
+        while threads._LIMITS:
+            threads._LIMITS.pop().restore_original_limits()
         torch.set_num_threads(before)
     for args in (("evaluate", ffnn_run, "--threads", "0"), ("train", "--threads", "-2", "--out", tmp_path / "t")):
         bad = cli(*args)

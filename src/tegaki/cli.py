@@ -13,7 +13,8 @@ import importlib
 import sys
 
 from tegaki import __version__
-from tegaki.commands.common import _THREAD_LIMITS, apply_threads, err  # noqa: F401 (kept for callers)
+from tegaki import threads  # noqa: F401 (first: the busy measure starts when tegaki does)
+from tegaki.commands.common import apply_threads, err  # noqa: F401 (kept for callers)
 from tegaki.commands.train import DEFAULT_PRESET, RESUME_FIXED  # noqa: F401 (kept for callers)
 from tegaki.errors import TegakiError
 

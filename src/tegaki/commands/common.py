@@ -16,7 +16,6 @@ from tegaki.errors import TegakiError
 START_DIR = Path.cwd()
 
 LOOK_ENGINES = ("torch", "numpy")  # the engines that expose every layer's output and input gradients
-_THREAD_LIMITS = []  # threadpoolctl's controller, kept alive while the limit holds
 
 
 def err(msg: str) -> None:
@@ -46,16 +45,29 @@ def check_threads(n: int | None) -> None:
         raise TegakiError(f"--threads must be at least 1, got {n}")
 
 
-def apply_threads(n: int | None) -> None:
-    """--threads N: torch's intra-op threads and the BLAS/OpenMP pools (NumPy engine) both N."""
-    check_threads(n)
-    if n is None:
-        return
-    import torch
-    from threadpoolctl import threadpool_limits
+def apply_threads(n: int | None) -> int:
+    """--threads N: torch's intra-op threads and the BLAS/OpenMP pools (NumPy engine) both N;
+    without it $TEGAKI_THREADS, else the cores other programs leave idle (tegaki/threads.py). Says so when that is
+    fewer than all of them, and returns the count."""
+    from tegaki import threads
 
-    torch.set_num_threads(n)
-    _THREAD_LIMITS.append(threadpool_limits(n))
+    check_threads(n)
+    if n is None and os.environ.get("TEGAKI_THREADS"):
+        n = _env_threads(os.environ["TEGAKI_THREADS"])
+    used = threads.use(n)
+    if n is None and used < threads.cores():
+        err(f"threads: {used} of {threads.cores()} cores (the others are busy; --threads N to choose)")
+    return used
+
+
+def _env_threads(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise TegakiError(f"TEGAKI_THREADS must be a whole number of threads, at least 1, got {text!r}")
+    return n
 
 
 def add_data_engine_args(p) -> None:

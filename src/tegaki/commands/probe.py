@@ -35,8 +35,9 @@ def register(subparsers) -> None:
                    help="also save the features as .npz: the training digits the classifiers saw "
                         "(--train-size 60000 for all) and the whole test set")
     p.add_argument("--plot", metavar="FILE.png", help="also draw the table as a bar chart")
-    p.add_argument("--threads", type=int, default=1, metavar="N",
-                   help="BLAS/OpenMP threads for the classifiers (default 1: steady on a busy machine; 0: all cores)")
+    p.add_argument("--threads", type=int, metavar="N",
+                   help="threads for the network and the classifiers (default: the idle cores for the network, "
+                   "1 for the classifiers, steady on a busy machine; 0: all cores)")
     p.add_argument("--seed", type=int, default=0, help="seed of the training subset order (default 0)")
     p.add_argument("--dataset", help="default: the dataset the run was trained on")
     p.add_argument("--data-dir", help="a folder holding the dataset's four IDX files")
@@ -52,13 +53,13 @@ def _split(values: list[str] | None) -> list[str]:
 def cmd_probe(args) -> int:
     from tegaki import inspect as I
     from tegaki import probe as P
-    from tegaki.commands.common import load_predictor, load_test_data
+    from tegaki.commands.common import apply_threads, load_predictor, load_test_data
 
     classifiers = _split(args.classifier) or list(DEFAULT_CLASSIFIERS)
     bad = [c for c in classifiers if c not in P.CLASSIFIERS]
     if bad:
         raise TegakiError(f"unknown classifier {bad[0]!r}; choose one of {', '.join(P.CLASSIFIERS)}")
-    if args.threads < 0:
+    if args.threads is not None and args.threads < 0:
         raise TegakiError(f"--threads must be >= 0 (0: all cores), got {args.threads}")
     if args.train_size is not None and args.train_size < 10:
         raise TegakiError(f"--train-size must be at least 10, got {args.train_size}")
@@ -68,6 +69,9 @@ def cmd_probe(args) -> int:
         raise TegakiError(f"--save-features {args.save_features}: give a file name ending in .npz")
     if args.save_features and not Path(args.save_features).resolve().parent.is_dir():
         raise TegakiError(f"--save-features {args.save_features}: the folder does not exist")
+    from tegaki import threads
+
+    apply_threads(threads.cores() if args.threads == 0 else args.threads)  # the network's
     pred = load_predictor(args)
     spec = pred.spec
     layers = _split(args.layer) or P.default_layers(spec)
@@ -86,9 +90,10 @@ def cmd_probe(args) -> int:
         P.save_features(args.save_features, feats)
         print(f"saved features to {args.save_features} (np.load(path, allow_pickle=False))")
     results = []
+    fit_threads = 1 if args.threads is None else args.threads or None
     for c in classifiers:
         for name in layers:
-            r = P.fit(feats[name], c, sizes[c], seed=args.seed, threads=args.threads or None)
+            r = P.fit(feats[name], c, sizes[c], seed=args.seed, threads=fit_threads)
             print(f"  {c:<10} on {r.label:<16} {r.dims:>6,} features, {r.train_size:>6,} digits: "
                   f"{r.accuracy:.2%} (fit {r.fit_seconds:.1f} s, test {r.predict_seconds:.1f} s)", flush=True)
             results.append(r)

@@ -74,7 +74,8 @@ def cmd_train(args) -> int:
     spec, cfg, dataset, out, resume, dist = _resumed(args) if args.resume else _fresh(args)
     if not dist.is_main:
         sys.stdout = open(os.devnull, "w")  # rank 0 speaks for all
-    apply_threads(args.threads)  # after distributed.setup, which shares the cores out otherwise
+    if args.threads is not None or dist.world == 1:  # distributed.setup shares the cores out otherwise
+        apply_threads(args.threads)
     if cfg.engine == "torch":
         from tegaki.engines.torch_engine import pick_device
 

@@ -1,0 +1,56 @@
+"""The default thread count is measured: the cores that other programs leave idle."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tegaki import threads
+
+SPIN = "import time\nend = time.monotonic() + {s}\nwhile time.monotonic() < end: pass\n"
+
+
+def test_rounding_by_hand(monkeypatch):
+    monkeypatch.setattr(threads, "cores", lambda: 2)
+    cases = {0.0: 2, 0.4: 2, 0.6: 1, 1.0: 1, 1.9: 1, 3.0: 1}  # free unless more than half busy
+    for busy, want in cases.items():
+        monkeypatch.setattr(threads, "others_busy", lambda since=None, b=busy: b)
+        assert threads.idle_cores() == want, busy
+    monkeypatch.setattr(threads, "others_busy", lambda since=None: None)  # not measurable: every core
+    assert threads.idle_cores() == 2
+
+
+def test_own_work_is_not_counted():
+    start = threads._snapshot()
+    if start is None:
+        pytest.skip("no /proc/stat here")
+    end = time.monotonic() + 0.3
+    while time.monotonic() < end:  # this process keeps one core busy: that is not "others"
+        pass
+    assert threads.others_busy(start) < 0.5
+
+
+@pytest.mark.skipif(threads.cores() < 2, reason="needs two cores")
+def test_a_spinning_program_takes_its_core():
+    p = subprocess.Popen([sys.executable, "-c", SPIN.format(s=3)])
+    try:
+        time.sleep(0.5)  # the interpreter has started and spins
+        start = threads._snapshot()
+        if start is None:
+            pytest.skip("no /proc/stat here")
+        time.sleep(0.5)
+        busy = threads.others_busy(start)
+        assert 0.7 < busy < threads.cores() + 0.1
+        assert threads.idle_cores(start) == threads.cores() - 1
+    finally:
+        p.kill()
+        p.wait()
+
+
+def test_env_and_option(cli, tmp_path, monkeypatch):
+    monkeypatch.setenv("TEGAKI_THREADS", "zero")
+    r = cli("train", "--preset", "ffnn", "--epochs", "1", "--out", tmp_path / "r")
+    assert r.code == 2 and "TEGAKI_THREADS" in r.err and len(r.err.strip().splitlines()) == 1
