@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -37,7 +38,7 @@ def tasks(tmp: Path, fast_run: Path) -> dict:
         "train fast": (["train", "--preset", "fast", "--seed", "0", "--out", str(tmp / "t")], tmp / "t"),
         "train numpy": (["train", "--preset", "ffnn", "--engine", "numpy", "--epochs", "1", "--seed", "0",
                          "--out", str(tmp / "n")], tmp / "n"),
-        "evaluate": (["evaluate", str(fast_run), "--out", str(tmp / "e")], None),
+        "evaluate": (["evaluate", str(fast_run), "--out", str(tmp / "e")], None),  # overwrites its own folder
         "probe": (["probe", str(fast_run), "--classifier", "logistic", "--train-size", "10000"], None),
     }
 
@@ -55,10 +56,12 @@ def run_once(argv: list[str], run_dir: Path | None, threads: int | None, loads: 
         for p in spinners:
             p.kill()
             p.wait()
+    if run_dir is not None and r.returncode == 0:
+        seconds = float(json.loads((run_dir / "metrics.json").read_text())["train_seconds"])
+        shutil.rmtree(run_dir)  # the next run writes there again
+        return seconds
     if r.returncode != 0:
         raise SystemExit(f"{' '.join(argv)} failed: {r.stderr.strip().splitlines()[-1:]}")
-    if run_dir is not None:
-        return float(json.loads((run_dir / "metrics.json").read_text())["train_seconds"])
     return wall
 
 
