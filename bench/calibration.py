@@ -7,7 +7,8 @@
 For each model it prints, on the MNIST test set (never used to fit anything):
   - ECE (15 bins), NLL and Brier score of the plain softmax (T = 1) and of the calibrated
     probabilities softmax(logits / T), with the temperature and where it was fitted;
-and for the out-of-distribution score (T * logsumexp(logits / T), thresholds from model.json,
+and for the out-of-distribution score (model.json's: minus the smallest Mahalanobis distance of the
+logits to a class mean, or T * logsumexp(logits / T) for runs calibrated before that; thresholds
 chosen as quantiles of held-out digits' scores only):
   - AUROC of MNIST test digits against each other source, the share of each source answered
     "not a digit" and "not a digit" or "not sure", and the share of MNIST test digits so answered
@@ -165,7 +166,8 @@ def main() -> int:
     for name, t, held, b, a, acc in cals:
         print(f"{name:<34}{t:>7.4f}  {held:<16}{b['ece']:>11.2%}{a['ece']:>10.2%}{b['nll']:>11.4f}{a['nll']:>10.4f}"
               f"{b['brier']:>11.4f}{a['brier']:>11.4f}{acc:>9.2%}")
-    print("\n'not a digit' (energy score of the calibrated logits; thresholds from model.json)")
+    print("\n'not a digit' (the calibration's out-of-distribution score: the Mahalanobis distance of the logits,\n"
+          "or the energy for runs calibrated before it; thresholds from model.json)")
     print(f"{'model':<34}{'source':<42}{'n':>6}{'AUROC':>8}{'not a digit':>13}{'+ not sure':>12}")
     for name, src, n, a, rej, unsure in oods:
         print(f"{name:<34}{src:<42}{n:>6}{'' if a is None else f'{a:.4f}':>8}{rej:>13.2%}{unsure:>12.2%}")

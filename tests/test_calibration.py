@@ -88,6 +88,51 @@ def test_scores_and_statuses():
     assert C.status(-100, 0.99, None) == "digit"  # without thresholds only the confidence speaks
 
 
+def test_mahalanobis_score_by_hand():
+    means = np.array([[1.0, 0.0], [0.0, 1.0]])
+    precision = np.array([[1.0, 0.0], [0.0, 4.0]])  # the second logit's spread is half the first's
+    z = np.array([[1.0, 0.0], [0.0, 1.0], [2.0, 2.0], [1.0, 1.0]])
+    # (z - m)^T P (z - m) for each class, then minus the smaller one
+    want = [-0.0, -0.0, -min(1 + 4 * 4, 4 + 4 * 1), -min(0 + 4 * 1, 1 + 0)]
+    assert C.mahalanobis_score(z, means, precision) == pytest.approx(want)
+    ood = {"score": "mahalanobis", "means": means.tolist(), "precision": precision.tolist()}
+    assert C.digit_score(z, 0.5, ood) == pytest.approx(want)  # the temperature plays no part in it
+
+
+def test_mahalanobis_fit_recovers_means_and_covariance():
+    rng = np.random.default_rng(0)
+    k, n = 3, 30_000
+    y = rng.integers(0, k, n)
+    true_means = np.array([[4.0, 0, 0], [0, 4.0, 0], [0, 0, 4.0]])
+    cov = np.array([[1.0, 0.3, 0], [0.3, 2.0, 0.1], [0, 0.1, 0.5]])
+    z = true_means[y] + rng.multivariate_normal(np.zeros(k), cov, n)
+    st = C.fit_mahalanobis(z, y)
+    np.testing.assert_allclose(st["means"], true_means, atol=0.05)
+    np.testing.assert_allclose(np.linalg.inv(st["precision"]), cov, atol=0.05)
+    assert C.fit_mahalanobis(z[:5], np.array([0, 0, 1, 1, 1])) is None  # class 2 unseen: no statistics
+    rec = C.ood_thresholds(np.linspace(0, 100, 1001), st)
+    assert rec["score"] == "mahalanobis" and len(rec["precision"]) == k
+
+
+def test_the_bundled_model_tells_clothes_from_digits():
+    """The bundled model's calibration (its model.json): Fashion-MNIST scores below MNIST test digits
+    (AUROC over 1,000 of each), and at most 1% of the digits are called "not a digit"."""
+    from tegaki.data.sources import load_dataset
+
+    p = Predictor.load(None, engine="numpy")
+    assert p.calibration["ood"]["score"] == "mahalanobis"
+    digits = load_dataset("mnist", data_dir=__import__("conftest").data_root() / "mnist").test_images[:1000]
+    clothes = load_dataset("fashion-mnist").test_images[:1000]
+    s_in, s_out = p.scores(digits), p.scores(clothes)
+    auroc = (s_in[:, None] > s_out[None, :]).mean() + 0.5 * (s_in[:, None] == s_out[None, :]).mean()
+    assert auroc >= 0.97
+    statuses = p.status(digits)
+    assert statuses.count("not a digit") <= 10
+    assert p.status(clothes).count("not a digit") >= 500
+    noise = (np.random.default_rng(0).random((100, 28, 28)) * 255).astype(np.uint8)
+    assert p.status(noise).count("digit") <= 2  # a sheet of noise is not a digit
+
+
 # runs --------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def small(mnist):
@@ -181,6 +226,21 @@ def test_bad_thresholds_are_refused(runs, tmp_path):
     d["calibration"]["ood"]["not_a_digit_below"] = d["calibration"]["ood"]["not_sure_below"] + 1
     (folder / "model.json").write_text(json.dumps(d))
     with pytest.raises(TegakiError, match="thresholds"):
+        load_run(folder)
+
+
+@pytest.mark.parametrize("field,value", [("means", [[0.0] * 10] * 9), ("precision", [[1.0] * 9] * 10),
+                                         ("means", [[float("nan")] * 10] * 10), ("precision", "identity")])
+def test_bad_mahalanobis_statistics_are_refused(runs, tmp_path, field, value):
+    import shutil
+
+    folder = tmp_path / "run"
+    shutil.copytree(runs["held"][0], folder)
+    d = json.loads((folder / "model.json").read_text())
+    assert d["calibration"]["ood"]["score"] == "mahalanobis"
+    d["calibration"]["ood"][field] = value
+    (folder / "model.json").write_text(json.dumps(d))
+    with pytest.raises(TegakiError, match="Mahalanobis 'means' and 'precision' must each be 10 lists of 10"):
         load_run(folder)
 
 

@@ -112,7 +112,7 @@ class Predictor:
     def calibrated(self, logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Raw logits -> (calibrated probabilities softmax(logits / T), out-of-distribution scores)."""
         z, t = np.asarray(logits, np.float64), self.temperature
-        return softmax(z / t), digit_score(z, t)
+        return softmax(z / t), digit_score(z, t, (self.calibration or {}).get("ood"))
 
     def predict_proba(self, images: np.ndarray) -> np.ndarray:
         """Calibrated class probabilities: softmax(logits / T)."""
@@ -120,7 +120,7 @@ class Predictor:
 
     def scores(self, images: np.ndarray) -> np.ndarray:
         """The out-of-distribution score of each image (higher: more like the training digits)."""
-        return digit_score(self.logits(images), self.temperature)
+        return self.calibrated(self.logits(images))[1]
 
     def status(self, images: np.ndarray) -> list[str]:
         """"digit" | "not sure" | "not a digit" for each uint8 (N, 28, 28) image."""

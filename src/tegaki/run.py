@@ -248,7 +248,7 @@ def load_run(ref: str | Path) -> Run:
         meta["command"] = []
     check_norm(meta["preprocessing"]["normalize"], mj)
     if "calibration" in meta:  # runs made before calibration existed have none: plain softmax
-        meta["calibration"] = check_calibration(meta["calibration"], mj)
+        meta["calibration"] = check_calibration(meta["calibration"], mj, spec.num_classes)
     weights = load_weights(path / "model.safetensors")
     spec.check_weights(weights, where=str(path / "model.safetensors"))
     check_values(weights, path / "model.safetensors")
@@ -297,9 +297,10 @@ def check_norm(norm, where) -> None:
 T_MIN, T_MAX = 0.05, 20.0  # a calibration temperature outside this range is a damaged file, not a model
 
 
-def check_calibration(record, where) -> dict:
+def check_calibration(record, where, num_classes: int | None = None) -> dict:
     """model.json's "calibration" (tegaki/calibration.py), checked: a finite temperature in [T_MIN, T_MAX]
-    and, when there are out-of-distribution thresholds, finite ones in order. Else one TegakiError."""
+    and, when there are out-of-distribution thresholds, finite ones in order, and Mahalanobis means
+    and precision of finite numbers, K x K for K classes. Else one TegakiError."""
     fix = "recalibrate the run (tegaki.calibration.calibrate) or remove 'calibration' from model.json"
     if not isinstance(record, dict):
         raise TegakiError(f"{where}: 'calibration' must be an object; {fix}")
@@ -314,7 +315,17 @@ def check_calibration(record, where) -> dict:
                 and ood["not_a_digit_below"] <= ood["not_sure_below"] and 0 <= ood["not_sure_confidence"] <= 1):
             raise TegakiError(f"{where}: the calibration's 'ood' thresholds must be finite numbers with "
                               f"not_a_digit_below <= not_sure_below and not_sure_confidence in [0, 1]; {fix}")
+        if ood.get("score") == "mahalanobis":
+            k = num_classes or len(ood.get("means") or [])
+            if not all(_square(ood.get(m), k) for m in ("means", "precision")):
+                raise TegakiError(f"{where}: the calibration's Mahalanobis 'means' and 'precision' must each be "
+                                  f"{k} lists of {k} finite numbers (one per class); {fix}")
     return record
+
+
+def _square(rows, k: int) -> bool:
+    return (isinstance(rows, list) and len(rows) == k and k > 0
+            and all(isinstance(r, list) and len(r) == k and all(_finite(v) for v in r) for r in rows))
 
 
 def check_values(weights: dict[str, np.ndarray], where) -> None:
