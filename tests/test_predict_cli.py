@@ -195,13 +195,23 @@ def test_photos_of_mnist_test_digits_are_recognised(cli, mnist, tmp_path):
 
 def test_other_engines_give_the_same_answers(cli, model, images):
     root, _ = images
-    ref = json.loads(cli("predict", "--format", "json", "--top", "3", root).out)
-    for engine in ("numpy", "onnx"):
+    ref = json.loads(cli("predict", "--format", "json", "--top", "3", "--engine", "torch", root).out)
+    for engine, atol in (("auto", 2e-6), ("numpy", 2e-6), ("onnx", 1e-4)):  # auto: numpy for a few files
         r = cli("predict", "--format", "json", "--top", "3", "--engine", engine, root)
         assert r.code == 0, r.err
         rows = json.loads(r.out)
         assert [x["label"] for x in rows] == [x["label"] for x in ref]
-        assert np.allclose([x["confidence"] for x in rows], [x["confidence"] for x in ref], atol=1e-4)
+        assert [x["status"] for x in rows] == [x["status"] for x in ref]
+        assert np.allclose([x["confidence"] for x in rows], [x["confidence"] for x in ref], atol=atol, rtol=0)
+    table = [cli("predict", "--engine", e, root).out for e in ("torch", "numpy")]
+    assert table[0] == table[1]  # the table a user reads is the same
+
+
+def test_auto_engine_picks_by_count():
+    from tegaki.commands.predict import AUTO_NUMPY_MAX, pick_engine
+
+    assert pick_engine("auto", 1) == "numpy" and pick_engine("auto", AUTO_NUMPY_MAX) == "numpy"
+    assert pick_engine("auto", AUTO_NUMPY_MAX + 1) == "torch" and pick_engine("onnx", 1) == "onnx"
 
 
 def test_fine_pen_lines_in_big_images_need_thickening(model):
