@@ -95,6 +95,22 @@ def test_tta_views_and_averaging():
     np.testing.assert_allclose(p1.sum(1), 1.0, atol=1e-9)
 
 
+def test_error_overlap_by_hand():
+    from tegaki.ensemble import error_overlap, overlap_text
+
+    y = np.array([0, 1, 2, 3, 4])
+    a = np.array([0, 1, 2, 0, 0])  # wrong on 3, 4
+    b = np.array([0, 0, 2, 0, 4])  # wrong on 1, 3
+    c = np.array([0, 1, 2, 3, 4])  # never wrong
+    ov = error_overlap([a, b, c], y)
+    assert ov["mistakes"] == [2, 2, 0] and ov["wrong_by_all"] == 0
+    assert ov["pairs"][0] == {"pair": [1, 2], "shared": 1, "jaccard": 1 / 3}  # image 3 of images 1, 3, 4
+    assert ov["pairs"][1] == {"pair": [1, 3], "shared": 0, "jaccard": 0.0}
+    assert ov["pairs"][2] == {"pair": [2, 3], "shared": 0, "jaccard": 0.0}
+    assert error_overlap([c, c], y)["pairs"][0]["jaccard"] == 1.0  # no mistakes at all: the same (none)
+    assert "members 1 and 2: 1 shared (Jaccard 0.33)" in overlap_text({"test": {"overlap": ov}})
+
+
 def test_ensemble_cli(cli, tmp_path, mnist):
     from tegaki.data.idx import write_idx
 
@@ -109,7 +125,10 @@ def test_ensemble_cli(cli, tmp_path, mnist):
     assert r.code == 0, r.err
     res = json.loads((tmp_path / "ens" / "ensemble.json").read_text())
     assert res["seeds"] == [0, 1] and set(res) >= {"valid", "test", "members"}
-    assert set(res["test"]) == {"single", "ensemble", "single_tta", "ensemble_tta"}
+    assert set(res["test"]) == {"single", "ensemble", "single_tta", "ensemble_tta", "overlap"}
+    ov = res["test"]["overlap"]  # each member's mistakes, as counted from its own accuracy
+    assert ov["mistakes"] == [round((1 - a) * 500) for a in res["test"]["single"]]
+    assert ov["pairs"][0]["shared"] <= min(ov["mistakes"]) and "shared (Jaccard" in r.out
     m = [json.loads((tmp_path / "ens" / f"member-{i}" / "model.json").read_text())["config"] for i in (1, 2)]
     assert m[0]["split_seed"] == m[1]["split_seed"] == 0 and m[0]["seed"] != m[1]["seed"]
     assert "ensemble of 2 + TTA" in r.out

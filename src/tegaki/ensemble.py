@@ -106,12 +106,39 @@ def measure_ensemble(runs: list, ds, split_seed: int, valid_size: int, tta: bool
         def acc(p):
             return float((p.argmax(1) == y).mean())
 
-        res = {"single": [acc(p) for p in plain], "ensemble": acc(sum(plain) / len(plain))}
+        res = {"single": [acc(p) for p in plain], "ensemble": acc(sum(plain) / len(plain)),
+               "overlap": error_overlap([p.argmax(1) for p in plain], y)}
         if tta:
             res["single_tta"] = [acc(p) for p in views]
             res["ensemble_tta"] = acc(sum(views) / len(views))
         result[name] = res
     return result
+
+
+def error_overlap(predictions: list[np.ndarray], y: np.ndarray) -> dict:
+    """How much the members' mistakes coincide, which bounds what averaging them can fix: for each
+    pair (i, j), the images both get wrong ("shared") and that count over the images either gets
+    wrong ("jaccard": 1 = the very same mistakes, 0 = none in common)."""
+    wrong = [np.asarray(p) != y for p in predictions]
+    pairs = []
+    for i in range(len(wrong)):
+        for j in range(i + 1, len(wrong)):
+            both, either = int((wrong[i] & wrong[j]).sum()), int((wrong[i] | wrong[j]).sum())
+            pairs.append({"pair": [i + 1, j + 1], "shared": both, "jaccard": both / either if either else 1.0})
+    return {"mistakes": [int(w.sum()) for w in wrong], "pairs": pairs,
+            "wrong_by_all": int(np.logical_and.reduce(wrong).sum()) if wrong else 0}
+
+
+def overlap_text(result: dict, where: str = "test") -> str:
+    """The members' mistakes and how many they share, a line per pair."""
+    ov = (result.get(where) or {}).get("overlap")
+    if not ov or not ov["pairs"]:
+        return ""
+    lines = [f"mistakes on {where}: " + ", ".join(f"member {i + 1} {m}" for i, m in enumerate(ov["mistakes"]))
+             + f"; made by every member: {ov['wrong_by_all']}"]
+    lines += [f"  members {p['pair'][0]} and {p['pair'][1]}: {p['shared']} shared "
+              f"(Jaccard {p['jaccard']:.2f})" for p in ov["pairs"]]
+    return "\n".join(lines)
 
 
 def ensemble_table(result: dict) -> str:

@@ -21,7 +21,7 @@ def _split(run) -> tuple[int, int]:
 
 def cmd_ensemble(args) -> int:
     from tegaki.commands.common import load_data, trained_dataset
-    from tegaki.ensemble import ensemble_table, measure_ensemble
+    from tegaki.ensemble import ensemble_table, measure_ensemble, overlap_text
     from tegaki.fileio import write_json
     from tegaki.run import load_run
 
@@ -48,6 +48,9 @@ def cmd_ensemble(args) -> int:
     what = f"of {names[0]}" if len(set(names)) == 1 else "(" + ", ".join(names) + ")"
     print(f"{len(runs)} {'run' if len(runs) == 1 else 'runs'} {what} on {ds.name}\n")
     print(ensemble_table(res))
+    overlap = overlap_text(res)
+    if overlap:
+        print("\n" + overlap)
     if args.out:
         write_json(Path(args.out), res)
         print(f"\nwrote {args.out}")

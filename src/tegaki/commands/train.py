@@ -165,12 +165,14 @@ class _sigterm_as_interrupt:
 
 
 def _ensemble(args, spec, ds, cfg, out, command) -> int:
-    from tegaki.ensemble import ensemble_table, train_ensemble
+    from tegaki.ensemble import ensemble_table, overlap_text, train_ensemble
 
     res = train_ensemble(spec, ds, cfg, out, args.ensemble or 1, tta=args.tta, command=command)
     if res.get("interrupted"):
         return 130
-    print(f"\n{ensemble_table(res)}\n\nruns saved in {out}; accuracies in {out / 'ensemble.json'}")
+    overlap = overlap_text(res)
+    print(f"\n{ensemble_table(res)}\n" + (f"\n{overlap}\n" if overlap else "")
+          + f"\nruns saved in {out}; accuracies in {out / 'ensemble.json'}")
     return 0
 
 
