@@ -8,6 +8,7 @@ the drawing) and "not sure" / "not a digit" (canned answers from a Playwright ro
 from __future__ import annotations
 
 import json
+import os
 import statistics
 from itertools import pairwise
 from urllib.parse import urlsplit
@@ -120,9 +121,10 @@ def test_answer_time_after_touch_and_mouse(browser, site):
     desk = open_page(browser, url, viewport={"width": 1000, "height": 900})
     mouse = answer_times(desk, lambda strokes: draw(desk, strokes))
     close(desk)
+    load = os.getloadavg()[0]
     for name, t in (("touch (390x844 phone, CDP touch events)", touch), ("mouse (1000x900)", mouse)):
         print(f"\nlift -> answer shown, {name}: median {statistics.median(t):.0f} ms, "
-              f"min {min(t):.0f}, max {max(t):.0f} over {len(t)} strokes")
+              f"min {min(t):.0f}, max {max(t):.0f} over {len(t)} strokes ({os.cpu_count()} CPUs, load {load:.1f})")
     assert sent >= len(touch)
     assert statistics.median(touch) < 1000 and statistics.median(mouse) < 1000  # generous: the goal is 100
 
