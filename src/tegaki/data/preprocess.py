@@ -50,7 +50,7 @@ OVERSAMPLE = 4
 #: THICK is thinned to THICK_TARGET
 THIN, TARGET, THICK, THICK_TARGET = 1.25, 2.0, 4.0, 3.0
 #: image formats decoded (Pillow's names); nothing exotic, so no rarely used decoder is exposed
-FORMATS = ("PNG", "JPEG", "GIF", "BMP", "WEBP", "TIFF")
+FORMATS = ("PNG", "JPEG", "GIF", "BMP", "WEBP", "TIFF", "PPM")  # PPM: also PGM, the page's drawings
 
 
 class TooLarge(TegakiError):

@@ -16,7 +16,8 @@ Routes (serve/routes.py; reading requests: serve/requests.py; the answers: serve
                          dataset; class names that are not safe folder names become class_NN)
   GET  /api/model        what the model is: layers, metrics, data, command
   GET  /api/health       liveness
-  GET  /docs, /openapi.json   the API's documentation
+  GET  /docs, /openapi.json   the API's documentation (Swagger UI's files served from a Python
+                         package, serve/docs.py: it works offline)
 
 Everything the app needs comes in as arguments: the CLI reads options and the environment.
 The model is built once, in the lifespan hook. Handlers that compute are plain `def` (FastAPI
@@ -54,6 +55,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from tegaki.errors import TegakiError
 from tegaki.predict import Predictor
 from tegaki.run import Run
+from tegaki.serve.docs import add_docs
 from tegaki.serve.limits import Limits
 from tegaki.serve.requests import ApiError
 from tegaki.serve.routes import STATIC, folder_names, router
@@ -82,11 +84,12 @@ def create_app(model: Run | Predictor | str | Path | None = None, *, engine: str
         st.mnist, st.mnist_note = load_mnist(mnist)
         yield
 
-    app = FastAPI(title="tegaki", version=_version(), lifespan=lifespan,
+    app = FastAPI(title="tegaki", version=_version(), lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="Handwritten-digit recognition: send an image or 28x28 pixels, get the digit.")
     app.state.limits = limits or Limits()
     app.state.drawings = Path(drawings).expanduser() if drawings else None
     app.include_router(router)
+    add_docs(app)  # /docs with Swagger UI's files from a Python package: works offline
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.add_exception_handler(ApiError, api_error)
     app.add_exception_handler(RequestValidationError, validation_error)
@@ -256,7 +259,9 @@ def serving(app: FastAPI, host: str = "127.0.0.1", port: int = 0, timeout: float
 
     import uvicorn
 
-    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    # proto IPPROTO_TCP (not 0): asyncio then sets TCP_NODELAY on each connection, as uvicorn.run's
+    # own sockets get; without it a keep-alive answer's body waits ~40 ms behind its headers (Nagle)
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))

@@ -63,7 +63,7 @@ ERRORS = {code: {"model": ErrorResponse, "description": why} for code, why in (
 
 IMAGE_BODY = {"requestBody": {"required": True, "content": {
     "multipart/form-data": {"schema": {"type": "object", "required": ["file"], "properties": {
-        "file": {"type": "string", "format": "binary", "description": "a PNG, JPEG, GIF, BMP, WebP or TIFF image"}}}},
+        "file": {"type": "string", "format": "binary", "description": "a PNG, JPEG, GIF, BMP, WebP, TIFF or PGM image"}}}},
     "image/png": {"schema": {"type": "string", "format": "binary"}},
     "image/jpeg": {"schema": {"type": "string", "format": "binary"}},
     "application/json": {"schema": {"type": "object", "required": ["pixels"], "properties": {

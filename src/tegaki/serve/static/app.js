@@ -1,12 +1,19 @@
 // tegaki's drawing page: draw with mouse, touch or pen (pointer events); the drawing is sent to
-// POST /api/predict as a PNG while you draw (one request in flight at a time, debounced), and the
-// answer fills the probability bars, "what the network sees" and, when asked, the preprocessing
-// steps and the feature maps (all from that one request). Plain JavaScript, no build step.
+// POST /api/predict while you draw (one request in flight at a time, debounced), and the answer
+// fills the verdict (the calibrated confidence and its status: a digit, "not sure", "not a digit";
+// a number of 2+ digits with a box over each), the probability bars, "what the network sees" and,
+// when asked, the preprocessing steps and the feature maps (all from that one request).
+// The drawing goes as a binary PGM ("P5") made from the canvas's pixels, synchronously: no
+// waiting on canvas.toBlob, which takes about a second on a touch screen.
+// Every change to the drawing has a number (state.version); a request carries the number of the
+// drawing it sent, and an answer for an older drawing is dropped, so what is shown is always the
+// current drawing's. Plain JavaScript, no build step.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
 const DEBOUNCE_MS = 90;
-const SEND_SIDE = 140;    // the drawing is sent at half the canvas's resolution: 5x MNIST's, plenty
+const SEND_SIDE = 140;    // the drawing is sent at half the canvas's resolution: 5x MNIST's, enough
+                         // for a number of several digits too
 const FEATURE_LAYERS = 2; // conv layers whose maps are shown
 
 // everything the page remembers, in one place
@@ -17,7 +24,11 @@ const state = {
   base: null,            // shown under the strokes: a random MNIST test digit {pixels, index, label},
                          // or a photo the person chose {photo: HTMLImageElement or null, file: Blob}
   classes: ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"],
-  inFlight: false, dirty: false, timer: null, generation: 0,
+  inFlight: false, dirty: false, timer: null,
+  version: 0,            // the drawing's number: one more at every change
+  shown: -1,             // the version whose answer is shown
+  waiting: [],           // resolve functions of settled() promises
+  boxes: null,           // the digit boxes shown over the drawing, in canvas pixels
 };
 
 // talking to the server: every request goes through here ----------------------------------------
@@ -91,8 +102,7 @@ function startStroke(ev) {
   ev.preventDefault();
   state.pad.setPointerCapture(ev.pointerId);
   state.current = { size: brush(), points: [point(ev)] };
-  paint();
-  schedule();
+  changed();
 }
 
 function extendStroke(ev) {
@@ -100,22 +110,29 @@ function extendStroke(ev) {
   ev.preventDefault();
   const evs = ev.getCoalescedEvents ? ev.getCoalescedEvents() : [ev];
   for (const e of (evs.length ? evs : [ev])) state.current.points.push(point(e));
-  paint();
-  schedule();
+  changed();
 }
 
 function endStroke() {
   if (!state.current) return;
   state.strokes.push(state.current);
   state.current = null;
-  paint();
-  schedule(0);
+  changed(0);
 }
 
 function setBase(base) {
   // a new picture under the (cleared) strokes; null clears everything
   state.strokes = []; state.current = null; state.base = base;
+  changed(null);
+}
+
+function changed(delay = DEBOUNCE_MS) {
+  // the drawing changed: a new version, painted; sent after `delay` ms (null: not now)
+  state.version++;
+  state.pad.dataset.version = state.version;
+  document.body.classList.add("stale");
   paint();
+  if (delay !== null) schedule(delay);
 }
 
 function choosePhoto() {
@@ -134,8 +151,7 @@ function choosePhoto() {
 
 function undo() {
   if (state.strokes.length) state.strokes.pop(); else state.base = null;
-  paint();
-  schedule(0);
+  changed(0);
 }
 
 function clearAll() {
@@ -147,61 +163,112 @@ function isEmpty() { return !state.strokes.length && !state.current && !state.ba
 
 // sending the drawing ------------------------------------------------------------------------------
 function schedule(delay = DEBOUNCE_MS) {
+  // send the drawing within `delay` ms (the earliest of the times asked for since the last send)
   state.dirty = true;
-  if (state.inFlight) return;               // the answer's arrival schedules the next request
-  clearTimeout(state.timer);
-  state.timer = setTimeout(send, delay);
+  state.due = Math.min(state.due ?? Infinity, performance.now() + delay);
+  if (!state.inFlight) arm();               // else the answer's arrival arms it
 }
 
-function canvasBlob() {
+function arm() {
+  // send at state.due: now (not even a timer's delay: a lifted finger's drawing goes at once) or later
+  clearTimeout(state.timer);
+  const wait = state.due - performance.now();
+  if (wait <= 0) send(); else state.timer = setTimeout(send, wait);
+}
+
+function canvasPGM() {
+  // the canvas reduced to SEND_SIDE x SEND_SIDE grey levels, as a binary PGM: synchronous and fast
+  // (getImageData), where canvas.toBlob encodes a PNG in the background and may take a second
   const small = document.createElement("canvas");
   small.width = small.height = SEND_SIDE;
-  const sctx = small.getContext("2d");
+  const sctx = small.getContext("2d", { willReadFrequently: true });
   sctx.imageSmoothingEnabled = true;
   sctx.imageSmoothingQuality = "high";
   sctx.drawImage(state.pad, 0, 0, SEND_SIDE, SEND_SIDE);
-  return new Promise((resolve) => small.toBlob(resolve, "image/png"));
+  const rgba = sctx.getImageData(0, 0, SEND_SIDE, SEND_SIDE).data;
+  const head = new TextEncoder().encode(`P5\n${SEND_SIDE} ${SEND_SIDE}\n255\n`);
+  const out = new Uint8Array(head.length + SEND_SIDE * SEND_SIDE);
+  out.set(head);
+  for (let i = 0, j = head.length; i < rgba.length; i += 4, j++) {
+    out[j] = (299 * rgba[i] + 587 * rgba[i + 1] + 114 * rgba[i + 2] + 500) / 1000;  // luma
+  }
+  return new Blob([out], { type: "image/x-portable-graymap" });
 }
 
-async function body() {
-  // a random test digit with nothing drawn over it goes as its own 28x28 pixels, a photo as its
-  // file; anything else as the PNG of the canvas
-  const { base } = state;
+function body() {
+  // -> {init: fetch options, frame: image pixels -> canvas pixels, or null}. A random test digit
+  // with nothing drawn over it goes as its own 28x28 pixels, a photo as its file (the photo is
+  // shown fitted into the canvas: drawPhoto), anything else as the canvas's pixels (canvasPGM)
+  const { base, pad } = state;
   const fd = new FormData();
+  let frame = null;
   if (base && !state.strokes.length && !state.current) {
-    if (!base.file) return { headers: { "Content-Type": "application/json" }, body: JSON.stringify({ pixels: base.pixels }) };
+    if (!base.file) {
+      return { init: { headers: { "Content-Type": "application/json" }, body: JSON.stringify({ pixels: base.pixels }) }, frame };
+    }
     fd.append("file", base.file, base.file.name || "photo");
+    if (base.photo) frame = photoFrame(base.photo);
   } else {
-    fd.append("file", await canvasBlob(), "drawing.png");
+    fd.append("file", canvasPGM(), "drawing.pgm");
+    frame = { scale: pad.width / SEND_SIDE, x: 0, y: 0 };
   }
-  return { body: fd };
+  return { init: { body: fd }, frame };
+}
+
+function photoFrame(img) {
+  // where drawPhoto puts the photo: canvas = (x, y) + scale * photo pixels
+  const { pad } = state;
+  const scale = Math.min(pad.width / img.naturalWidth, pad.height / img.naturalHeight);
+  return { scale, x: (pad.width - img.naturalWidth * scale) / 2, y: (pad.height - img.naturalHeight * scale) / 2 };
 }
 
 async function send() {
   state.dirty = false;
-  const gen = ++state.generation;
-  if (isEmpty()) { showEmpty("draw a digit"); return; }
+  state.due = null;
+  const seq = state.version;                // the drawing this request is for
+  if (isEmpty()) { showEmpty("draw a digit"); settle(seq); return; }
   state.inFlight = true;
   try {
     const features = $("show-features").checked ? FEATURE_LAYERS : 0;
-    const url = `/api/predict?steps=${$("show-steps").checked}&features=${features}`;
-    const answer = await call(url, { method: "POST", ...(await body()) });
-    if (!answer || (gen !== state.generation && state.dirty)) return;
-    const { res, data } = answer;
-    if (res.ok) {
-      showPrediction(data);
-      showFeatures(data.features);
-      setStatus(`server time ${res.headers.get("X-Process-Time") || "?"} ms`);
-    } else if (data.no_digit) {
-      showEmpty("no digit");
-      setStatus(data.detail);
-    } else {
-      setStatus(data.detail || `error ${res.status}`, true);
-    }
+    const url = `/api/predict?steps=${$("show-steps").checked}&features=${features}&seq=${seq}`;
+    const { init, frame } = body();
+    const answer = await call(url, { method: "POST", ...init });
+    if (seq !== state.version) return;     // an older drawing's answer: dropped
+    if (answer) showAnswer(answer, frame);
+    settle(seq);
   } finally {
     state.inFlight = false;
-    if (state.dirty) { clearTimeout(state.timer); state.timer = setTimeout(send, DEBOUNCE_MS); }
+    if (state.dirty) arm();
   }
+}
+
+function showAnswer({ res, data }, frame) {
+  if (res.ok) {
+    showPrediction(data, frame);
+    showFeatures(data.features);
+    setStatus(`server time ${res.headers.get("X-Process-Time") || "?"} ms`);
+  } else if (data.no_digit) {
+    showEmpty("no digit");
+    setStatus(data.detail);
+  } else {
+    setStatus(data.detail || `error ${res.status}`, true);
+  }
+}
+
+function settle(seq) {
+  // what is shown is now the answer for drawing `seq`
+  state.shown = seq;
+  $("result-panel").dataset.seq = seq;
+  document.body.classList.toggle("stale", seq !== state.version);
+  if (seq !== state.version) return;
+  for (const resolve of state.waiting.splice(0)) resolve();
+}
+
+function settled() {
+  // a promise: resolved once the shown answer is the current drawing's
+  if (state.shown === state.version && !state.dirty && !state.inFlight) return Promise.resolve();
+  if (!state.dirty && !state.inFlight) schedule(0);
+  return new Promise((resolve) => state.waiting.push(resolve));
 }
 
 async function randomDigit() {
@@ -211,7 +278,8 @@ async function randomDigit() {
   const { res, data } = answer;
   if (!res.ok) { setStatus(data.detail, true); return; }
   setBase({ index: data.index, label: data.true_label, pixels: data.pixels });
-  if (data.prediction) showPrediction(data.prediction);
+  if (data.prediction) showPrediction(data.prediction, null); else showEmpty("no digit");
+  settle(state.version);
   const ok = data.prediction && data.prediction.label === data.true_label;
   $("truth").textContent = `MNIST test image #${data.index}: true label ${data.true_label}` +
     (data.prediction ? (ok ? " ✓" : " ✗ (a mistake)") : "");
@@ -220,13 +288,18 @@ async function randomDigit() {
 }
 
 async function save(label) {
+  // files the current drawing as class `label`, once the page shows that drawing's own prediction;
+  // the server reads the same body again and says what it predicted ("predicted")
   if (isEmpty()) { setStatus("draw a digit first", true); return; }
-  const answer = await call(`/api/save?label=${label}`, { method: "POST", ...(await body()) });
+  setStatus("saving…");
+  await settled();
+  const answer = await call(`/api/save?label=${label}`, { method: "POST", ...body().init });
   if (!answer) return;
   const { res, data } = answer;
   if (!res.ok) { setStatus(data.detail, true); return; }
-  setStatus(`saved as ${data.name} (${data.count} so far): ${data.saved}. ` +
-    `Measure the model on your drawings: ${data.use}`);
+  const read = state.classes[data.predicted];
+  setStatus(`saved as ${data.name} (${data.count} so far; the network reads it as ${read ?? "?"}): ` +
+    `${data.saved}. Measure the model on your drawings: ${data.use}`);
 }
 
 async function loadModel() {
@@ -276,27 +349,75 @@ function showBars(probabilities, top) {
   });
 }
 
-function showPrediction(p) {
+const STATUS_TEXT = { "not sure": "not sure", "not a digit": "not a digit" };
+
+function showPrediction(p, frame) {
+  // the whole image read as one digit, or, when the answer's "number" has 2+ digits, the number
   const lab = $("prediction-label");
-  lab.textContent = p.name;
+  const digits = p.number && p.number.digits && p.number.digits.length >= 2 ? p.number.digits : null;
+  const status = p.status || "digit";
+  lab.textContent = digits ? p.number.text : p.name;
   lab.dataset.label = p.label;
-  $("prediction-text").textContent = `${(100 * p.confidence).toFixed(1)}% sure`;
+  lab.dataset.number = digits ? p.number.text : "";
+  lab.dataset.status = digits ? "number" : status;
+  lab.classList.toggle("number", !!digits);
+  $("prediction-text").textContent = digits ? numberText(p.number) : `${(100 * p.confidence).toFixed(1)}% sure`;
+  const flag = $("prediction-status");
+  flag.textContent = digits ? "" : STATUS_TEXT[status] || "";
+  flag.dataset.status = status;
+  flag.hidden = !flag.textContent;
   const { base } = state;
   if (!base || state.strokes.length) $("truth").textContent = "";
   else if (base.file && !$("truth").textContent) $("truth").textContent = "photo";
   showBars(p.probabilities, p.label);
   showSeen(p.input);
   showSteps(p.steps, p.info);
+  showBoxes(digits, frame);
+}
+
+function numberText(number) {
+  // "4 digits: 2 99.3% · 0 98.1% ..." with each digit's calibrated confidence, and its status
+  const parts = number.digits.map((d) => `${d.name} ${(100 * d.confidence).toFixed(1)}%` +
+    (d.status && d.status !== "digit" ? ` (${d.status})` : ""));
+  return `${number.digits.length} digits: ${parts.join(" · ")}` + (number.note ? `. ${number.note}` : "");
+}
+
+function showBoxes(digits, frame) {
+  // each digit's box over the drawing: image pixels -> canvas pixels through `frame`
+  const over = $("boxes"), g = over.getContext("2d");
+  g.clearRect(0, 0, over.width, over.height);
+  state.boxes = digits && frame ? digits.map((d) => {
+    const [x0, y0, x1, y1] = d.box;
+    return { x: frame.x + x0 * frame.scale, y: frame.y + y0 * frame.scale,
+             w: (x1 - x0) * frame.scale, h: (y1 - y0) * frame.scale, name: d.name, status: d.status || "digit" };
+  }) : null;
+  over.dataset.boxes = state.boxes ? JSON.stringify(state.boxes.map((b) => [b.x, b.y, b.w, b.h].map(Math.round))) : "";
+  if (!state.boxes) return;
+  g.lineWidth = 2;
+  g.font = "bold 16px system-ui, sans-serif";
+  g.textBaseline = "bottom";
+  for (const b of state.boxes) {
+    const sure = b.status === "digit";
+    g.strokeStyle = g.fillStyle = sure ? "#c2410c" : "#5b6575";
+    g.setLineDash(sure ? [] : [5, 4]);
+    g.strokeRect(b.x, b.y, b.w, b.h);
+    g.fillText(b.name, b.x + 2, Math.max(16, b.y - 2));
+  }
 }
 
 function showEmpty(text) {
   const lab = $("prediction-label");
   lab.textContent = "?";
   lab.dataset.label = "";
+  lab.dataset.number = "";
+  lab.dataset.status = "";
+  lab.classList.remove("number");
   $("prediction-text").textContent = text;
+  $("prediction-status").hidden = true;
   $("truth").textContent = "";
   showBars(null, -1);
   showSeen(null);
+  showBoxes(null, null);
   $("steps-panel").hidden = true;
   $("features-panel").hidden = true;
 }
