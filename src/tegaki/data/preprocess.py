@@ -179,21 +179,68 @@ def paper_level(light: np.ndarray) -> np.ndarray | float:
     """The paper's brightness (ink dark), as one number, or per pixel when the lighting is uneven.
 
     The local estimate is the brightest value in a window a quarter of the image wide (wider
-    than any stroke), computed on a reduced copy, smoothed and enlarged back.
+    than any stroke; of the longer side), computed on a reduced copy, smoothed and enlarged back. The paper is judged
+    uneven only when that estimate itself varies: a border crossed by ink (a tight crop, whose
+    strokes touch the edges) spreads the border's levels but leaves evenly lit paper even.
     """
     border = np.sort(_border(light))
     n = len(border) - 1
     lo, hi, mid = border[round(0.1 * n)], border[round(0.9 * n)], float(border[n // 2])
-    if hi - lo < 0.03 or min(light.shape) < 64:
+    if hi - lo < 0.03:
         return mid
+    if min(light.shape) < 32:  # too small to estimate locally: the border's paper (ink may cross it)
+        return float(hi)
     f = max(1, min(light.shape) // 64)
     h, w = light.shape[0] // f * f, light.shape[1] // f * f
     small = light[:h, :w].reshape(h // f, f, w // f, f).max(axis=(1, 3))  # (h/f, w/f): ink thinner than f gone
-    k = max(3, min(small.shape) // 4)
+    k = max(3, max(small.shape) // 4)
     bg = ndimage.maximum_filter(small, size=k, mode="nearest")
     bg = ndimage.uniform_filter(bg, size=k, mode="nearest")
+    b5, b50, b95 = np.percentile(bg, [5, 50, 95])
+    if b95 - b5 < 0.03:  # evenly lit: the paper is where the brightest pixels are, everywhere
+        return float(b50)
     big = Image.fromarray(bg.astype(np.float32), mode="F").resize(light.shape[::-1], Image.BILINEAR)
     return np.asarray(big, dtype=np.float32)  # (H, W)
+
+
+def otsu(values: np.ndarray, bins: int = 128) -> float:
+    """The threshold that best splits values into two classes (Otsu: most variance between them)."""
+    lo, hi = float(values.min()), float(values.max())
+    if hi <= lo:
+        return hi
+    counts, edges = np.histogram(values, bins=bins, range=(lo, hi))
+    centres = (edges[:-1] + edges[1:]) / 2
+    w0 = np.cumsum(counts)[:-1].astype(np.float64)  # (bins-1,): pixels at or below each cut
+    w1 = counts.sum() - w0
+    m = np.cumsum(counts * centres)[:-1]
+    mu0 = m / np.maximum(w0, 1)
+    mu1 = (m[-1] + counts[-1] * centres[-1] - m) / np.maximum(w1, 1)
+    return float(edges[1:-1][np.argmax(w0 * w1 * (mu0 - mu1) ** 2)])
+
+
+def paper_noise(d: np.ndarray) -> tuple[float, float]:
+    """(typical level, robust spread) of the paper in d (how much darker than the paper each pixel is).
+
+    Measured on all pixels, which are mostly paper; when ink covers much of the image (a tight crop,
+    a bold pen) and stands clearly apart, on the pixels below the Otsu split between paper and ink.
+    """
+    sample = d.ravel()[:: max(1, d.size // 20_000)]  # plenty for a median, and fast
+
+    def spread(v: np.ndarray) -> tuple[float, float]:
+        med = float(np.median(v))
+        return med, 1.4826 * float(np.median(np.abs(v - med)))
+
+    med, noise = spread(sample)
+    t = otsu(sample)
+    paper, ink = sample[sample <= t], sample[sample > t]
+    if paper.size < 0.2 * sample.size or ink.size == 0:
+        return med, noise
+    pmed = float(np.median(paper))
+    # one-sided: from the paper's darker half only, as a blurred stroke's rim spreads the lighter one
+    pnoise = (pmed - float(np.percentile(paper, 25))) / 0.6745
+    if float(ink.mean()) - pmed > max(0.1, 6.0 * pnoise) and pnoise < noise:  # two clear classes
+        return pmed, pnoise
+    return med, noise
 
 
 def ink_map(grey: np.ndarray, info: dict | None = None) -> np.ndarray:
@@ -205,9 +252,7 @@ def ink_map(grey: np.ndarray, info: dict | None = None) -> np.ndarray:
     paper = paper_level(light)
     info["paper"] = "uneven (estimated locally)" if isinstance(paper, np.ndarray) else round(float(paper), 3)
     d = (paper - light).astype(np.float32)  # (H, W): how much darker than the paper
-    sample = d.ravel()[:: max(1, d.size // 20_000)]  # plenty for a median, and fast
-    med = float(np.median(sample))
-    noise = 1.4826 * float(np.median(np.abs(sample - med)))  # robust spread of the (mostly paper) pixels
+    med, noise = paper_noise(d)
     floor = max(med, 0.0) + 4.0 * noise + 0.01
     d -= floor
     np.maximum(d, 0.0, out=d)
