@@ -6,6 +6,7 @@
     result.label, result.confidence, result.top(3), result.input, result.steps
     result.status, result.score                     # "digit" | "not sure" | "not a digit", and why
     p.predict_images(["a.png", "b.jpg"])            # many files, one batched network call
+    n = p.read_number("meter.jpg")                  # several digits: n.text "2026", n.digits[i].box ...
     p.feature_maps(result.input)                    # the first conv layers' maps for that input
     p.describe()                                    # spec, metrics and provenance, as plain data
 
@@ -29,7 +30,8 @@ import numpy as np
 from tegaki import spec as S
 from tegaki.calibration import digit_score
 from tegaki.calibration import status as status_of
-from tegaki.data.preprocess import MAX_PIXELS, Preprocessed, to_mnist
+from tegaki.data.preprocess import MAX_PIXELS, Preprocessed, from_ink, to_mnist
+from tegaki.data.segment import MAX_DIGITS, find_digits
 from tegaki.engines import make_engine
 from tegaki.errors import TegakiError
 from tegaki.numerics import softmax
@@ -60,6 +62,30 @@ class Prediction:
         """The k most probable classes, best first: [(class index, probability), ...]."""
         order = np.argsort(-np.asarray(self.probabilities), kind="stable")[:k]
         return [(int(i), float(self.probabilities[i])) for i in order]
+
+
+@dataclass
+class Digit:
+    """One digit of a number: where it is, and what the network read there."""
+
+    box: tuple[int, int, int, int]  # x0, y0, x1, y1 in the given image's pixels, x1/y1 exclusive
+    label: int
+    probabilities: list[float]
+    status: str  # "digit" | "not sure" | "not a digit"
+    input: np.ndarray = field(repr=False)  # the 28x28 uint8 image the network saw
+
+    @property
+    def confidence(self) -> float:
+        return max(self.probabilities)
+
+
+@dataclass
+class Number:
+    """The digits found in an image, left to right (tegaki/data/segment.py)."""
+
+    text: str  # the digits' class names joined, "" when none was found
+    digits: list[Digit]
+    note: str | None = None  # e.g. "too many marks (40): read the first 12"
 
 
 def _prediction(pre: Preprocessed, probs: np.ndarray | None, score: float | None = None,
@@ -173,6 +199,41 @@ class Predictor:
             else:
                 out.append(_prediction(p, probs[row[i]], score[row[i]], self.calibration) if i in row
                            else _prediction(p, None))
+        return out
+
+    # whole numbers ---------------------------------------------------------------------------
+    def read_number(self, source, max_digits: int = MAX_DIGITS, max_pixels: int = MAX_PIXELS) -> Number:
+        """The digits written in an image (path, bytes, PIL image, array), left to right: a Number
+        with .text ("2026") and .digits (box, label, probabilities, status each). A single digit is
+        a Number of one digit; an image without ink one of none."""
+        return self.read_numbers([self.preprocess(source, max_pixels=max_pixels)], max_digits)[0]
+
+    def read_numbers(self, pres: list, max_digits: int = MAX_DIGITS) -> list[Number]:
+        """The Number in each already preprocessed image (Preprocessed or Prediction: anything with
+        .steps["ink"] and .info), every digit of every image classified in one batched call."""
+        found = []
+        for pre in pres:
+            ink = pre.steps.get("ink")
+            groups, note = find_digits(ink, max_digits) if ink is not None and ink.any() else ([], None)
+            size = pre.info.get("source_size") or (ink.shape if ink is not None else (1, 1))
+            sy, sx = (size[0] / ink.shape[0], size[1] / ink.shape[1]) if ink is not None else (1.0, 1.0)
+            crops = [from_ink(g.ink).image for g in groups]
+            boxes = [(int(x0 * sx), int(y0 * sy), min(size[1], int(np.ceil(x1 * sx))),
+                      min(size[0], int(np.ceil(y1 * sy)))) for x0, y0, x1, y1 in (g.box for g in groups)]
+            found.append((boxes, crops, note))
+        images = [c for _, crops, _ in found for c in crops]
+        probs, score = np.zeros((0, len(self.classes))), np.zeros(0)
+        if images:
+            probs, score = self.calibrated(self.logits(np.stack(images)))
+        out, k = [], 0
+        for boxes, crops, note in found:
+            digits = []
+            for box, img in zip(boxes, crops):
+                q = probs[k]
+                digits.append(Digit(box, int(q.argmax()), [float(v) for v in q],
+                                    status_of(float(score[k]), float(q.max()), self.calibration), img))
+                k += 1
+            out.append(Number("".join(str(self.classes[d.label]) for d in digits), digits, note))
         return out
 
     # looking inside ------------------------------------------------------------------------

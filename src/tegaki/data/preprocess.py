@@ -376,12 +376,24 @@ def to_mnist(source, max_pixels: int = MAX_PIXELS, formats: tuple[str, ...] | No
     info["size"] = list(grey.shape)
     ink = ink_map(grey, info)
     ink = remove_specks(ink)
+    info["source_size"] = list(image_size(source) or grey.shape)
     steps = {"grey": grey, "ink": ink}
     total = float(ink.sum())
     # no ink at all, or a few stray pixels: no digit
     if total < 1.0 or total < 2e-5 * ink.size:
         return Preprocessed(None, True, steps, info)
+    return from_ink(ink, info, steps, strokes)
+
+
+def from_ink(ink: np.ndarray, info: dict | None = None, steps: dict | None = None,
+             strokes: bool = True) -> Preprocessed:
+    """An ink map (ink 1, background 0; one digit) -> the MNIST-like 28x28 input: the steps from
+    "cropped" on (the whole image's pipeline, and each digit of a number, go through here)."""
+    info = {} if info is None else info
+    steps = {} if steps is None else steps
     crop = _crop(ink)
+    if crop is None:
+        return Preprocessed(None, True, steps, info)
     steps["cropped"] = crop
     work = adjust_strokes(crop, info) if strokes else crop
     # trim what dilation padded on, so the box fits the (adjusted) ink exactly
@@ -404,3 +416,25 @@ def to_mnist(source, max_pixels: int = MAX_PIXELS, formats: tuple[str, ...] | No
     centred[top: top + nh, left: left + nw] = resized
     steps["centred"] = centred
     return Preprocessed((centred * 255.0).round().astype(np.uint8), False, steps, info)
+
+
+def image_size(source) -> tuple[int, int] | None:
+    """The (height, width) of the image as given (before any reduction; EXIF rotation applied), read
+    from the header only; None when it cannot be read (load_image says why)."""
+    if isinstance(source, np.ndarray):
+        return (28, 28) if source.ndim == 1 else (int(source.shape[0]), int(source.shape[1]))
+    try:
+        if isinstance(source, Image.Image):
+            im, close = source, False
+        else:
+            data = io.BytesIO(source) if isinstance(source, (bytes, bytearray, memoryview)) else source
+            im, close = Image.open(data, formats=FORMATS), True
+        try:
+            w, h = im.size
+            turned = im.getexif().get(0x0112) in (5, 6, 7, 8)  # EXIF orientation: a quarter turn
+        finally:
+            if close:
+                im.close()
+    except Exception:  # noqa: BLE001  an unreadable image: load_image gives the one-line reason
+        return None
+    return (w, h) if turned else (h, w)
