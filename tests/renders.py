@@ -10,9 +10,10 @@ figures a bench prints and the bars the tests hold are on the same construction:
                       up to 4 pixels, and a margin of 12 pixels all round. Returns the canvas and each
                       digit's ink box (x0, y0, x1, y1).
   drawing(canvas)     dark ink on white paper (the canvas inverted), as the page or a scanner makes it
-  photo(canvas, rng)  dark ink on grey paper (about 0.75), blurred (Gaussian, sigma 1), with a
+  photo_of(canvas, rng) dark ink on grey paper (about 0.75), blurred (Gaussian, sigma 1), with a
                       lighting gradient across the page (+-0.08), Gaussian noise (sigma 0.02) and
                       8-bit quantisation, as a phone photo
+  number_set(...)     n such 4-digit numbers, digits drawn at random from the test set (fixed seed)
   tight(digit)        one digit enlarged 8 times and cropped to its ink's bounding box (ink touching
                       every edge), or with a margin of `margin` pixels
 """
@@ -67,7 +68,7 @@ def drawing(canvas: np.ndarray) -> np.ndarray:
     return to_uint8(1.0 - canvas)
 
 
-def photo(canvas: np.ndarray, rng: np.random.Generator, paper: float = 0.75, ink: float = 0.15) -> np.ndarray:
+def photo_of(canvas: np.ndarray, rng: np.random.Generator, paper: float = 0.75, ink: float = 0.15) -> np.ndarray:
     """Dark ink on grey, unevenly lit, blurred and noisy paper, uint8 (see the module docstring)."""
     h, w = canvas.shape
     ramp = np.linspace(-0.08, 0.08, w)[None, :] + np.linspace(-0.03, 0.03, h)[:, None]
@@ -100,4 +101,18 @@ def ruled(paper: np.ndarray, step: int, squared: bool = False, level: float = 0.
     if squared:
         lines[:, step // 2::step] = True
     out[lines] = np.minimum(out[lines], level)
+    return out
+
+
+def number_set(images: np.ndarray, labels: np.ndarray, n: int, seed: int, gap: tuple[int, int] = (4, 16),
+               photo: bool = False) -> list[tuple[np.ndarray, str, list]]:
+    """n rendered 4-digit numbers from MNIST test digits drawn at random (no digit twice in a number):
+    [(uint8 image, true text, true ink boxes)], as drawings or as photos."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n):
+        idx = rng.choice(len(labels), 4, replace=False)
+        canvas, boxes = number(images[idx], rng, gap=gap)
+        image = photo_of(canvas, rng) if photo else drawing(canvas)
+        out.append((image, "".join(str(v) for v in labels[idx]), boxes))
     return out

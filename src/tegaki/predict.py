@@ -87,6 +87,12 @@ class Number:
     digits: list[Digit]
     note: str | None = None  # e.g. "too many marks (40): read the first 12"
 
+    def as_dict(self, classes) -> dict:
+        """As plain data: the API's "number" field, and `tegaki predict`'s JSON."""
+        return {"text": self.text, "note": self.note, "digits": [
+            {"box": list(d.box), "label": d.label, "name": str(classes[d.label]), "confidence": d.confidence,
+             "status": d.status, "probabilities": d.probabilities} for d in self.digits]}
+
 
 def _prediction(pre: Preprocessed, probs: np.ndarray | None, score: float | None = None,
                 calibration: dict | None = None) -> Prediction:

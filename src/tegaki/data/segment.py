@@ -11,7 +11,8 @@ The steps:
               digit (the bar of a 5 written apart, a 4 in two strokes, a broken line); repeated
               until nothing changes
   flat        a flat piece (less than FLAT of the median height, e.g. the bar of a 5 written a little
-              apart) joins the nearest group beside it, when closer than a quarter of that height
+              apart) joins the nearest group beside it, when closer than a quarter of that height; a
+              crumb (less than CRUMB of the median group's ink) when closer than a twentieth
   specks      groups with less than SPECK of the largest group's ink are dropped
   split       a group wider than SPLIT times its height (or the digits' median height) is two or
               more touching digits: it is cut at the column of least ink in its middle half, where
@@ -37,6 +38,8 @@ WIDE = 1.6
 THIN_CUT = 0.45
 #: a piece flatter than this share of the digits' median height is part of a digit beside it
 FLAT = 0.45
+#: a piece with less ink than this share of the median group's, close beside a group, is part of it
+CRUMB = 0.25
 #: read at most this many digits
 MAX_DIGITS = 12
 #: a photo of text can hold thousands of pieces: the merging looks at this many, the largest
@@ -98,18 +101,18 @@ def _join(a: tuple[list, set[int]], b: tuple[list, set[int]]) -> tuple[list, set
 
 def _attach_flat(groups: list[tuple[list, set[int]]]) -> list[tuple[list, set[int]]]:
     """A flat piece (less than FLAT of the median height: the bar of a 5 lifted off) goes to the
-    nearest group beside it when the gap is under a quarter of the median height."""
+    nearest group beside it when the gap is under a quarter of the median height; a crumb (less than
+    CRUMB of the median group's ink: the end of a broken stroke) when it is under a twentieth."""
     height = float(np.median([b[3] - b[1] for b, _ in groups]))
+    typical = float(np.median([b[4] for b, _ in groups]))
     groups = sorted(groups, key=lambda g: g[0][0])
     i = 0
     while i < len(groups) and len(groups) > 1:
         box = groups[i][0]
-        if box[3] - box[1] >= FLAT * height:
-            i += 1
-            continue
+        reach = 0.25 * height if box[3] - box[1] < FLAT * height else 0.05 * height if box[4] < CRUMB * typical else -1
         gaps = [(max(0, max(b[0], box[0]) - min(b[2], box[2])), j) for j, (b, _) in enumerate(groups) if j != i]
         gap, j = min(gaps)
-        if gap > 0.25 * height:
+        if gap > reach:
             i += 1
             continue
         joined = _join(groups[j], groups[i])
