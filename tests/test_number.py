@@ -36,17 +36,16 @@ def exact_rate(predictor, cases) -> float:
     return float(np.mean([predictor.read_number(image).text == text for image, text, _ in cases]))
 
 
-# measured (seed 14): drawings 0.985, photos 0.975, touching 0.66
-@pytest.mark.parametrize("photo, bar", [(False, 0.96), (True, 0.95)])
+# measured on these 200 numbers (seed 14): drawings 97.0%, photos 97.5%, touching 78% (4 digits found: 80%)
+@pytest.mark.parametrize("photo, bar", [(False, 0.95), (True, 0.95)])
 def test_four_digit_numbers_are_read_exactly(mnist, predictor, photo, bar):
     assert exact_rate(predictor, numbers(mnist, 200, seed=14, photo=photo)) >= bar
 
 
 def test_touching_digits_are_mostly_split(mnist, predictor):
     cases = numbers(mnist, 200, seed=14, gap=(-6, 0))
-    assert exact_rate(predictor, cases) >= 0.55
-    # and the count of digits is right more often still
-    assert np.mean([len(predictor.read_number(im).digits) == 4 for im, _, _ in cases[:100]]) >= 0.7
+    assert exact_rate(predictor, cases) >= 0.7
+    assert np.mean([len(predictor.read_number(im).digits) == 4 for im, _, _ in cases[:100]]) >= 0.72
 
 
 def iou(a, b) -> float:
@@ -76,11 +75,17 @@ def test_boxes_are_where_the_digits_were_placed_in_the_given_pixels(mnist, predi
     assert d.input.shape == (28, 28) and d.input.dtype == np.uint8
 
 
-def test_a_single_digit_is_one_group(mnist):
-    """An MNIST test digit, enlarged with a margin, is found as exactly one digit (never split)."""
+def test_a_single_digit_is_one_digit(mnist, predictor):
+    """An MNIST test digit, enlarged with a margin, is read as exactly one digit (measured: 99.7% of
+    the first 2,000; the others are digits the network is unsure of); the geometry alone cuts more
+    (wide digits), which the reader puts back together when the whole reads as a sure digit."""
     x = mnist.test_images[:1000]
-    counts = [len(find_digits(R.tight(d, scale=4, margin=10))[0]) for d in x]
-    assert np.mean(np.equal(counts, 1)) >= 0.99
+    pres = [predictor.preprocess(R.drawing(R.tight(d, scale=4, margin=10))) for d in x]
+    counts = np.array([len(n.digits) for n in predictor.read_numbers(pres)])
+    assert np.mean(counts == 1) >= 0.99
+    geometric = np.array([len(find_digits(p.steps["ink"])[0]) for p in pres])
+    assert np.mean(geometric == 1) < np.mean(counts == 1)  # the check does something
+    assert np.mean(geometric == 1) >= 0.95
 
 
 def test_many_marks_are_bounded_with_a_note(mnist, predictor):

@@ -17,7 +17,10 @@ The steps:
   split       a group wider than SPLIT times its height (or the digits' median height) is two or
               more touching digits: it is cut at the column of least ink in its middle half, where
               that column holds at most THIN_CUT of the group's mean column ink (or anyway when the
-              group is wider than WIDE times the height), and each part is looked at again
+              group is wider than WIDE times the height), and each part is looked at again; the
+              reader undoes the cut when the network reads the whole group as a sure digit
+  checked     (by the reader) a group wider than MAYBE times the height whose read is unsure is cut
+              at one of its thinnest middle columns when the network reads both parts as sure digits
   bounded     at most `max_digits` groups are read, the leftmost ones, with a note saying so
 """
 
@@ -34,6 +37,8 @@ SPECK = 0.08
 SPLIT = 1.2
 #: wider than this times its height: cut even where the digits overlap (no thin column)
 WIDE = 1.6
+#: wider than this times its height: perhaps two touching digits, if the network agrees
+MAYBE = 0.85
 #: a cut goes through a column with at most this share of the group's mean ink per column
 THIN_CUT = 0.45
 #: a piece flatter than this share of the digits' median height is part of a digit beside it
@@ -50,6 +55,7 @@ MAX_PIECES = 400
 class Group:
     box: tuple[int, int, int, int]  # x0, y0, x1, y1 in the ink map, x1/y1 exclusive
     ink: np.ndarray  # (y1-y0, x1-x0) the group's own ink (other groups' ink left out)
+    whole: "Group | None" = None  # for a part of a cut group: the group before the cut
 
 
 def _pieces(ink: np.ndarray) -> tuple[np.ndarray, list[list[int]]]:
@@ -151,6 +157,35 @@ def _split(g: Group, height: float, depth: int = 0) -> list[Group]:
     return out
 
 
+def cut_candidates(g: Group, height: float, count: int = 3) -> list[tuple[Group, Group]]:
+    """Ways to cut a group that may be two touching digits (wider than MAYBE times its height, or the
+    median height): at the `count` columns of least ink in its middle half, at least a tenth of its
+    width apart. The reader keeps a cut only when the network reads both parts as digits and not
+    the whole (tegaki.predict.Predictor.read_numbers)."""
+    h, w = g.ink.shape
+    if w <= MAYBE * max(h, height) or w < 8:
+        return []
+    cols = ndimage.uniform_filter1d(g.ink.sum(axis=0), size=max(1, w // 40))  # (w,)
+    lo, hi = w // 4, w - w // 4
+    cuts: list[int] = []
+    for c in lo + np.argsort(cols[lo:hi], kind="stable"):
+        if all(abs(int(c) - k) >= max(2, w // 10) for k in cuts):
+            cuts.append(int(c))
+        if len(cuts) == count:
+            break
+    x0, y0 = g.box[:2]
+    out = []
+    for c in cuts:
+        left, right = _tight(g.ink[:, :c], x0, y0), _tight(g.ink[:, c:], x0 + c, y0)
+        if left is not None and right is not None:
+            out.append((left, right))
+    return out
+
+
+def median_height(groups: list[Group]) -> float:
+    return float(np.median([g.box[3] - g.box[1] for g in groups])) if groups else 0.0
+
+
 def find_digits(ink: np.ndarray, max_digits: int = MAX_DIGITS) -> tuple[list[Group], str | None]:
     """The digit groups of an ink map, left to right, and a note (None, or why some were left out)."""
     labels, boxes = _pieces(ink)
@@ -169,7 +204,10 @@ def find_digits(ink: np.ndarray, max_digits: int = MAX_DIGITS) -> tuple[list[Gro
         mine = np.isin(labels[y0:y1, x0:x1], list(members))
         g = _tight(np.where(mine, ink[y0:y1, x0:x1], 0.0).astype(np.float32), x0, y0)
         if g is not None:
-            found += _split(g, height)
+            parts = _split(g, height)
+            for part in parts if len(parts) > 1 else []:
+                part.whole = g
+            found += parts
     found.sort(key=lambda g: g.box[0])
     if len(found) > max_digits:
         note = f"too many marks ({len(found)}): read the first {max_digits}"
