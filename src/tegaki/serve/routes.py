@@ -50,8 +50,9 @@ class PredictResponse(BaseModel):
     info: dict[str, Any] = Field(description="what preprocessing measured: polarity, noise, stroke width ...")
     steps: list[dict[str, Any]] | None = Field(None, description="with steps=true: [{name, width, height, png}]")
     features: dict[str, Any] | None = Field(None, description="with features=N: {layers: [...], note}")
-    number: dict[str, Any] | None = Field(None, description="two or more digits found in an uploaded image: "
-                                          "{text, digits: [{box, label, name, confidence, status, probabilities}], note}")
+    number: dict[str, Any] | None = Field(None, description=(
+        "two or more digits found in an uploaded image: {text, digits: [{box, label, name, confidence, status, "
+        "probabilities}], note}; null for a single digit"))
 
 
 class ErrorResponse(BaseModel):
@@ -104,7 +105,7 @@ def predict(st=Depends(state), payload: Payload = Depends(read_payload),
     _, pre = preprocess(st.predictor, payload, st.limits)
     pred, maps = look(st.predictor, pre, features)
     body = prediction_json(pred, st.predictor.classes, steps or payload.steps, top)
-    body["number"] = number_answer(st.predictor, pre, payload.image)
+    body["number"] = number_answer(st.predictor, pre, pred, payload.image)
     if features:
         body["features"] = layers_json(maps)
     return JSONResponse(body)
