@@ -87,6 +87,14 @@ class Number:
     digits: list[Digit]
     note: str | None = None  # e.g. "too many marks (40): read the first 12"
 
+    @property
+    def several(self) -> bool:
+        """Whether this reads as a number of several digits: two or more found, and at most a quarter
+        of them "not a digit" (the pieces of a shoe or of a scribble are mostly that). Where it does
+        not, the whole image's read (one digit, or "not a digit") is the answer."""
+        rejected = sum(d.status == "not a digit" for d in self.digits)
+        return len(self.digits) >= 2 and 4 * rejected <= len(self.digits)
+
     def as_dict(self, classes) -> dict:
         """As plain data: the API's "number" field, and `tegaki predict`'s JSON."""
         return {"text": self.text, "note": self.note, "digits": [

@@ -1,6 +1,7 @@
 """`tegaki predict [--model RUN] FILE... [--format table|json|csv] [--top K]`: name the digit in images.
 
-An image holding several digits (a number: "2026", a meter reading) is also read digit by digit
+An image holding several digits (a number: "2026", a meter reading; not a 28x28 image, and not where
+the pieces found are mostly "not a digit") is also read digit by digit
 (tegaki/data/segment.py): the table shows the number, the least sure digit's confidence and each
 digit; JSON rows gain "number" {text, digits [{box, label, name, confidence, status, probabilities}],
 note}; CSV gains a "number" column. An image of one digit gives exactly the output it always did.
@@ -66,7 +67,8 @@ def predict_rows(predictor, items: list[tuple[str, str | None]], k: int) -> list
     two or more digits were found, the number (text, each digit's box and probabilities)."""
     classes = predictor.classes
     found = predictor.predict_images([f for f, why in items if why is None])
-    read = [p for p in found if not isinstance(p, TegakiError) and not p.empty]
+    # a 28x28 image is one MNIST-like digit, as in the API
+    read = [p for p in found if not isinstance(p, TegakiError) and not p.empty and p.steps["grey"].shape != (28, 28)]
     numbers = {id(p): n for p, n in zip(read, predictor.read_numbers(read))}
     preds = iter(found)
     rows = []
@@ -82,7 +84,7 @@ def predict_rows(predictor, items: list[tuple[str, str | None]], k: int) -> list
             else:
                 r.update(label=p.label, name=classes[p.label], confidence=round(p.confidence, 6), status=p.status,
                          top=[{"label": i, "name": classes[i], "probability": round(q, 6)} for i, q in p.top(k)])
-                if len(numbers[id(p)].digits) >= 2:
+                if id(p) in numbers and numbers[id(p)].several:
                     r["number"] = numbers[id(p)].as_dict(classes)
         rows.append(r)
     return rows
@@ -143,7 +145,8 @@ def write_table(rows: list[dict], k: int, out) -> None:
         elif "number" in r:  # several digits: the number, the least sure digit, each digit
             n = r["number"]
             least = min(d["confidence"] for d in n["digits"])
-            each = "  ".join(f"{d['name']} {d['confidence']:.1%}" for d in n["digits"])
+            each = "  ".join(f"{d['name']} {d['confidence']:.1%}"
+                             + ("" if d["status"] == "digit" else f" ({d['status']})") for d in n["digits"])
             note = f"  ({n['note']})" if n["note"] else ""
             print(f"{r['file']:<{width}}  {n['text']:<5}  {least:>9.2%}  {len(n['digits'])} digits: {each}{note}",
                   file=out)

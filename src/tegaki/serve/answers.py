@@ -93,7 +93,8 @@ def look(p: Predictor, pre: Preprocessed, layers: int = 0) -> tuple[Prediction, 
 
 def number_answer(p: Predictor, pre: Preprocessed, pred: Prediction, image: bytes | None) -> dict | None:
     """The "number" field: the digits found in an uploaded image, with boxes in its own pixels; None
-    for JSON pixels, a 28x28 digit, or an image where fewer than two digits were found. One group of
+    for JSON pixels, a 28x28 digit, or an image where fewer than two digits were found (or the
+    pieces found are mostly "not a digit": Number.several). One group of
     ink read surely as a whole (the page's usual drawing) costs no second network call."""
     ink = pre.steps.get("ink")
     if not image or ink is None or ink.shape == (28, 28):
@@ -103,4 +104,4 @@ def number_answer(p: Predictor, pre: Preprocessed, pred: Prediction, image: byte
         return None  # one group, not cut: it is the whole image's digit, read above
     pre.info["source_size"] = list(image_size(image) or ink.shape)  # the upload's size, not the reduced one
     number = p.read_numbers([pre])[0]
-    return number.as_dict(p.classes) if len(number.digits) >= 2 else None
+    return number.as_dict(p.classes) if number.several else None
