@@ -10,9 +10,11 @@ black), whatever its size, colour and position, and returns every intermediate s
             photos larger than WORK_SIDE are reduced by area averaging, so thin lines fade
             but do not vanish)
   ink       ink as 1 and paper as 0: inverted when the paper is light; the paper's level is
-            subtracted (estimated locally when the lighting is uneven), the contrast stretched
-            to the ink's level, and faint noise below the measured noise floor dropped; specks
-            far from the digit are removed
+            subtracted (estimated locally when the lighting is uneven, which is judged from that
+            estimate, not from the border: a tight crop's strokes cross its border), the contrast
+            stretched to the ink's level, and faint noise below the measured noise floor dropped
+            (the floor measured on the paper's own pixels when ink covers much of the image: a
+            tight crop, a bold pen); specks far from the digit are removed
   cropped   the ink's bounding box
   strokes   the crop at a working resolution (at most 4x the final box), with its strokes
             thickened or thinned when they are far thinner or thicker than MNIST's (a fine pen
@@ -21,7 +23,8 @@ black), whatever its size, colour and position, and returns every intermediate s
   centred   28x28, centre of mass at the centre: the network's input (as uint8 0..255)
 
 An input with no ink is "no digit" (`Preprocessed.empty`), not a guess. An already
-MNIST-like 28x28 digit comes out (nearly) unchanged.
+MNIST-like 28x28 digit comes out (nearly) unchanged. `from_ink` runs the steps from "cropped" on
+for one digit's ink (each digit of a number: tegaki/data/segment.py).
 """
 
 from __future__ import annotations
