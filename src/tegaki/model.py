@@ -212,6 +212,11 @@ class Sequential:
         MNIST way (cropped, centred by mass, 20x20 in 28x28), then classified; a tegaki.predict.Prediction."""
         return self.predictor.predict_image(source)
 
+    def read_number(self, source):
+        """The digits written in a picture, left to right: a tegaki.predict.Number with .text ("2026")
+        and .digits (each one's box in the picture's pixels, label, probabilities and status)."""
+        return self.predictor.read_number(source)
+
     def evaluate(self, x, y):
         """Accuracy, per-class report and confusion matrix on (x, y): an Evaluation with .accuracy,
         .confusion_matrix, .report(), .plot_confusion() and .plot_mistakes()."""

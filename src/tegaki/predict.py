@@ -6,6 +6,7 @@
     result.label, result.confidence, result.top(3), result.input, result.steps
     result.status, result.score                     # "digit" | "not sure" | "not a digit", and why
     p.predict_images(["a.png", "b.jpg"])            # many files, one batched network call
+    n = p.read_number("meter.jpg")                  # several digits: n.text "2026", n.digits[i].box ...
     p.feature_maps(result.input)                    # the first conv layers' maps for that input
     p.describe()                                    # spec, metrics and provenance, as plain data
 
@@ -29,7 +30,8 @@ import numpy as np
 from tegaki import spec as S
 from tegaki.calibration import digit_score
 from tegaki.calibration import status as status_of
-from tegaki.data.preprocess import MAX_PIXELS, Preprocessed, to_mnist
+from tegaki.data.preprocess import MAX_PIXELS, Preprocessed, from_ink, to_mnist
+from tegaki.data.segment import MAX_DIGITS, cut_candidates, find_digits, median_height
 from tegaki.engines import make_engine
 from tegaki.errors import TegakiError
 from tegaki.numerics import softmax
@@ -62,6 +64,44 @@ class Prediction:
         return [(int(i), float(self.probabilities[i])) for i in order]
 
 
+@dataclass
+class Digit:
+    """One digit of a number: where it is, and what the network read there."""
+
+    box: tuple[int, int, int, int]  # x0, y0, x1, y1 in the given image's pixels, x1/y1 exclusive
+    label: int
+    probabilities: list[float]
+    status: str  # "digit" | "not sure" | "not a digit"
+    input: np.ndarray = field(repr=False)  # the 28x28 uint8 image the network saw
+
+    @property
+    def confidence(self) -> float:
+        return max(self.probabilities)
+
+
+@dataclass
+class Number:
+    """The digits found in an image, left to right (tegaki/data/segment.py)."""
+
+    text: str  # the digits' class names joined, "" when none was found
+    digits: list[Digit]
+    note: str | None = None  # e.g. "too many marks (40): read the first 12"
+
+    @property
+    def several(self) -> bool:
+        """Whether this reads as a number of several digits: two or more found, and at most a quarter
+        of them "not a digit" (the pieces of a shoe or of a scribble are mostly that). Where it does
+        not, the whole image's read (one digit, or "not a digit") is the answer."""
+        rejected = sum(d.status == "not a digit" for d in self.digits)
+        return len(self.digits) >= 2 and 4 * rejected <= len(self.digits)
+
+    def as_dict(self, classes) -> dict:
+        """As plain data: the API's "number" field, and `tegaki predict`'s JSON."""
+        return {"text": self.text, "note": self.note, "digits": [
+            {"box": list(d.box), "label": d.label, "name": str(classes[d.label]), "confidence": d.confidence,
+             "status": d.status, "probabilities": d.probabilities} for d in self.digits]}
+
+
 def _prediction(pre: Preprocessed, probs: np.ndarray | None, score: float | None = None,
                 calibration: dict | None = None) -> Prediction:
     """A preprocessed image, its class probabilities (None: no digit in it) and out-of-distribution
@@ -71,6 +111,44 @@ def _prediction(pre: Preprocessed, probs: np.ndarray | None, score: float | None
     verdict = status_of(score, float(probs.max()), calibration)
     return Prediction(int(probs.argmax()), [float(p) for p in probs], pre.image, pre.steps, pre.info,
                       status=verdict, score=None if score is None else float(score))
+
+
+def _uncut(groups: list, reads: dict) -> list:
+    """The groups, with the parts of a cut group put back together where the network reads the
+    whole as a sure digit (a wide digit, not two touching ones), unless it reads every part as a
+    digit at least as sure."""
+    parts: dict[int, list] = {}
+    for g in groups:
+        if g.whole is not None:
+            parts.setdefault(id(g.whole), []).append(g)
+
+    def keep_whole(w) -> bool:
+        (q, status), cut = reads[id(w)], [reads[id(g)] for g in parts[id(w)]]
+        return status == "digit" and not all(s == "digit" and p.max() >= q.max() for p, s in cut)
+
+    out = []
+    for g in groups:
+        w = g.whole
+        if w is not None and keep_whole(w):
+            if not out or out[-1] is not w:
+                out.append(w)
+        else:
+            out.append(g)
+    return out
+
+
+def _checked(groups: list, cands: list, reads: dict) -> list:
+    """Each group, or the two parts of one of its cuts where the network reads the whole as unsure
+    (or not a digit) and both parts as sure digits (the surest such cut)."""
+    out = []
+    for g, pairs in zip(groups, cands):
+        best, sure = None, 0.0
+        for a, b in pairs:  # only the unsure groups have any
+            (qa, sa), (qb, sb) = reads[id(a)], reads[id(b)]
+            if sa == sb == "digit" and min(qa.max(), qb.max()) > sure:
+                best, sure = (a, b), float(min(qa.max(), qb.max()))
+        out += list(best) if best else [g]
+    return out
 
 
 class Predictor:
@@ -174,6 +252,58 @@ class Predictor:
                 out.append(_prediction(p, probs[row[i]], score[row[i]], self.calibration) if i in row
                            else _prediction(p, None))
         return out
+
+    # whole numbers ---------------------------------------------------------------------------
+    def read_number(self, source, max_digits: int = MAX_DIGITS, max_pixels: int = MAX_PIXELS) -> Number:
+        """The digits written in an image (path, bytes, PIL image, array), left to right: a Number
+        with .text ("2026") and .digits (box, label, probabilities, status each). A single digit is
+        a Number of one digit; an image without ink one of none."""
+        return self.read_numbers([self.preprocess(source, max_pixels=max_pixels)], max_digits)[0]
+
+    def read_numbers(self, pres: list, max_digits: int = MAX_DIGITS) -> list[Number]:
+        """The Number in each already preprocessed image (Preprocessed or Prediction: anything with
+        .steps["ink"] and .info). Every digit of every image is classified in one batched call; a
+        second one reads the parts of the wide groups read as unsure (perhaps touching digits), if any."""
+        found = []
+        for pre in pres:
+            ink = pre.steps.get("ink")
+            groups, note = find_digits(ink, max_digits) if ink is not None and ink.any() else ([], None)
+            found.append((pre, groups, note))
+        crops, reads = {}, {}
+        wholes = list({id(g.whole): g.whole for _, groups, _ in found for g in groups if g.whole is not None}.values())
+        self._read([g for _, groups, _ in found for g in groups] + wholes, crops, reads)
+        found = [(pre, _uncut(groups, reads), note) for pre, groups, note in found]
+        cands = [[cut_candidates(g, median_height(groups)) if reads[id(g)][1] != "digit" else [] for g in groups]
+                 for _, groups, _ in found]
+        self._read([p for c in cands for pairs in c for pair in pairs for p in pair], crops, reads)
+        return [self._number(pre, _checked(groups, c, reads), note, crops, reads, max_digits)
+                for (pre, groups, note), c in zip(found, cands)]
+
+    def _read(self, groups: list, crops: dict, reads: dict) -> None:
+        """Make each group MNIST-like and classify them all in one call: crops and reads by id."""
+        if not groups:
+            return
+        for g in groups:
+            crops[id(g)] = from_ink(g.ink).image
+        probs, score = self.calibrated(self.logits(np.stack([crops[id(g)] for g in groups])))
+        for g, q, z in zip(groups, probs, score):
+            reads[id(g)] = (q, status_of(float(z), float(q.max()), self.calibration))
+
+    def _number(self, pre, groups, note, crops, reads, max_digits: int) -> Number:
+        """The groups read (boxes scaled from the ink map to the given image's pixels) as a Number."""
+        if len(groups) > max_digits:
+            note, groups = f"too many marks ({len(groups)}): read the first {max_digits}", groups[:max_digits]
+        ink = pre.steps.get("ink")
+        shape = ink.shape if ink is not None else (1, 1)
+        size = pre.info.get("source_size") or shape
+        sy, sx = size[0] / shape[0], size[1] / shape[1]
+        digits = []
+        for g in groups:
+            x0, y0, x1, y1 = g.box
+            box = (int(x0 * sx), int(y0 * sy), min(size[1], int(np.ceil(x1 * sx))), min(size[0], int(np.ceil(y1 * sy))))
+            q, status = reads[id(g)]
+            digits.append(Digit(box, int(q.argmax()), [float(v) for v in q], status, crops[id(g)]))
+        return Number("".join(str(self.classes[d.label]) for d in digits), digits, note)
 
     # looking inside ------------------------------------------------------------------------
     def conv_blocks(self, limit: int = 2) -> list[tuple[str, str]]:

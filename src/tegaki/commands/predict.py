@@ -1,5 +1,11 @@
 """`tegaki predict [--model RUN] FILE... [--format table|json|csv] [--top K]`: name the digit in images.
 
+An image holding several digits (a number: "2026", a meter reading; not a 28x28 image, and not where
+the pieces found are mostly "not a digit") is also read digit by digit
+(tegaki/data/segment.py): the table shows the number, the least sure digit's confidence and each
+digit; JSON rows gain "number" {text, digits [{box, label, name, confidence, status, probabilities}],
+note}; CSV gains a "number" column. An image of one digit gives exactly the output it always did.
+
 FILE may be an image (PNG, JPEG, ...: drawings, photos and scans of dark ink on light paper, or
 MNIST-like white on black), a folder (every image in it and below it) or a glob ("scans/*.jpg",
 quoted so the shell leaves it alone). Each image goes through the same MNIST-style preprocessing
@@ -57,9 +63,14 @@ def expand(args: list[str]) -> list[tuple[str, str | None]]:
 
 
 def predict_rows(predictor, items: list[tuple[str, str | None]], k: int) -> list[dict]:
-    """One row per file: label, name, confidence and top k, or its error, or no_digit."""
+    """One row per file: label, name, confidence and top k, or its error, or no_digit; and, where
+    two or more digits were found, the number (text, each digit's box and probabilities)."""
     classes = predictor.classes
-    preds = iter(predictor.predict_images([f for f, why in items if why is None]))
+    found = predictor.predict_images([f for f, why in items if why is None])
+    # a 28x28 image is one MNIST-like digit, as in the API
+    read = [p for p in found if not isinstance(p, TegakiError) and not p.empty and p.steps["grey"].shape != (28, 28)]
+    numbers = {id(p): n for p, n in zip(read, predictor.read_numbers(read))}
+    preds = iter(found)
     rows = []
     for f, why in items:
         r = {"file": f, "label": None, "name": None, "confidence": None, "top": [], "error": why, "status": None}
@@ -73,6 +84,8 @@ def predict_rows(predictor, items: list[tuple[str, str | None]], k: int) -> list
             else:
                 r.update(label=p.label, name=classes[p.label], confidence=round(p.confidence, 6), status=p.status,
                          top=[{"label": i, "name": classes[i], "probability": round(q, 6)} for i, q in p.top(k)])
+                if id(p) in numbers and numbers[id(p)].several:
+                    r["number"] = numbers[id(p)].as_dict(classes)
         rows.append(r)
     return rows
 
@@ -123,15 +136,17 @@ def write_json(rows: list[dict], k: int, out) -> None:
 
 def write_csv(rows: list[dict], k: int, out) -> None:
     w = csv.writer(out, lineterminator="\n")
+    numbers = any("number" in r for r in rows)  # the column only when some image holds a number
     w.writerow(["file", "label", "confidence"] + [f"top{i + 1}" for i in range(k)]
-               + [f"top{i + 1}_probability" for i in range(k)] + ["error", "status"])
+               + [f"top{i + 1}_probability" for i in range(k)] + ["error", "status"] + ["number"] * numbers)
     for r in rows:
         tops = r["top"] + [None] * (k - len(r["top"]))
         w.writerow([r["file"], "" if r["name"] is None else r["name"],
                     "" if r["confidence"] is None else f"{r['confidence']:.6f}"]
                    + ["" if t is None else t["name"] for t in tops]
                    + ["" if t is None else f"{t['probability']:.6f}" for t in tops]
-                   + [r["error"] or ("no digit" if r.get("no_digit") else ""), r["status"] or ""])
+                   + [r["error"] or ("no digit" if r.get("no_digit") else ""), r["status"] or ""]
+                   + [r["number"]["text"] if "number" in r else ""] * numbers)
 
 
 def write_table(rows: list[dict], k: int, out) -> None:
@@ -140,6 +155,14 @@ def write_table(rows: list[dict], k: int, out) -> None:
     for r in rows:
         if r["error"]:
             print(f"{r['file']:<{width}}  error: {r['error']}", file=out)
+        elif "number" in r:  # several digits: the number, the least sure digit, each digit
+            n = r["number"]
+            least = min(d["confidence"] for d in n["digits"])
+            each = "  ".join(f"{d['name']} {d['confidence']:.1%}"
+                             + ("" if d["status"] == "digit" else f" ({d['status']})") for d in n["digits"])
+            note = f"  ({n['note']})" if n["note"] else ""
+            print(f"{r['file']:<{width}}  {n['text']:<5}  {least:>9.2%}  {len(n['digits'])} digits: {each}{note}",
+                  file=out)
         elif r.get("no_digit"):
             print(f"{r['file']:<{width}}  -      no digit (nothing stands out from the background)", file=out)
         else:

@@ -10,9 +10,11 @@ black), whatever its size, colour and position, and returns every intermediate s
             photos larger than WORK_SIDE are reduced by area averaging, so thin lines fade
             but do not vanish)
   ink       ink as 1 and paper as 0: inverted when the paper is light; the paper's level is
-            subtracted (estimated locally when the lighting is uneven), the contrast stretched
-            to the ink's level, and faint noise below the measured noise floor dropped; specks
-            far from the digit are removed
+            subtracted (estimated locally when the lighting is uneven, which is judged from that
+            estimate, not from the border: a tight crop's strokes cross its border), the contrast
+            stretched to the ink's level, and faint noise below the measured noise floor dropped
+            (the floor measured on the paper's own pixels when ink covers much of the image: a
+            tight crop, a bold pen); specks far from the digit are removed
   cropped   the ink's bounding box
   strokes   the crop at a working resolution (at most 4x the final box), with its strokes
             thickened or thinned when they are far thinner or thicker than MNIST's (a fine pen
@@ -21,7 +23,8 @@ black), whatever its size, colour and position, and returns every intermediate s
   centred   28x28, centre of mass at the centre: the network's input (as uint8 0..255)
 
 An input with no ink is "no digit" (`Preprocessed.empty`), not a guess. An already
-MNIST-like 28x28 digit comes out (nearly) unchanged.
+MNIST-like 28x28 digit comes out (nearly) unchanged. `from_ink` runs the steps from "cropped" on
+for one digit's ink (each digit of a number: tegaki/data/segment.py).
 """
 
 from __future__ import annotations
@@ -179,21 +182,68 @@ def paper_level(light: np.ndarray) -> np.ndarray | float:
     """The paper's brightness (ink dark), as one number, or per pixel when the lighting is uneven.
 
     The local estimate is the brightest value in a window a quarter of the image wide (wider
-    than any stroke), computed on a reduced copy, smoothed and enlarged back.
+    than any stroke; of the longer side), computed on a reduced copy, smoothed and enlarged back. The paper is judged
+    uneven only when that estimate itself varies: a border crossed by ink (a tight crop, whose
+    strokes touch the edges) spreads the border's levels but leaves evenly lit paper even.
     """
     border = np.sort(_border(light))
     n = len(border) - 1
     lo, hi, mid = border[round(0.1 * n)], border[round(0.9 * n)], float(border[n // 2])
-    if hi - lo < 0.03 or min(light.shape) < 64:
+    if hi - lo < 0.03:
         return mid
+    if min(light.shape) < 32:  # too small to estimate locally: the border's paper (ink may cross it)
+        return float(hi)
     f = max(1, min(light.shape) // 64)
     h, w = light.shape[0] // f * f, light.shape[1] // f * f
     small = light[:h, :w].reshape(h // f, f, w // f, f).max(axis=(1, 3))  # (h/f, w/f): ink thinner than f gone
-    k = max(3, min(small.shape) // 4)
+    k = max(3, max(small.shape) // 4)
     bg = ndimage.maximum_filter(small, size=k, mode="nearest")
     bg = ndimage.uniform_filter(bg, size=k, mode="nearest")
+    b5, b50, b95 = np.percentile(bg, [5, 50, 95])
+    if b95 - b5 < 0.03:  # evenly lit: the paper is where the brightest pixels are, everywhere
+        return float(b50)
     big = Image.fromarray(bg.astype(np.float32), mode="F").resize(light.shape[::-1], Image.BILINEAR)
     return np.asarray(big, dtype=np.float32)  # (H, W)
+
+
+def otsu(values: np.ndarray, bins: int = 128) -> float:
+    """The threshold that best splits values into two classes (Otsu: most variance between them)."""
+    lo, hi = float(values.min()), float(values.max())
+    if hi <= lo:
+        return hi
+    counts, edges = np.histogram(values, bins=bins, range=(lo, hi))
+    centres = (edges[:-1] + edges[1:]) / 2
+    w0 = np.cumsum(counts)[:-1].astype(np.float64)  # (bins-1,): pixels at or below each cut
+    w1 = counts.sum() - w0
+    m = np.cumsum(counts * centres)[:-1]
+    mu0 = m / np.maximum(w0, 1)
+    mu1 = (m[-1] + counts[-1] * centres[-1] - m) / np.maximum(w1, 1)
+    return float(edges[1:-1][np.argmax(w0 * w1 * (mu0 - mu1) ** 2)])
+
+
+def paper_noise(d: np.ndarray) -> tuple[float, float]:
+    """(typical level, robust spread) of the paper in d (how much darker than the paper each pixel is).
+
+    Measured on all pixels, which are mostly paper; when ink covers much of the image (a tight crop,
+    a bold pen) and stands clearly apart, on the pixels below the Otsu split between paper and ink.
+    """
+    sample = d.ravel()[:: max(1, d.size // 20_000)]  # plenty for a median, and fast
+
+    def spread(v: np.ndarray) -> tuple[float, float]:
+        med = float(np.median(v))
+        return med, 1.4826 * float(np.median(np.abs(v - med)))
+
+    med, noise = spread(sample)
+    t = otsu(sample)
+    paper, ink = sample[sample <= t], sample[sample > t]
+    if paper.size < 0.2 * sample.size or ink.size == 0:
+        return med, noise
+    pmed = float(np.median(paper))
+    # one-sided: from the paper's darker half only, as a blurred stroke's rim spreads the lighter one
+    pnoise = (pmed - float(np.percentile(paper, 25))) / 0.6745
+    if float(ink.mean()) - pmed > max(0.1, 6.0 * pnoise) and pnoise < noise:  # two clear classes
+        return pmed, pnoise
+    return med, noise
 
 
 def ink_map(grey: np.ndarray, info: dict | None = None) -> np.ndarray:
@@ -205,9 +255,7 @@ def ink_map(grey: np.ndarray, info: dict | None = None) -> np.ndarray:
     paper = paper_level(light)
     info["paper"] = "uneven (estimated locally)" if isinstance(paper, np.ndarray) else round(float(paper), 3)
     d = (paper - light).astype(np.float32)  # (H, W): how much darker than the paper
-    sample = d.ravel()[:: max(1, d.size // 20_000)]  # plenty for a median, and fast
-    med = float(np.median(sample))
-    noise = 1.4826 * float(np.median(np.abs(sample - med)))  # robust spread of the (mostly paper) pixels
+    med, noise = paper_noise(d)
     floor = max(med, 0.0) + 4.0 * noise + 0.01
     d -= floor
     np.maximum(d, 0.0, out=d)
@@ -331,12 +379,24 @@ def to_mnist(source, max_pixels: int = MAX_PIXELS, formats: tuple[str, ...] | No
     info["size"] = list(grey.shape)
     ink = ink_map(grey, info)
     ink = remove_specks(ink)
+    info["source_size"] = list(image_size(source) or grey.shape)
     steps = {"grey": grey, "ink": ink}
     total = float(ink.sum())
     # no ink at all, or a few stray pixels: no digit
     if total < 1.0 or total < 2e-5 * ink.size:
         return Preprocessed(None, True, steps, info)
+    return from_ink(ink, info, steps, strokes)
+
+
+def from_ink(ink: np.ndarray, info: dict | None = None, steps: dict | None = None,
+             strokes: bool = True) -> Preprocessed:
+    """An ink map (ink 1, background 0; one digit) -> the MNIST-like 28x28 input: the steps from
+    "cropped" on (the whole image's pipeline, and each digit of a number, go through here)."""
+    info = {} if info is None else info
+    steps = {} if steps is None else steps
     crop = _crop(ink)
+    if crop is None:
+        return Preprocessed(None, True, steps, info)
     steps["cropped"] = crop
     work = adjust_strokes(crop, info) if strokes else crop
     # trim what dilation padded on, so the box fits the (adjusted) ink exactly
@@ -359,3 +419,25 @@ def to_mnist(source, max_pixels: int = MAX_PIXELS, formats: tuple[str, ...] | No
     centred[top: top + nh, left: left + nw] = resized
     steps["centred"] = centred
     return Preprocessed((centred * 255.0).round().astype(np.uint8), False, steps, info)
+
+
+def image_size(source) -> tuple[int, int] | None:
+    """The (height, width) of the image as given (before any reduction; EXIF rotation applied), read
+    from the header only; None when it cannot be read (load_image says why)."""
+    if isinstance(source, np.ndarray):
+        return (28, 28) if source.ndim == 1 else (int(source.shape[0]), int(source.shape[1]))
+    try:
+        if isinstance(source, Image.Image):
+            im, close = source, False
+        else:
+            data = io.BytesIO(source) if isinstance(source, (bytes, bytearray, memoryview)) else source
+            im, close = Image.open(data, formats=FORMATS), True
+        try:
+            w, h = im.size
+            turned = im.getexif().get(0x0112) in (5, 6, 7, 8)  # EXIF orientation: a quarter turn
+        finally:
+            if close:
+                im.close()
+    except Exception:  # noqa: BLE001  an unreadable image: load_image gives the one-line reason
+        return None
+    return (w, h) if turned else (h, w)

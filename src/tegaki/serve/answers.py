@@ -12,7 +12,8 @@ import numpy as np
 from PIL import Image
 
 from tegaki import png
-from tegaki.data.preprocess import Preprocessed
+from tegaki.data.preprocess import Preprocessed, image_size
+from tegaki.data.segment import find_digits
 from tegaki.predict import Prediction, Predictor
 
 STEP_SIDE = 280  # steps larger than this are shown reduced
@@ -88,3 +89,19 @@ def look(p: Predictor, pre: Preprocessed, layers: int = 0) -> tuple[Prediction, 
     if logits is None:
         return p.classify(pre), []
     return p.from_logits(pre, logits), maps  # calibrated, with its status
+
+
+def number_answer(p: Predictor, pre: Preprocessed, pred: Prediction, image: bytes | None) -> dict | None:
+    """The "number" field: the digits found in an uploaded image, with boxes in its own pixels; None
+    for JSON pixels, a 28x28 digit, or an image where fewer than two digits were found (or the
+    pieces found are mostly "not a digit": Number.several). One group of
+    ink read surely as a whole (the page's usual drawing) costs no second network call."""
+    ink = pre.steps.get("ink")
+    if not image or ink is None or ink.shape == (28, 28):
+        return None
+    groups, _ = find_digits(ink)
+    if len(groups) < 2 and (not groups or pred.status == "digit"):
+        return None  # one group, not cut: it is the whole image's digit, read above
+    pre.info["source_size"] = list(image_size(image) or ink.shape)  # the upload's size, not the reduced one
+    number = p.read_numbers([pre])[0]
+    return number.as_dict(p.classes) if number.several else None

@@ -21,7 +21,7 @@ from pydantic import BaseModel, Field
 
 from tegaki import png
 from tegaki.fileio import atomic_write_bytes
-from tegaki.serve.answers import layers_json, look, prediction_json, to_uint8
+from tegaki.serve.answers import layers_json, look, number_answer, prediction_json, to_uint8
 from tegaki.serve.requests import ApiError, Payload, preprocess, read_payload
 
 STATIC = Path(__file__).resolve().parent / "static"
@@ -50,6 +50,9 @@ class PredictResponse(BaseModel):
     info: dict[str, Any] = Field(description="what preprocessing measured: polarity, noise, stroke width ...")
     steps: list[dict[str, Any]] | None = Field(None, description="with steps=true: [{name, width, height, png}]")
     features: dict[str, Any] | None = Field(None, description="with features=N: {layers: [...], note}")
+    number: dict[str, Any] | None = Field(None, description=(
+        "two or more digits found in an uploaded image: {text, digits: [{box, label, name, confidence, status, "
+        "probabilities}], note}; null for a single digit"))
 
 
 class ErrorResponse(BaseModel):
@@ -102,6 +105,7 @@ def predict(st=Depends(state), payload: Payload = Depends(read_payload),
     _, pre = preprocess(st.predictor, payload, st.limits)
     pred, maps = look(st.predictor, pre, features)
     body = prediction_json(pred, st.predictor.classes, steps or payload.steps, top)
+    body["number"] = number_answer(st.predictor, pre, pred, payload.image)
     if features:
         body["features"] = layers_json(maps)
     return JSONResponse(body)

@@ -1,0 +1,218 @@
+"""Find the digits of a number written in one image: connected ink, merged and split, left to right.
+
+    groups, note = find_digits(ink)      # ink: the ink map to_mnist computes (ink 1, paper 0)
+    [g.box for g in groups]              # (x0, y0, x1, y1) in the ink map's pixels, x1/y1 exclusive
+    from_ink(g.ink)                      # each digit made MNIST-like (tegaki.data.preprocess)
+
+The steps:
+  components  clear ink (>= 0.25) in 8-connected pieces; the faint rim round a stroke goes with the
+              piece it borders
+  merged      pieces that overlap horizontally by at least half the narrower one's width are one
+              digit (the bar of a 5 written apart, a 4 in two strokes, a broken line); repeated
+              until nothing changes
+  flat        a flat piece (less than FLAT of the median height, e.g. the bar of a 5 written a little
+              apart) joins the nearest group beside it, when closer than a quarter of that height; a
+              crumb (less than CRUMB of the median group's ink) when closer than a twentieth
+  specks      groups with less than SPECK of the largest group's ink are dropped
+  split       a group wider than SPLIT times its height (or the digits' median height) is two or
+              more touching digits: it is cut at the column of least ink in its middle half, where
+              that column holds at most THIN_CUT of the group's mean column ink (or anyway when the
+              group is wider than WIDE times the height), and each part is looked at again; the
+              reader undoes the cut when the network reads the whole group as a sure digit
+  checked     (by the reader) a group wider than MAYBE times the height whose read is unsure is cut
+              at one of its thinnest middle columns when the network reads both parts as sure digits
+  bounded     at most `max_digits` groups are read, the leftmost ones, with a note saying so
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage
+
+#: a group with less ink than this share of the largest group's is a speck
+SPECK = 0.08
+#: wider than this times its height: touching digits, to be cut
+SPLIT = 1.2
+#: wider than this times its height: cut even where the digits overlap (no thin column)
+WIDE = 1.6
+#: wider than this times its height: perhaps two touching digits, if the network agrees
+MAYBE = 0.85
+#: a cut goes through a column with at most this share of the group's mean ink per column
+THIN_CUT = 0.45
+#: a piece flatter than this share of the digits' median height is part of a digit beside it
+FLAT = 0.45
+#: a piece with less ink than this share of the median group's, close beside a group, is part of it
+CRUMB = 0.25
+#: read at most this many digits
+MAX_DIGITS = 12
+#: a photo of text can hold thousands of pieces: the merging looks at this many, the largest
+MAX_PIECES = 200
+
+
+@dataclass
+class Group:
+    box: tuple[int, int, int, int]  # x0, y0, x1, y1 in the ink map, x1/y1 exclusive
+    ink: np.ndarray  # (y1-y0, x1-x0) the group's own ink (other groups' ink left out)
+    whole: "Group | None" = None  # for a part of a cut group: the group before the cut
+
+
+def _pieces(ink: np.ndarray) -> tuple[np.ndarray, list[list]]:
+    """Label clear ink (rim attached): (labels (H, W), [[x0, y0, x1, y1, mass], ...] per label - 1).
+    Dust (under a hundredth of the largest piece's ink) is left out, and beyond MAX_PIECES pieces
+    all but the largest: a photo of text or gravel costs no more than a number."""
+    labels, n = ndimage.label(ink >= 0.25, structure=np.ones((3, 3), bool))
+    if n == 0:
+        return labels, []
+    mass = ndimage.sum_labels(ink, labels, index=np.arange(1, n + 1))  # (n,)
+    order = np.argsort(-mass, kind="stable")
+    order = order[mass[order] >= 0.01 * mass[order[0]]][:MAX_PIECES]
+    table = np.zeros(n + 1, np.int32)  # old label -> new label (0: dropped)
+    table[order + 1] = np.arange(1, len(order) + 1)
+    labels = table[labels]
+    rim = (labels == 0) & (ink > 0)
+    if rim.any():  # the anti-aliased rim (and dust beside a piece): to the neighbouring piece
+        grown = ndimage.grey_dilation(labels, size=(5, 5))
+        labels = np.where(rim, grown, labels)
+    mass = ndimage.sum_labels(ink, labels, index=np.arange(1, len(order) + 1))
+    boxes = []
+    for i, sl in enumerate(ndimage.find_objects(labels, max_label=len(order))):
+        boxes.append([0, 0, 0, 0, 0.0] if sl is None else
+                     [sl[1].start, sl[0].start, sl[1].stop, sl[0].stop, float(mass[i])])
+    return labels, boxes
+
+
+def _merge(boxes: list[list]) -> list[tuple[list, set[int]]]:
+    """Pieces overlapping horizontally by half the narrower width -> [(box, {labels}), ...]."""
+    groups = [(list(b), {i + 1}) for i, b in enumerate(boxes) if b[4] > 0]
+    changed = True
+    while changed:
+        changed = False
+        groups.sort(key=lambda g: g[0][0])
+        out: list[tuple[list, set[int]]] = []
+        for box, members in groups:
+            for ob, om in out:
+                overlap = min(ob[2], box[2]) - max(ob[0], box[0])
+                if overlap >= 0.5 * min(ob[2] - ob[0], box[2] - box[0]):
+                    joined, om2 = _join((ob, om), (box, members))
+                    ob[:] = joined
+                    om |= om2
+                    changed = True
+                    break
+            else:
+                out.append((box, members))
+        groups = out
+    return groups
+
+
+def _join(a: tuple[list, set[int]], b: tuple[list, set[int]]) -> tuple[list, set[int]]:
+    (x, m), (y, n) = a, b
+    return [min(x[0], y[0]), min(x[1], y[1]), max(x[2], y[2]), max(x[3], y[3]), x[4] + y[4]], m | n
+
+
+def _attach_flat(groups: list[tuple[list, set[int]]]) -> list[tuple[list, set[int]]]:
+    """A flat piece (less than FLAT of the median height: the bar of a 5 lifted off) goes to the
+    nearest group beside it when the gap is under a quarter of the median height; a crumb (less than
+    CRUMB of the median group's ink: the end of a broken stroke) when it is under a twentieth."""
+    height = float(np.median([b[3] - b[1] for b, _ in groups]))
+    typical = float(np.median([b[4] for b, _ in groups]))
+    groups = sorted(groups, key=lambda g: g[0][0])
+    i = 0
+    while i < len(groups) and len(groups) > 1:
+        box = groups[i][0]
+        reach = 0.25 * height if box[3] - box[1] < FLAT * height else 0.05 * height if box[4] < CRUMB * typical else -1
+        gaps = [(max(0, max(b[0], box[0]) - min(b[2], box[2])), j) for j, (b, _) in enumerate(groups) if j != i]
+        gap, j = min(gaps)
+        if gap > reach:
+            i += 1
+            continue
+        joined = _join(groups[j], groups[i])
+        groups = [g for k, g in enumerate(groups) if k not in (i, j)] + [joined]
+        groups.sort(key=lambda g: g[0][0])
+        i = 0
+    return groups
+
+
+def _tight(ink: np.ndarray, x0: int, y0: int) -> Group | None:
+    """A group's ink cropped to its own bounding box (offset x0, y0 in the ink map)."""
+    ys = np.flatnonzero(ink.max(axis=1) > 0)
+    xs = np.flatnonzero(ink.max(axis=0) > 0)
+    if ys.size == 0:
+        return None
+    a = ink[ys[0]: ys[-1] + 1, xs[0]: xs[-1] + 1]
+    return Group((x0 + int(xs[0]), y0 + int(ys[0]), x0 + int(xs[-1]) + 1, y0 + int(ys[-1]) + 1), a)
+
+
+def _split(g: Group, height: float, depth: int = 0) -> list[Group]:
+    """Cut a group too wide for one digit at its thinnest middle column, recursively."""
+    h, w = g.ink.shape
+    if depth > 3 or w <= SPLIT * max(h, height) or w < 8:
+        return [g]
+    cols = ndimage.uniform_filter1d(g.ink.sum(axis=0), size=max(1, w // 40))  # (w,)
+    lo, hi = w // 4, w - w // 4
+    cut = lo + int(np.argmin(cols[lo:hi]))
+    if cols[cut] > THIN_CUT * float(cols.mean()) and w <= WIDE * max(h, height):
+        return [g]
+    x0, y0 = g.box[:2]
+    out = []
+    for a, b in ((0, cut), (cut, w)):
+        part = _tight(g.ink[:, a:b], x0 + a, y0)
+        if part is not None:
+            out += _split(part, height, depth + 1)
+    return out
+
+
+def cut_candidates(g: Group, height: float, count: int = 3) -> list[tuple[Group, Group]]:
+    """Ways to cut a group that may be two touching digits (wider than MAYBE times its height, or the
+    median height): at the `count` columns of least ink in its middle half, at least a tenth of its
+    width apart. The reader keeps a cut only when the network reads both parts as digits and not
+    the whole (tegaki.predict.Predictor.read_numbers)."""
+    h, w = g.ink.shape
+    if w <= MAYBE * max(h, height) or w < 8:
+        return []
+    cols = ndimage.uniform_filter1d(g.ink.sum(axis=0), size=max(1, w // 40))  # (w,)
+    lo, hi = w // 4, w - w // 4
+    cuts: list[int] = []
+    for c in lo + np.argsort(cols[lo:hi], kind="stable"):
+        if all(abs(int(c) - k) >= max(2, w // 10) for k in cuts):
+            cuts.append(int(c))
+        if len(cuts) == count:
+            break
+    x0, y0 = g.box[:2]
+    out = []
+    for c in cuts:
+        left, right = _tight(g.ink[:, :c], x0, y0), _tight(g.ink[:, c:], x0 + c, y0)
+        if left is not None and right is not None:
+            out.append((left, right))
+    return out
+
+
+def median_height(groups: list[Group]) -> float:
+    return float(np.median([g.box[3] - g.box[1] for g in groups])) if groups else 0.0
+
+
+def find_digits(ink: np.ndarray, max_digits: int = MAX_DIGITS) -> tuple[list[Group], str | None]:
+    """The digit groups of an ink map, left to right, and a note (None, or why some were left out)."""
+    labels, boxes = _pieces(ink)
+    if not boxes:
+        return [], None
+    note = None
+    groups = _attach_flat(_merge(boxes))
+    biggest = max(b[4] for b, _ in groups)
+    groups = [(b, m) for b, m in groups if b[4] >= SPECK * biggest]
+    height = float(np.median([b[3] - b[1] for b, _ in groups]))
+    found: list[Group] = []
+    for (x0, y0, x1, y1, _), members in sorted(groups, key=lambda g: g[0][0]):
+        mine = np.isin(labels[y0:y1, x0:x1], list(members))
+        g = _tight(np.where(mine, ink[y0:y1, x0:x1], 0.0).astype(np.float32), x0, y0)
+        if g is not None:
+            parts = _split(g, height)
+            for part in parts if len(parts) > 1 else []:
+                part.whole = g
+            found += parts
+    found.sort(key=lambda g: g.box[0])
+    if len(found) > max_digits:
+        note = f"too many marks ({len(found)}): read the first {max_digits}"
+        found = found[:max_digits]
+    return found, note
