@@ -47,13 +47,15 @@ def check_threads(n: int | None) -> None:
 
 def apply_threads(n: int | None) -> int:
     """--threads N: torch's intra-op threads and the BLAS/OpenMP pools (NumPy engine) both N;
-    without it $TEGAKI_THREADS, else the cores other programs leave idle (tegaki/threads.py). Says so when that is
-    fewer than all of them, and returns the count."""
+    without it $TEGAKI_THREADS, then $OMP_NUM_THREADS (when it is a whole number), else the cores other
+    programs leave idle (tegaki/threads.py). Says so when that is fewer than all of them, and returns the count."""
     from tegaki import threads
 
     check_threads(n)
     if n is None and os.environ.get("TEGAKI_THREADS"):
         n = _env_threads(os.environ["TEGAKI_THREADS"])
+    if n is None and os.environ.get("OMP_NUM_THREADS", "").strip().isdigit():
+        n = int(os.environ["OMP_NUM_THREADS"]) or None  # the OpenMP convention, as torch reads it
     used = threads.use(n)
     if n is None and used < threads.cores():
         err(f"threads: {used} of {threads.cores()} cores (the others are busy; --threads N to choose)")
