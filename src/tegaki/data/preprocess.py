@@ -234,6 +234,8 @@ def paper_noise(d: np.ndarray) -> tuple[float, float]:
         return med, 1.4826 * float(np.median(np.abs(v - med)))
 
     med, noise = spread(sample)
+    if noise == 0.0:  # clean paper (a drawing): the paper-only estimate below could not be lower
+        return med, noise
     t = otsu(sample)
     paper, ink = sample[sample <= t], sample[sample > t]
     if paper.size < 0.2 * sample.size or ink.size == 0:
@@ -289,18 +291,35 @@ def remove_specks(ink: np.ndarray, keep: float = 0.05) -> np.ndarray:
     if not mask.any():
         return np.zeros_like(ink)
     f = max(1, -(-max(ink.shape) // 320))  # blocks: at most 320 of them along the longer side
+    if f == 1:  # a small image: the work is done on the box around the clear ink and its surroundings
+        grow = max(3, round(0.02 * max(ink.shape)) | 1)
+        ys, xs = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+        y0, y1 = max(0, ys[0] - grow // 2), min(ink.shape[0], ys[-1] + grow // 2 + 1)
+        x0, x1 = max(0, xs[0] - grow // 2), min(ink.shape[1], xs[-1] + grow // 2 + 1)
+        out = np.zeros(ink.shape, np.float32)
+        out[y0:y1, x0:x1] = _keep_clumps(ink[y0:y1, x0:x1], mask[y0:y1, x0:x1], grow, keep)
+        return out
     small = _block_max(mask, f)  # (h, w) bool
     grow = max(3, round(0.02 * max(small.shape)) | 1)  # odd
-    near = ndimage.maximum_filter(small, size=grow)  # clear ink and its surroundings
+    near = _near_clumps(small, _block_max(ink, f), grow, keep)
+    near = np.repeat(np.repeat(near, f, axis=0), f, axis=1)[: ink.shape[0], : ink.shape[1]]  # (H, W)
+    return np.where(near, ink, 0.0).astype(np.float32)
+
+
+def _keep_clumps(ink: np.ndarray, mask: np.ndarray, grow: int, keep: float) -> np.ndarray:
+    return np.where(_near_clumps(mask, ink, grow, keep), ink, 0.0).astype(np.float32)
+
+
+def _near_clumps(mask: np.ndarray, weight: np.ndarray, grow: int, keep: float) -> np.ndarray:
+    """The clear ink's surroundings (a maximum filter of size grow: zeros beyond the edges, which for a
+    maximum is what reflecting the edge gives) in the clumps holding at least `keep` of the largest's ink."""
+    near = ndimage.maximum_filter(mask, size=grow, mode="constant", cval=0)  # clear ink and its surroundings
     labels, n = ndimage.label(near, structure=np.ones((3, 3), bool))
     if n > 1:
-        weight = _block_max(ink, f) if f > 1 else ink  # (h, w): enough to rank the clumps
-        mass = ndimage.sum_labels(weight, labels, index=np.arange(1, n + 1))  # (n,)
+        mass = np.bincount(labels.ravel(), weights=weight.ravel(), minlength=n + 1)[1:]  # (n,)
         table = np.concatenate([[False], mass >= keep * mass.max()])  # label -> kept?
         near = table[labels]
-    if f > 1:
-        near = np.repeat(np.repeat(near, f, axis=0), f, axis=1)[: ink.shape[0], : ink.shape[1]]  # (H, W)
-    return np.where(near, ink, 0.0).astype(np.float32)
+    return near
 
 
 # strokes ---------------------------------------------------------------------------------------

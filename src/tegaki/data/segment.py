@@ -61,11 +61,25 @@ class Group:
 def _pieces(ink: np.ndarray) -> tuple[np.ndarray, list[list]]:
     """Label clear ink (rim attached): (labels (H, W), [[x0, y0, x1, y1, mass], ...] per label - 1).
     Dust (under a hundredth of the largest piece's ink) is left out, and beyond MAX_PIECES pieces
-    all but the largest: a photo of text or gravel costs no more than a number."""
+    all but the largest: a photo of text or gravel costs no more than a number. The work is done
+    on the box around the ink (a drawing's digit covers a fraction of its canvas)."""
+    ys, xs = np.flatnonzero(ink.any(axis=1)), np.flatnonzero(ink.any(axis=0))
+    if ys.size == 0:
+        return np.zeros(ink.shape, np.int32), []
+    y0, x0 = int(ys[0]), int(xs[0])
+    labels, boxes = _pieces_in(ink[y0: ys[-1] + 1, x0: xs[-1] + 1])
+    full = np.zeros(ink.shape, labels.dtype)
+    full[y0: y0 + labels.shape[0], x0: x0 + labels.shape[1]] = labels
+    return full, [[b[0] + x0, b[1] + y0, b[2] + x0, b[3] + y0, b[4]] if b[4] else b for b in boxes]
+
+
+def _pieces_in(ink: np.ndarray) -> tuple[np.ndarray, list[list]]:
+    """_pieces on an ink map with ink on every edge (outside it, nothing: the dilation's edge is
+    zeros, which for a maximum over 5x5 is what reflecting the map's own edge would give)."""
     labels, n = ndimage.label(ink >= 0.25, structure=np.ones((3, 3), bool))
     if n == 0:
         return labels, []
-    mass = ndimage.sum_labels(ink, labels, index=np.arange(1, n + 1))  # (n,)
+    mass = np.bincount(labels.ravel(), weights=ink.ravel(), minlength=n + 1)[1:]  # (n,) ink per piece
     order = np.argsort(-mass, kind="stable")
     order = order[mass[order] >= 0.01 * mass[order[0]]][:MAX_PIECES]
     table = np.zeros(n + 1, np.int32)  # old label -> new label (0: dropped)
@@ -73,9 +87,9 @@ def _pieces(ink: np.ndarray) -> tuple[np.ndarray, list[list]]:
     labels = table[labels]
     rim = (labels == 0) & (ink > 0)
     if rim.any():  # the anti-aliased rim (and dust beside a piece): to the neighbouring piece
-        grown = ndimage.grey_dilation(labels, size=(5, 5))
+        grown = ndimage.grey_dilation(labels, size=(5, 5), mode="constant", cval=0)
         labels = np.where(rim, grown, labels)
-    mass = ndimage.sum_labels(ink, labels, index=np.arange(1, len(order) + 1))
+    mass = np.bincount(labels.ravel(), weights=ink.ravel(), minlength=len(order) + 1)[1:]
     boxes = []
     for i, sl in enumerate(ndimage.find_objects(labels, max_label=len(order))):
         boxes.append([0, 0, 0, 0, 0.0] if sl is None else
