@@ -11,6 +11,7 @@ name the public host with --allow-host HOST (repeatable).
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import sys
@@ -70,7 +71,8 @@ def cmd_serve(args) -> int:
 
     from tegaki.predict import bundled_model_path
     from tegaki.run import load_run
-    from tegaki.serve.app import Limits, create_app
+    from tegaki.serve.app import ENV, Limits, create_app
+    from tegaki.serve.batch import Batcher
 
     if args.threads < 1:
         raise TegakiError(f"--threads must be at least 1, got {args.threads}")
@@ -78,6 +80,12 @@ def cmd_serve(args) -> int:
         raise TegakiError(f"--max-upload-mb must be positive, got {args.max_upload_mb}")
     if args.max_pixels < 1:
         raise TegakiError(f"--max-pixels must be at least 1, got {args.max_pixels}")
+    if not 1 <= args.workers <= 64:
+        raise TegakiError(f"--workers must be 1..64, got {args.workers}")
+    try:
+        Batcher.check(args.max_batch, args.batch_wait_ms)
+    except TegakiError as e:
+        raise TegakiError(f"--max-batch / --batch-wait-ms: {e}") from None
     ref = args.model or bundled_model_path()
     if ref is None:
         raise TegakiError("no model named and no bundled model installed; pass --model RUN_FOLDER")
@@ -86,22 +94,31 @@ def cmd_serve(args) -> int:
     mnist, where = find_mnist_test(args)
     drawings = None if args.no_save else Path(args.drawings).expanduser() if args.drawings else default_drawings()
     limits = Limits(max_upload=int(args.max_upload_mb * 1024 * 1024), max_pixels=args.max_pixels)
-    app = create_app(run, engine=args.engine, mnist=mnist, drawings=drawings, limits=limits, threads=args.threads,
-                     allow_hosts=allowed_hosts(args))
+    kw = dict(engine=args.engine, mnist=[str(m) for m in mnist] if mnist else None,
+              drawings=str(drawings) if drawings else None, limits=vars(limits), threads=args.threads,
+              allow_hosts=allowed_hosts(args), max_batch=args.max_batch, batch_wait_ms=args.batch_wait_ms)
     host = f"[{args.host}]" if ":" in args.host else args.host
     acc = run.metrics.get("test_accuracy")
     print(f"tegaki serve: model {run.spec.name} ({run.path})" + (f", test accuracy {acc:.2%}" if acc else ""))
     print(f"  random test digits: {'MNIST test set from ' + where if mnist else 'off (' + where + ')'}")
     print(f"  drawings saved to:  {drawings or 'off (--no-save)'}")
     print(f"  open http://{host}:{args.port}/   (API docs: http://{host}:{args.port}/docs; Ctrl-C stops)")
+    if args.workers > 1:
+        print(f"  {args.workers} worker processes, each with the model and {args.threads} torch thread(s)")
     sys.stdout.flush()
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=args.access_log)
+    common = dict(host=args.host, port=args.port, log_level=args.log_level, access_log=args.access_log)
+    if args.workers == 1:
+        uvicorn.run(create_app(run, **{**kw, "limits": limits, "mnist": mnist, "drawings": drawings}), **common)
+        return 0
+    # several processes: uvicorn starts each with this factory, which reads the arguments back
+    os.environ[ENV] = json.dumps({"model": str(run.path), **kw})
+    uvicorn.run("tegaki.serve.app:app_from_env", factory=True, workers=args.workers, **common)
     return 0
 
 
 def register(sub) -> None:
     from tegaki.engines import ENGINES
-    from tegaki.serve.limits import MAX_PIXELS
+    from tegaki.serve.limits import MAX_BATCH, MAX_PIXELS, WAIT_MS
 
     p = sub.add_parser("serve", help="the drawing page and the HTTP API (FastAPI + uvicorn)")
     p.add_argument("--model", metavar="RUN", help="a run folder (default: the model bundled with tegaki)")
@@ -113,7 +130,16 @@ def register(sub) -> None:
                    help="where 'save as label N' writes (default ~/.local/share/tegaki/drawings)")
     p.add_argument("--no-save", action="store_true", help="turn 'save as label N' off")
     p.add_argument("--threads", type=int, default=1,
-                   help="PyTorch threads per request (default 1: requests run side by side instead)")
+                   help="PyTorch threads per worker process (default 1: requests run side by side instead)")
+    p.add_argument("--workers", type=int, default=1,
+                   help="server processes sharing the port, each with its own copy of the model (default 1; "
+                        "on a machine with spare cores, about one per core)")
+    p.add_argument("--max-batch", type=int, default=MAX_BATCH,
+                   help=f"requests that arrive together share one network call of up to this many images "
+                        f"(default {MAX_BATCH}; 1 turns batching off)")
+    p.add_argument("--batch-wait-ms", type=float, default=WAIT_MS,
+                   help=f"how long a batch may wait for requests still being decoded (default {WAIT_MS:g} ms; a "
+                        "lone request never waits)")
     p.add_argument("--max-upload-mb", type=float, default=8.0, help="largest request body in MB (default 8)")
     p.add_argument("--max-pixels", type=int, default=MAX_PIXELS,
                    help=f"largest image in pixels, read from its header (default {MAX_PIXELS:,}: 4096x4096)")

@@ -91,17 +91,24 @@ def look(p: Predictor, pre: Preprocessed, layers: int = 0) -> tuple[Prediction, 
     return p.from_logits(pre, logits), maps  # calibrated, with its status
 
 
-def number_answer(p: Predictor, pre: Preprocessed, pred: Prediction, image: bytes | None) -> dict | None:
-    """The "number" field: the digits found in an uploaded image, with boxes in its own pixels; None
-    for JSON pixels, a 28x28 digit, or an image where fewer than two digits were found (or the
-    pieces found are mostly "not a digit": Number.several). One group of
-    ink read surely as a whole (the page's usual drawing) costs no second network call."""
+def digit_groups(pre: Preprocessed, image: bytes | None) -> list | None:
+    """The digit groups of an uploaded image's ink (tegaki/data/segment.py); None where no number
+    is read at all (JSON pixels, a 28x28 image)."""
     ink = pre.steps.get("ink")
     if not image or ink is None or ink.shape == (28, 28):
         return None
-    groups, _ = find_digits(ink)
-    if len(groups) < 2 and (not groups or pred.status == "digit"):
-        return None  # one group, not cut: it is the whole image's digit, read above
-    pre.info["source_size"] = list(image_size(image) or ink.shape)  # the upload's size, not the reduced one
+    return find_digits(ink)[0]
+
+
+def wants_number(groups: list | None, pred: Prediction) -> bool:
+    """The "number" field is read for two or more groups, or one read as unsure (perhaps touching
+    digits). One group of ink read surely as a whole (the page's usual drawing) is the image's digit,
+    read already: it costs no second network call. Then read_number: None unless Number.several
+    (fewer than two digits, or pieces mostly "not a digit")."""
+    return bool(groups) and (len(groups) >= 2 or pred.status != "digit")
+
+
+def read_number(p: Predictor, pre: Preprocessed, image: bytes) -> dict | None:
+    pre.info["source_size"] = list(image_size(image) or pre.steps["ink"].shape)  # the upload's size
     number = p.read_numbers([pre])[0]
     return number.as_dict(p.classes) if number.several else None

@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import os
 import time
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
@@ -55,8 +56,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from tegaki.errors import TegakiError
 from tegaki.predict import Predictor
 from tegaki.run import Run
+from tegaki.serve.batch import Batcher
 from tegaki.serve.docs import add_docs
-from tegaki.serve.limits import Limits
+from tegaki.serve.limits import MAX_BATCH, WAIT_MS, Limits
 from tegaki.serve.requests import ApiError
 from tegaki.serve.routes import STATIC, folder_names, router
 
@@ -65,12 +67,16 @@ from tegaki.serve.routes import STATIC, folder_names, router
 def create_app(model: Run | Predictor | str | Path | None = None, *, engine: str = "torch",
                mnist: tuple[str | Path, str | Path] | None = None, drawings: str | Path | None = None,
                limits: Limits | None = None, threads: int | None = None,
-               allow_hosts: tuple[str, ...] | list[str] = ()) -> FastAPI:
+               allow_hosts: tuple[str, ...] | list[str] = (), max_batch: int = MAX_BATCH,
+               batch_wait_ms: float = WAIT_MS) -> FastAPI:
     """The application. `model`: a run (folder, Run or ready Predictor; None = the bundled model);
     `mnist`: the (images, labels) IDX files of the test set for random digits, or None;
     `drawings`: where "save as label N" writes (None: saving is off); `threads`: torch's
     intra-op threads (None leaves the process's setting alone); `allow_hosts`: host names
-    (HOST or HOST:PORT, "*" for any) accepted besides this server's own, e.g. behind a proxy."""
+    (HOST or HOST:PORT, "*" for any) accepted besides this server's own, e.g. behind a proxy;
+    `max_batch`, `batch_wait_ms`: requests arriving together share a network call of up to
+    max_batch images, waiting at most batch_wait_ms for each other (serve/batch.py; 1 turns it off)."""
+    Batcher.check(max_batch, batch_wait_ms)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -82,7 +88,11 @@ def create_app(model: Run | Predictor | str | Path | None = None, *, engine: str
         st.predictor = load_predictor(model, engine)
         st.folders = folder_names(st.predictor.classes)
         st.mnist, st.mnist_note = load_mnist(mnist)
-        yield
+        st.batcher = Batcher(st.predictor, max_batch, batch_wait_ms)
+        try:
+            yield
+        finally:
+            st.batcher.close()
 
     app = FastAPI(title="tegaki", version=_version(), lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="Handwritten-digit recognition: send an image or 28x28 pixels, get the digit.")
@@ -97,6 +107,18 @@ def create_app(model: Run | Predictor | str | Path | None = None, *, engine: str
     app.add_middleware(SameOrigin, allow_hosts=tuple(allow_hosts))
     app.add_middleware(ProcessTime)
     return app
+
+
+ENV = "TEGAKI_SERVE_APP"  # create_app's arguments as JSON, for each worker of `tegaki serve --workers N`
+
+
+def app_from_env() -> FastAPI:
+    """The app of one worker process of `tegaki serve --workers N` (uvicorn imports this factory in
+    each worker): create_app with the arguments the command wrote to $TEGAKI_SERVE_APP as JSON."""
+    kw = json.loads(os.environ[ENV])
+    kw["limits"] = Limits(**kw["limits"])
+    kw["mnist"] = tuple(kw["mnist"]) if kw.get("mnist") else None
+    return create_app(kw.pop("model"), **kw)
 
 
 def load_predictor(model, engine: str) -> Predictor:

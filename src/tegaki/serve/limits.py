@@ -8,6 +8,8 @@ the CLI reads them for its --help).
               so this limit and DECODES bound what images in flight can take.
   DECODES     images decoded and preprocessed at the same time; other requests wait their turn,
               holding only their (capped) body.
+  MAX_BATCH   images in one shared network call (serve/batch.py: 8 was the cheapest per image)
+  WAIT_MS     how long a batch may wait for requests still being decoded
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from dataclasses import dataclass
 MAX_UPLOAD = 8 * 1024 * 1024
 MAX_PIXELS = 4096 * 4096
 DECODES = 2
+MAX_BATCH = 8
+WAIT_MS = 2.0
 
 
 @dataclass

@@ -11,10 +11,12 @@ shape, NaN, an unreadable image or no digit.
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import logging
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -33,6 +35,8 @@ IMAGE_TYPES = {"image/png", "image/jpeg", "image/jpg", "image/gif", "image/bmp",
                "image/x-portable-graymap", "application/octet-stream"}  # PGM: what the page sends
 NO_DIGIT = ("no digit: nothing in the image stands out from the background as ink; "
             "draw or upload a digit (dark on light, or light on dark)")
+
+INLINE_PIXELS = 320 * 320  # images up to this size are decoded on the event loop (preprocess_async)
 
 log = logging.getLogger("tegaki.serve")
 # the threads that decode: few and always the same ones, so that the memory a decode frees is
@@ -159,16 +163,18 @@ def parse_pixels(obj) -> np.ndarray:
 
 
 # decoding ----------------------------------------------------------------------------------------
-def check_size(data: bytes, max_pixels: int) -> None:
-    """Refuse an image whose header declares more than max_pixels (nothing is decoded here)."""
+def check_size(data: bytes, max_pixels: int) -> int | None:
+    """Refuse an image whose header declares more than max_pixels (nothing is decoded here); its
+    pixel count, or None when the header cannot be read."""
     try:
         with Image.open(io.BytesIO(data), formats=FORMATS) as im:
             w, h = im.size
     except Exception:  # not an image, or a damaged header: load_image says which, in its words
-        return
+        return None
     if w * h > max_pixels:
         raise ApiError(413, f"upload: image is {w}x{h} pixels, more than the {max_pixels:,} allowed; "
                             "scale it down first")
+    return w * h
 
 
 def grey_levels(payload: Payload, limits: Limits) -> np.ndarray:
@@ -180,9 +186,12 @@ def grey_levels(payload: Payload, limits: Limits) -> np.ndarray:
     return load_image(payload.image, max_pixels=limits.max_pixels)
 
 
-def _decode(predictor, payload: Payload, limits: Limits) -> tuple[np.ndarray, Preprocessed]:
+def _decode(predictor, payload: Payload, limits: Limits, then=None) -> tuple[np.ndarray, Preprocessed]:
     grey = grey_levels(payload, limits)
-    return grey, predictor.preprocess(grey)
+    pre = predictor.preprocess(grey)
+    if then is not None and not pre.empty:
+        then(pre)  # more work on the same thread: the digit groups of a number (serve/answers.py)
+    return grey, pre
 
 
 def preprocess(predictor, payload: Payload, limits: Limits) -> tuple[np.ndarray, Preprocessed]:
@@ -190,12 +199,43 @@ def preprocess(predictor, payload: Payload, limits: Limits) -> tuple[np.ndarray,
     pool of DECODES threads; an image too large by its header is refused before it waits its turn."""
     if payload.image:
         check_size(payload.image, limits.max_pixels)
-    try:
+    with _api_errors():
         grey, pre = _decoders.submit(_decode, predictor, payload, limits).result()
+    return grey, _not_empty(pre)
+
+
+async def preprocess_async(predictor, payload: Payload, limits: Limits, then=None) -> tuple[np.ndarray, Preprocessed]:
+    """`preprocess` for an async route; then(pre), if given, runs after a successful decode.
+
+    A small image (up to INLINE_PIXELS: the page's 140x140 drawings, JSON pixels) is decoded right
+    here, on the event loop's thread: about a millisecond, and cheaper than handing it to another
+    thread (threads contending for the GIL cost more CPU than the decode). Larger images go to the
+    pool of DECODES threads, so a photo never holds up the loop and memory stays bounded."""
+    pixels = check_size(payload.image, limits.max_pixels) if payload.image else 28 * 28
+    with _api_errors():
+        if pixels is not None and pixels <= INLINE_PIXELS:
+            grey, pre = _decode(predictor, payload, limits, then)
+        else:
+            grey, pre = await in_pool(_decode, predictor, payload, limits, then)
+    return grey, _not_empty(pre)
+
+
+async def in_pool(fn, *args):
+    """fn(*args) on one of the DECODES threads, awaited."""
+    return await asyncio.get_running_loop().run_in_executor(_decoders, fn, *args)
+
+
+@contextmanager
+def _api_errors():
+    try:
+        yield
     except TooLarge as e:
         raise ApiError(413, str(e)) from None
     except TegakiError as e:
         raise ApiError(422, str(e)) from None
+
+
+def _not_empty(pre: Preprocessed) -> Preprocessed:
     if pre.empty:
         raise ApiError(422, NO_DIGIT, no_digit=True)
-    return grey, pre
+    return pre

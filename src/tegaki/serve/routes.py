@@ -21,15 +21,16 @@ from pydantic import BaseModel, Field
 
 from tegaki import png
 from tegaki.fileio import atomic_write_bytes
-from tegaki.serve.answers import layers_json, look, number_answer, prediction_json, to_uint8
-from tegaki.serve.requests import ApiError, Payload, preprocess, read_payload
+from tegaki.serve.answers import digit_groups, layers_json, look, prediction_json, read_number, to_uint8, wants_number
+from tegaki.serve.requests import ApiError, Payload, in_pool, preprocess, preprocess_async, read_payload
 
 STATIC = Path(__file__).resolve().parent / "static"
 router = APIRouter()
 
 
-def state(request: Request):
-    """The app's state: predictor, limits, drawings, folders, mnist, mnist_note."""
+async def state(request: Request):
+    """The app's state: predictor, batcher, limits, drawings, folders, mnist, mnist_note. (async: a
+    plain def dependency would cost a trip through the thread pool on every request)"""
     return request.app.state
 
 
@@ -98,16 +99,31 @@ def model_info(st=Depends(state)):
 
 @router.post("/api/predict", summary="Recognise the digit in an image or in 28x28 pixels",
              response_model=PredictResponse, responses=ERRORS, openapi_extra=IMAGE_BODY)
-def predict(st=Depends(state), payload: Payload = Depends(read_payload),
-            steps: bool = Query(False, description="also return the preprocessing steps as PNGs"),
-            top: int = Query(3, ge=1, le=100, description="how many ranked classes to return"),
-            features: int = Query(0, ge=0, le=8, description="also the feature maps of this many conv layers")):
-    _, pre = preprocess(st.predictor, payload, st.limits)
-    pred, maps = look(st.predictor, pre, features)
-    body = prediction_json(pred, st.predictor.classes, steps or payload.steps, top)
-    body["number"] = number_answer(st.predictor, pre, pred, payload.image)
+async def predict(st=Depends(state), payload: Payload = Depends(read_payload),
+                  steps: bool = Query(False, description="also return the preprocessing steps as PNGs"),
+                  top: int = Query(3, ge=1, le=100, description="how many ranked classes to return"),
+                  features: int = Query(0, ge=0, le=8, description="also the feature maps of this many conv layers")):
+    # async: decoding and preprocessing run in the decode pool, the network in the batcher's
+    # thread (one call for the requests that arrive together); the event loop only reads and answers
+    p, found = st.predictor, []
+
+    def groups(pre):  # on the decoding thread too
+        found.append(digit_groups(pre, payload.image))
+
+    with st.batcher.coming():
+        _, pre = await preprocess_async(p, payload, st.limits, then=groups)
     if features:
-        body["features"] = layers_json(maps)
+        pred, maps = await in_pool(look, p, pre, features)
+    else:
+        pred = p.from_logits(pre, (await st.batcher.logits(pre.image))[None])
+    steps = steps or payload.steps
+    if steps:  # PNG-encoded steps: in the pool
+        body = await in_pool(prediction_json, pred, p.classes, True, top)
+    else:
+        body = prediction_json(pred, p.classes, False, top)
+    body["number"] = await in_pool(read_number, p, pre, payload.image) if wants_number(found[0], pred) else None
+    if features:
+        body["features"] = await in_pool(layers_json, maps)
     return JSONResponse(body)
 
 

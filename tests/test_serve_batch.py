@@ -1,0 +1,199 @@
+"""The server's batcher (serve/batch.py) and `tegaki serve --workers N`: answers equal to one image
+at a time, batches that really form, errors that reach every waiting request, bad options refused."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import httpx
+import numpy as np
+import pytest
+
+from sketches import DIGITS, drawing
+from tegaki.errors import TegakiError
+from tegaki.predict import Predictor
+from tegaki.serve.batch import Batcher
+
+
+@pytest.fixture(scope="module")
+def bundled():
+    return Predictor.load(None)
+
+
+def digits(n: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (n, 28, 28)).astype(np.uint8)
+
+
+class Slow:
+    """A predictor whose network call takes `delay` seconds and is counted (to make batches form)."""
+
+    def __init__(self, p: Predictor, delay: float = 0.02, fail: bool = False):
+        self.p, self.delay, self.fail, self.sizes = p, delay, fail, []
+
+    def logits(self, images):
+        self.sizes.append(len(images))
+        time.sleep(self.delay)
+        if self.fail:
+            raise RuntimeError("the network broke")
+        return self.p.logits(images)
+
+
+def test_a_lone_request_is_classified_at_once_and_exactly(bundled):
+    b = Batcher(bundled)
+    try:
+        x = digits(5)
+        got = [asyncio.run(b.logits(img)) for img in x]
+        assert np.allclose(np.stack(got), bundled.logits(x), atol=1e-5)
+        assert b.calls == 5 and b.images == 5  # no batching needed, and no wait
+    finally:
+        b.close()
+
+
+def test_concurrent_requests_share_calls_and_get_their_own_answers(bundled):
+    slow = Slow(bundled)
+    b = Batcher(slow, max_batch=8, wait_ms=50)
+    x = digits(40, seed=1)
+    futures = [None] * len(x)
+
+    def client(i):
+        with b.coming():  # "being decoded": the batcher may wait for it
+            time.sleep(0.001 * (i % 5))
+        futures[i] = b.submit(x[i])
+
+    try:
+        threads = [threading.Thread(target=client, args=(i,)) for i in range(len(x))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        got = np.stack([f.result(timeout=30) for f in futures])
+    finally:
+        b.close()
+    ref = bundled.logits(x)
+    assert np.allclose(got, ref, atol=1e-4)  # each request its own row, whatever batch it was in
+    assert sum(slow.sizes) == 40 and max(slow.sizes) <= 8
+    assert len(slow.sizes) <= 20, slow.sizes  # batches formed: far fewer calls than requests
+
+
+def test_a_batch_does_not_wait_for_nothing(bundled):
+    slow = Slow(bundled, delay=0.0)
+    b = Batcher(slow, max_batch=8, wait_ms=500)
+    try:
+        t0 = time.monotonic()
+        b.submit(digits(1)[0]).result(timeout=10)  # nothing else coming: no 500 ms wait
+        assert time.monotonic() - t0 < 0.25
+    finally:
+        b.close()
+
+
+def test_max_batch_one_turns_batching_off(bundled):
+    slow = Slow(bundled, delay=0.01)
+    b = Batcher(slow, max_batch=1, wait_ms=50)
+    try:
+        futs = [b.submit(img) for img in digits(6)]
+        [f.result(timeout=10) for f in futs]
+    finally:
+        b.close()
+    assert slow.sizes == [1] * 6
+
+
+def test_an_error_reaches_every_waiting_request_and_the_batcher_lives_on(bundled):
+    slow = Slow(bundled, fail=True)
+    b = Batcher(slow, max_batch=8, wait_ms=5)
+    try:
+        futs = [b.submit(img) for img in digits(4)]
+        for f in futs:
+            with pytest.raises(RuntimeError, match="the network broke"):
+                f.result(timeout=10)
+        slow.fail = False
+        assert b.submit(digits(1)[0]).result(timeout=10).shape == (10,)
+    finally:
+        b.close()
+
+
+@pytest.mark.parametrize("max_batch, wait", [(0, 2.0), (5000, 2.0), (8, -1.0), (8, float("nan")), (8, 5000.0)])
+def test_bad_batch_settings_are_refused(bundled, max_batch, wait):
+    with pytest.raises(TegakiError):
+        Batcher(bundled, max_batch, wait)
+
+
+@pytest.mark.parametrize("option, value, words", [("--workers", "0", "--workers"), ("--max-batch", "0", "batch"),
+                                                  ("--batch-wait-ms", "-3", "batch wait")])
+def test_bad_serve_options_are_one_line(cli, option, value, words):
+    r = cli("serve", "--port", "1", option, value)
+    assert r.code == 2 and words in r.err and len(r.err.strip().splitlines()) == 1
+
+
+def free_port() -> int:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def children(pid: int) -> list[int]:
+    out = []
+    for task in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{task}/children") as f:
+                out += [int(c) for c in f.read().split()]
+        except OSError:
+            pass
+    return out
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_workers_serve_the_same_answers_from_several_processes(tmp_path):
+    port = free_port()
+    log = tmp_path / "serve.log"
+    cmd = [sys.executable, "-m", "tegaki", "serve", "--port", str(port), "--no-save", "--workers", "2"]
+    with open(log, "w") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        t0 = time.monotonic()
+        while True:
+            assert proc.poll() is None, log.read_text()
+            try:
+                if httpx.get(url + "/api/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() - t0 < 120, "the server did not come up"
+            time.sleep(0.3)
+        # two worker processes, each with the model (uvicorn may add a helper process of its own)
+        workers = [c for c in children(proc.pid) if "multiprocessing" in open(f"/proc/{c}/cmdline").read()]
+        assert len(workers) >= 2, (children(proc.pid), log.read_text())
+        ref = Predictor.load(None)
+
+        async def many():
+            async with httpx.AsyncClient(base_url=url, timeout=60,
+                                         limits=httpx.Limits(max_connections=16)) as c:
+                jobs = [c.post("/api/predict", files={"file": ("d.png", drawing(DIGITS[d], size=140), "image/png")})
+                        for d in list(DIGITS) * 4]
+                return await asyncio.gather(*jobs)
+
+        answers = asyncio.run(many())
+        assert [r.status_code for r in answers] == [200] * 40
+        for d, r in zip(list(DIGITS) * 4, answers):
+            body = r.json()
+            assert body["label"] == d
+            want = ref.predict_image(drawing(DIGITS[d], size=140)).probabilities
+            assert np.allclose(body["probabilities"], want, atol=1e-5)
+        assert "Traceback" not in log.read_text()
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise
+    assert "Traceback" not in log.read_text(), log.read_text()
