@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -16,6 +15,7 @@ import httpx
 import numpy as np
 import pytest
 
+from servers import start  # tests/servers.py
 from sketches import DIGITS, drawing
 from tegaki.errors import TegakiError
 from tegaki.predict import Predictor
@@ -131,14 +131,6 @@ def test_bad_serve_options_are_one_line(cli, option, value, words):
     assert r.code == 2 and words in r.err and len(r.err.strip().splitlines()) == 1
 
 
-def free_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
 def children(pid: int) -> list[int]:
     out = []
     for task in os.listdir(f"/proc/{pid}/task"):
@@ -152,23 +144,9 @@ def children(pid: int) -> list[int]:
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_workers_serve_the_same_answers_from_several_processes(tmp_path):
-    port = free_port()
     log = tmp_path / "serve.log"
-    cmd = [sys.executable, "-m", "tegaki", "serve", "--port", str(port), "--no-save", "--workers", "2"]
-    with open(log, "w") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
+    proc, url = start(["--no-save", "--workers", "2"], log)
     try:
-        t0 = time.monotonic()
-        while True:
-            assert proc.poll() is None, log.read_text()
-            try:
-                if httpx.get(url + "/api/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() - t0 < 120, "the server did not come up"
-            time.sleep(0.3)
         # two worker processes, each with the model (uvicorn may add a helper process of its own)
         workers = [c for c in children(proc.pid) if "multiprocessing" in open(f"/proc/{c}/cmdline").read()]
         assert len(workers) >= 2, (children(proc.pid), log.read_text())

@@ -6,10 +6,7 @@ request costs (decodes, forward passes). Each test makes its own small reproduci
 from __future__ import annotations
 
 import asyncio
-import os
 import socket
-import subprocess
-import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -17,6 +14,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+from servers import start  # tests/servers.py
 from sketches import DIGITS, drawing, huge_png  # tests/sketches.py
 
 from tegaki.predict import Predictor, bundled_model_path
@@ -232,25 +230,8 @@ def test_saving_decodes_the_upload_once(predictor, tmp_path, monkeypatch):
 @pytest.fixture(scope="module")
 def process_server(tmp_path_factory):
     log = tmp_path_factory.mktemp("serve") / "server.log"
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    cmd = [sys.executable, "-m", "tegaki", "serve", "--port", str(port), "--no-save"]
-    with open(log, "w") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=dict(os.environ))
-    url = f"http://127.0.0.1:{port}"
+    proc, url = start(["--no-save"], log)
     try:
-        t0 = time.monotonic()
-        while True:
-            assert proc.poll() is None, log.read_text()
-            try:
-                if httpx.get(url + "/api/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() - t0 < 90, "the server did not come up"
-            time.sleep(0.3)
         yield url, proc, log
     finally:
         proc.terminate()
