@@ -35,7 +35,6 @@ import ipaddress
 import json
 import os
 import platform
-import socket
 import subprocess
 import sys
 import time
@@ -46,6 +45,7 @@ import numpy as np
 
 from _machine import cpu_name, load_average  # bench/_machine.py
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
+from servers import free_port  # noqa: E402  tests/servers.py
 from sketches import DIGITS, drawing  # noqa: E402  tests/sketches.py
 
 BOUNDARY = "tegakiloadtest7f3a"
@@ -103,14 +103,6 @@ def rss_mb(pid: int | None) -> float:
         if f:
             total += int(f[21]) * os.sysconf("SC_PAGE_SIZE")
     return total / 1e6
-
-
-def free_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def check_loopback(url: str) -> None:

@@ -14,7 +14,7 @@ from itertools import pairwise
 from urllib.parse import urlsplit
 
 import pytest
-from test_serve_browser import ARGS, CHROMIUM, STROKES, draw, label_becomes
+from test_serve_browser import CHROMIUM, STROKES, browser, draw, label_becomes  # noqa: F401 (browser: a fixture)
 
 from tegaki.predict import Predictor, bundled_model_path
 from tegaki.serve.app import create_app, serving
@@ -45,16 +45,6 @@ def site(mnist_dir, tmp_path_factory):
     drawings = tmp_path_factory.mktemp("drawings")
     with serving(create_app(None, mnist=mnist, drawings=drawings)) as u:
         yield u, drawings
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
-        yield b
-        b.close()
 
 
 def open_page(browser, url, **context):
