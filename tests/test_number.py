@@ -126,3 +126,26 @@ def test_a_shoe_is_not_a_number(predictor):
             big = 255 - np.asarray(Image.fromarray(fashion.test_images[i]).resize((280, 280), Image.BICUBIC))
             several.append(predictor.read_number(big).several)
     assert sum(several) <= 1
+
+
+def test_the_quick_group_count_agrees_with_find_digits(mnist, predictor, monkeypatch):
+    """group_count (what the server uses to decide whether to read a number) says 1 without the
+    full segmentation only where find_digits finds exactly one group: checked on single digits
+    (drawn, photographed, tight, bold), whole numbers (apart and touching) and the page's drawings."""
+    from sketches import DIGITS, drawing
+
+    from tegaki.data import segment
+
+    rng = np.random.default_rng(3)
+    x = mnist.test_images[:150]
+    images = [R.drawing(R.tight(d, scale=4, margin=10)) for d in x]
+    images += [R.photo_of(R.tight(d, scale=5, margin=12), rng) for d in x[:50]]
+    images += [R.drawing(R.tight(d)) for d in x[50:100]] + [R.drawing(R.bold(R.tight(d, margin=8), 4)) for d in x[:30]]
+    images += [im for im, _, _ in numbers(mnist, 40, seed=5)] + [im for im, _, _ in numbers(mnist, 40, 6, gap=(-6, 0))]
+    images += [drawing(DIGITS[d], size=140) for d in DIGITS]
+    full = []
+    monkeypatch.setattr(segment, "find_digits", lambda *a, **kw: full.append(1) or find_digits(*a, **kw))
+    for im in images:
+        ink = predictor.preprocess(im).steps["ink"]
+        assert segment.group_count(ink) == len(find_digits(ink)[0])
+    assert 0 < len(full) < len(images) // 2  # the cheap answer was given for most, and not for all

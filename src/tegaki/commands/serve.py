@@ -73,6 +73,7 @@ def cmd_serve(args) -> int:
     from tegaki.run import load_run
     from tegaki.serve.app import ENV, Limits, create_app
     from tegaki.serve.batch import Batcher
+    from tegaki.serve.workers import run_workers
 
     if args.threads < 1:
         raise TegakiError(f"--threads must be at least 1, got {args.threads}")
@@ -106,13 +107,14 @@ def cmd_serve(args) -> int:
     if args.workers > 1:
         print(f"  {args.workers} worker processes, each with the model and {args.threads} torch thread(s)")
     sys.stdout.flush()
-    common = dict(host=args.host, port=args.port, log_level=args.log_level, access_log=args.access_log)
     if args.workers == 1:
-        uvicorn.run(create_app(run, **{**kw, "limits": limits, "mnist": mnist, "drawings": drawings}), **common)
+        uvicorn.run(create_app(run, **{**kw, "limits": limits, "mnist": mnist, "drawings": drawings}),
+                    host=args.host, port=args.port, log_level=args.log_level, access_log=args.access_log)
         return 0
-    # several processes: uvicorn starts each with this factory, which reads the arguments back
+    # several processes, each with its own socket on the port (serve/workers.py); each builds its
+    # app with serve.app.app_from_env, which reads these arguments back
     os.environ[ENV] = json.dumps({"model": str(run.path), **kw})
-    uvicorn.run("tegaki.serve.app:app_from_env", factory=True, workers=args.workers, **common)
+    run_workers(args.workers, args.host, args.port, {"log_level": args.log_level, "access_log": args.access_log})
     return 0
 
 

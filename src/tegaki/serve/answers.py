@@ -13,7 +13,7 @@ from PIL import Image
 
 from tegaki import png
 from tegaki.data.preprocess import Preprocessed, image_size
-from tegaki.data.segment import find_digits
+from tegaki.data.segment import group_count
 from tegaki.predict import Prediction, Predictor
 
 STEP_SIDE = 280  # steps larger than this are shown reduced
@@ -91,21 +91,21 @@ def look(p: Predictor, pre: Preprocessed, layers: int = 0) -> tuple[Prediction, 
     return p.from_logits(pre, logits), maps  # calibrated, with its status
 
 
-def digit_groups(pre: Preprocessed, image: bytes | None) -> list | None:
-    """The digit groups of an uploaded image's ink (tegaki/data/segment.py); None where no number
-    is read at all (JSON pixels, a 28x28 image)."""
+def digit_groups(pre: Preprocessed, image: bytes | None) -> int | None:
+    """How many digit groups an uploaded image's ink holds (tegaki/data/segment.py); None where no
+    number is read at all (JSON pixels, a 28x28 image)."""
     ink = pre.steps.get("ink")
     if not image or ink is None or ink.shape == (28, 28):
         return None
-    return find_digits(ink)[0]
+    return group_count(ink)
 
 
-def wants_number(groups: list | None, pred: Prediction) -> bool:
+def wants_number(groups: int | None, pred: Prediction) -> bool:
     """The "number" field is read for two or more groups, or one read as unsure (perhaps touching
     digits). One group of ink read surely as a whole (the page's usual drawing) is the image's digit,
     read already: it costs no second network call. Then read_number: None unless Number.several
     (fewer than two digits, or pieces mostly "not a digit")."""
-    return bool(groups) and (len(groups) >= 2 or pred.status != "digit")
+    return bool(groups) and (groups >= 2 or pred.status != "digit")
 
 
 def read_number(p: Predictor, pre: Preprocessed, image: bytes) -> dict | None:
