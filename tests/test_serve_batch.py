@@ -166,7 +166,18 @@ def test_workers_serve_the_same_answers_from_several_processes(tmp_path):
             assert body["label"] == d
             want = ref.predict_image(drawing(DIGITS[d], size=140)).probabilities
             assert np.allclose(body["probabilities"], want, atol=1e-5)
-        assert "Traceback" not in log.read_text()
+        # a worker that dies is started again, and the server goes on answering meanwhile
+        os.kill(workers[0], signal.SIGKILL)
+        t0 = time.monotonic()
+        while True:
+            now = [c for c in children(proc.pid) if "multiprocessing" in open(f"/proc/{c}/cmdline").read()]
+            if len(now) >= 2 and workers[0] not in now:
+                break
+            assert time.monotonic() - t0 < 60, log.read_text()
+            time.sleep(0.2)
+        assert httpx.post(url + "/api/predict", files={"file": ("d.png", drawing(DIGITS[3], size=140), "image/png")},
+                          timeout=60).json()["label"] == 3
+        assert "stopped (exit status -9); starting it again" in log.read_text()
     finally:
         proc.send_signal(signal.SIGINT)
         try:
