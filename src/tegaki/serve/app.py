@@ -20,8 +20,12 @@ Routes (serve/routes.py; reading requests: serve/requests.py; the answers: serve
                          package, serve/docs.py: it works offline)
 
 Everything the app needs comes in as arguments: the CLI reads options and the environment.
-The model is built once, in the lifespan hook. Handlers that compute are plain `def` (FastAPI
-runs them in its thread pool); only reading the request body is async. Every bad request gets a
+The model is built once, in the lifespan hook, with the batcher (serve/batch.py) that lets
+requests arriving together share a network call. /api/predict is async: a small upload is decoded
+on the event loop, a photo in the pool of decoding threads, the network runs on the caller's
+thread when the batcher is idle and in a shared call otherwise. The other handlers that compute
+are plain `def` (FastAPI runs them in its thread pool). `tegaki serve --workers N` runs N
+processes, each building its app with `app_from_env` (serve/workers.py). Every bad request gets a
 4xx answer {"detail": "one line saying what was wrong and what to do"}: 403 for a request from
 another site or for another host name (below), 413 for a body or an image that is too large (an
 image's pixel count is read from its header, so a decompression bomb is refused before anything
