@@ -10,7 +10,7 @@ Four recipes run on the same data and machine, all through tegaki's own torch en
   fast            tegaki's `fast` preset, exactly as `tegaki train --preset fast` runs it
                   (its optimiser, one-cycle schedule, label smoothing, precision, batch size and
                   validation split, read from src/tegaki/presets/fast.toml)
-  resnet-small    tegaki's `resnet-small` preset (two residual blocks; the fast recipe for 6 epochs),
+  resnet-small    tegaki's `resnet-small` preset (two residual blocks; the fast recipe for 10 epochs),
                   the same way: its 99.5% column is the one that matters
   pytorch-example the PyTorch examples/mnist recipe (main.py): conv 32@3x3 relu, conv 64@3x3 relu,
                   maxpool 2, dropout 0.25, dense 128 relu, dropout 0.5, dense 10; Adadelta lr 1.0,
