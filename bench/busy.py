@@ -39,7 +39,7 @@ def tasks(tmp: Path, fast_run: Path) -> dict:
         "train numpy": (["train", "--preset", "ffnn", "--engine", "numpy", "--epochs", "1", "--seed", "0",
                          "--out", str(tmp / "n")], tmp / "n"),
         "evaluate": (["evaluate", str(fast_run), "--out", str(tmp / "e")], None),  # overwrites its own folder
-        "probe": (["probe", str(fast_run), "--classifier", "logistic", "--train-size", "10000"], None),
+        "probe": (["probe", str(fast_run), "--classifier", "logreg", "--train-size", "10000"], None),
     }
 
 
