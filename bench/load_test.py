@@ -45,7 +45,7 @@ import numpy as np
 
 from _machine import cpu_name, load_average  # bench/_machine.py
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
-from servers import free_port  # noqa: E402  tests/servers.py
+from servers import children, free_port  # noqa: E402  tests/servers.py
 from sketches import DIGITS, drawing  # noqa: E402  tests/sketches.py
 
 BOUNDARY = "tegakiloadtest7f3a"
@@ -66,43 +66,32 @@ def tree(pid: int) -> list[int]:
     while todo:
         p = todo.pop()
         out.append(p)
-        for task in Path(f"/proc/{p}/task").glob("*"):
-            try:
-                todo += [int(c) for c in (task / "children").read_text().split()]
-            except (OSError, ValueError):
-                pass
+        todo += children(p)
     return out
 
 
-def _stat(pid: int) -> list[str] | None:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return None
-
-
-def cpu_seconds(pid: int | None) -> float:
-    """User + system CPU time of a process and its descendants so far, or NaN."""
+def _tree_sum(pid: int | None, value) -> float:
+    """value(fields of /proc/PID/stat after the name) summed over a process and its descendants; NaN
+    without a pid."""
     if pid is None:
         return float("nan")
     total = 0.0
     for p in tree(pid):
-        f = _stat(p)
-        if f:
-            total += (int(f[11]) + int(f[12]) + int(f[13]) + int(f[14])) / os.sysconf("SC_CLK_TCK")
+        try:
+            total += value(Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split())
+        except (OSError, IndexError):
+            pass  # it ended meanwhile
     return total
+
+
+def cpu_seconds(pid: int | None) -> float:
+    """User + system CPU time of a process and its descendants so far, or NaN."""
+    return _tree_sum(pid, lambda f: sum(int(x) for x in f[11:15]) / os.sysconf("SC_CLK_TCK"))
 
 
 def rss_mb(pid: int | None) -> float:
     """Resident memory of a process and its descendants, in MB, or NaN."""
-    if pid is None:
-        return float("nan")
-    total = 0
-    for p in tree(pid):
-        f = _stat(p)
-        if f:
-            total += int(f[21]) * os.sysconf("SC_PAGE_SIZE")
-    return total / 1e6
+    return _tree_sum(pid, lambda f: int(f[21]) * os.sysconf("SC_PAGE_SIZE") / 1e6)
 
 
 def check_loopback(url: str) -> None:

@@ -23,6 +23,17 @@ def free_port() -> int:
     return port
 
 
+def children(pid: int) -> list[int]:
+    """The processes pid started (Linux /proc; [] where it cannot be read)."""
+    out = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            out += [int(c) for c in (task / "children").read_text().split()]
+        except (OSError, ValueError):
+            pass
+    return out
+
+
 def start(args: list[str], log: Path, timeout: float = 120) -> tuple[subprocess.Popen, str]:
     """Start `python -m tegaki serve --port P *args` with its output in `log`; (process, base URL)
     once it answers /api/health (AssertionError with the log if it dies or takes longer than timeout)."""

@@ -15,7 +15,7 @@ import httpx
 import numpy as np
 import pytest
 
-from servers import start  # tests/servers.py
+from servers import children, start  # tests/servers.py
 from sketches import DIGITS, drawing
 from tegaki.errors import TegakiError
 from tegaki.predict import Predictor
@@ -129,17 +129,6 @@ def test_bad_batch_settings_are_refused(bundled, max_batch, wait):
 def test_bad_serve_options_are_one_line(cli, option, value, words):
     r = cli("serve", "--port", "1", option, value)
     assert r.code == 2 and words in r.err and len(r.err.strip().splitlines()) == 1
-
-
-def children(pid: int) -> list[int]:
-    out = []
-    for task in os.listdir(f"/proc/{pid}/task"):
-        try:
-            with open(f"/proc/{pid}/task/{task}/children") as f:
-                out += [int(c) for c in f.read().split()]
-        except OSError:
-            pass
-    return out
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")

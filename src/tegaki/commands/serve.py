@@ -95,9 +95,8 @@ def cmd_serve(args) -> int:
     mnist, where = find_mnist_test(args)
     drawings = None if args.no_save else Path(args.drawings).expanduser() if args.drawings else default_drawings()
     limits = Limits(max_upload=int(args.max_upload_mb * 1024 * 1024), max_pixels=args.max_pixels)
-    kw = dict(engine=args.engine, mnist=[str(m) for m in mnist] if mnist else None,
-              drawings=str(drawings) if drawings else None, limits=vars(limits), threads=args.threads,
-              allow_hosts=allowed_hosts(args), max_batch=args.max_batch, batch_wait_ms=args.batch_wait_ms)
+    kw = dict(engine=args.engine, threads=args.threads, allow_hosts=allowed_hosts(args), max_batch=args.max_batch,
+              batch_wait_ms=args.batch_wait_ms)
     host = f"[{args.host}]" if ":" in args.host else args.host
     acc = run.metrics.get("test_accuracy")
     print(f"tegaki serve: model {run.spec.name} ({run.path})" + (f", test accuracy {acc:.2%}" if acc else ""))
@@ -108,12 +107,13 @@ def cmd_serve(args) -> int:
         print(f"  {args.workers} worker processes, each with the model and {args.threads} torch thread(s)")
     sys.stdout.flush()
     if args.workers == 1:
-        uvicorn.run(create_app(run, **{**kw, "limits": limits, "mnist": mnist, "drawings": drawings}),
+        uvicorn.run(create_app(run, mnist=mnist, drawings=drawings, limits=limits, **kw),
                     host=args.host, port=args.port, log_level=args.log_level, access_log=args.access_log)
         return 0
     # several processes, each with its own socket on the port (serve/workers.py); each builds its
-    # app with serve.app.app_from_env, which reads these arguments back
-    os.environ[ENV] = json.dumps({"model": str(run.path), **kw})
+    # app with serve.app.app_from_env, which reads these arguments back from JSON
+    os.environ[ENV] = json.dumps({"model": str(run.path), "mnist": [str(m) for m in mnist] if mnist else None,
+                                  "drawings": str(drawings) if drawings else None, "limits": vars(limits), **kw})
     run_workers(args.workers, args.host, args.port, {"log_level": args.log_level, "access_log": args.access_log})
     return 0
 

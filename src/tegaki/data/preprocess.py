@@ -271,6 +271,15 @@ def ink_map(grey: np.ndarray, info: dict | None = None) -> np.ndarray:
     return np.minimum(d, 1.0, out=d)  # (H, W) in 0..1
 
 
+def ink_box(a: np.ndarray) -> tuple[int, int, int, int] | None:
+    """(y0, y1, x0, x1), ends exclusive: the box around the nonzero pixels of a 2-D array (ink maps
+    are never negative), or None when there are none."""
+    ys, xs = np.flatnonzero(a.any(axis=1)), np.flatnonzero(a.any(axis=0))
+    if ys.size == 0:
+        return None
+    return int(ys[0]), int(ys[-1]) + 1, int(xs[0]), int(xs[-1]) + 1
+
+
 def _block_max(a: np.ndarray, f: int) -> np.ndarray:
     """Maximum over f x f blocks (the last partial blocks included)."""
     if f == 1:
@@ -291,23 +300,18 @@ def remove_specks(ink: np.ndarray, keep: float = 0.05) -> np.ndarray:
     if not mask.any():
         return np.zeros_like(ink)
     f = max(1, -(-max(ink.shape) // 320))  # blocks: at most 320 of them along the longer side
+    grow = max(3, round(0.02 * -(-max(ink.shape) // f)) | 1)  # odd, in blocks
     if f == 1:  # a small image: the work is done on the box around the clear ink and its surroundings
-        grow = max(3, round(0.02 * max(ink.shape)) | 1)
-        ys, xs = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
-        y0, y1 = max(0, ys[0] - grow // 2), min(ink.shape[0], ys[-1] + grow // 2 + 1)
-        x0, x1 = max(0, xs[0] - grow // 2), min(ink.shape[1], xs[-1] + grow // 2 + 1)
+        y0, y1, x0, x1 = ink_box(mask)
+        r = grow // 2
+        y0, y1, x0, x1 = max(0, y0 - r), min(ink.shape[0], y1 + r), max(0, x0 - r), min(ink.shape[1], x1 + r)
         out = np.zeros(ink.shape, np.float32)
-        out[y0:y1, x0:x1] = _keep_clumps(ink[y0:y1, x0:x1], mask[y0:y1, x0:x1], grow, keep)
+        part = ink[y0:y1, x0:x1]
+        out[y0:y1, x0:x1] = np.where(_near_clumps(mask[y0:y1, x0:x1], part, grow, keep), part, 0.0)
         return out
-    small = _block_max(mask, f)  # (h, w) bool
-    grow = max(3, round(0.02 * max(small.shape)) | 1)  # odd
-    near = _near_clumps(small, _block_max(ink, f), grow, keep)
+    near = _near_clumps(_block_max(mask, f), _block_max(ink, f), grow, keep)
     near = np.repeat(np.repeat(near, f, axis=0), f, axis=1)[: ink.shape[0], : ink.shape[1]]  # (H, W)
     return np.where(near, ink, 0.0).astype(np.float32)
-
-
-def _keep_clumps(ink: np.ndarray, mask: np.ndarray, grow: int, keep: float) -> np.ndarray:
-    return np.where(_near_clumps(mask, ink, grow, keep), ink, 0.0).astype(np.float32)
 
 
 def _near_clumps(mask: np.ndarray, weight: np.ndarray, grow: int, keep: float) -> np.ndarray:
@@ -380,11 +384,8 @@ def adjust_strokes(crop: np.ndarray, info: dict | None = None) -> np.ndarray:
 
 # the whole pipeline ----------------------------------------------------------------------------
 def _crop(ink: np.ndarray) -> np.ndarray | None:
-    ys = np.flatnonzero(ink.max(axis=1) > 0)
-    xs = np.flatnonzero(ink.max(axis=0) > 0)
-    if ys.size == 0:
-        return None
-    return ink[ys[0]: ys[-1] + 1, xs[0]: xs[-1] + 1]
+    box = ink_box(ink)
+    return None if box is None else ink[box[0]: box[1], box[2]: box[3]]
 
 
 def to_mnist(source, max_pixels: int = MAX_PIXELS, formats: tuple[str, ...] | None = FORMATS,

@@ -31,6 +31,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
+from tegaki.data.preprocess import ink_box
+
 #: a group with less ink than this share of the largest group's is a speck
 SPECK = 0.08
 #: wider than this times its height: touching digits, to be cut
@@ -63,11 +65,11 @@ def _pieces(ink: np.ndarray) -> tuple[np.ndarray, list[list]]:
     Dust (under a hundredth of the largest piece's ink) is left out, and beyond MAX_PIECES pieces
     all but the largest: a photo of text or gravel costs no more than a number. The work is done
     on the box around the ink (a drawing's digit covers a fraction of its canvas)."""
-    ys, xs = np.flatnonzero(ink.any(axis=1)), np.flatnonzero(ink.any(axis=0))
-    if ys.size == 0:
+    box = ink_box(ink)
+    if box is None:
         return np.zeros(ink.shape, np.int32), []
-    y0, x0 = int(ys[0]), int(xs[0])
-    labels, boxes = _pieces_in(ink[y0: ys[-1] + 1, x0: xs[-1] + 1])
+    y0, y1, x0, x1 = box
+    labels, boxes = _pieces_in(ink[y0:y1, x0:x1])
     full = np.zeros(ink.shape, labels.dtype)
     full[y0: y0 + labels.shape[0], x0: x0 + labels.shape[1]] = labels
     return full, [[b[0] + x0, b[1] + y0, b[2] + x0, b[3] + y0, b[4]] if b[4] else b for b in boxes]
@@ -150,12 +152,11 @@ def _attach_flat(groups: list[tuple[list, set[int]]]) -> list[tuple[list, set[in
 
 def _tight(ink: np.ndarray, x0: int, y0: int) -> Group | None:
     """A group's ink cropped to its own bounding box (offset x0, y0 in the ink map)."""
-    ys = np.flatnonzero(ink.max(axis=1) > 0)
-    xs = np.flatnonzero(ink.max(axis=0) > 0)
-    if ys.size == 0:
+    box = ink_box(ink)
+    if box is None:
         return None
-    a = ink[ys[0]: ys[-1] + 1, xs[0]: xs[-1] + 1]
-    return Group((x0 + int(xs[0]), y0 + int(ys[0]), x0 + int(xs[-1]) + 1, y0 + int(ys[-1]) + 1), a)
+    top, bottom, left, right = box
+    return Group((x0 + left, y0 + top, x0 + right, y0 + bottom), ink[top:bottom, left:right])
 
 
 def _split(g: Group, height: float, depth: int = 0) -> list[Group]:
@@ -211,14 +212,11 @@ def group_count(ink: np.ndarray, max_digits: int = MAX_DIGITS) -> int:
     ink (so no dust, no specks, nothing to merge) whose box, rim included, is at most SPLIT times as
     wide as the clear ink is high (so it is never cut) is one group. The page's usual drawing."""
     mask = ink >= 0.25
-    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
-    if rows.size:
-        inked_r, inked_c = np.flatnonzero(ink.any(axis=1)), np.flatnonzero(ink.any(axis=0))
-        narrow = inked_c[-1] - inked_c[0] + 1 <= SPLIT * (rows[-1] - rows[0] + 1)  # group w <= this; h >= that
-        if narrow:
-            crop = mask[rows[0]: rows[-1] + 1, cols[0]: cols[-1] + 1]
-            if ndimage.label(crop, structure=np.ones((3, 3), bool))[1] == 1:
-                return 1
+    clear, inked = ink_box(mask), ink_box(ink)
+    if clear is not None and inked[3] - inked[2] <= SPLIT * (clear[1] - clear[0]):  # group w <= this; h >= that
+        crop = mask[clear[0]: clear[1], clear[2]: clear[3]]
+        if ndimage.label(crop, structure=np.ones((3, 3), bool))[1] == 1:
+            return 1
     return len(find_digits(ink, max_digits)[0])
 
 

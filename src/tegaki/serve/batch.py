@@ -32,7 +32,6 @@ from tegaki.errors import TegakiError
 from tegaki.serve.limits import MAX_BATCH, WAIT_MS
 
 
-
 class Batcher:
     """Concurrent requests' images classified together, on one thread (see the module docstring)."""
 
@@ -40,7 +39,7 @@ class Batcher:
         self.check(max_batch, wait_ms)
         self.predictor = predictor
         self.max_batch, self.wait = int(max_batch), wait_ms / 1000.0
-        self.calls = self.images = 0  # network calls made, images classified (for /api/model and tests)
+        self.calls = self.images = 0  # network calls made, images classified (for tests; not locked)
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._coming = 0
         self._busy = False  # the thread is gathering or classifying a batch

@@ -103,11 +103,11 @@ async def predict(st=Depends(state), payload: Payload = Depends(read_payload),
                   steps: bool = Query(False, description="also return the preprocessing steps as PNGs"),
                   top: int = Query(3, ge=1, le=100, description="how many ranked classes to return"),
                   features: int = Query(0, ge=0, le=8, description="also the feature maps of this many conv layers")):
-    # async: decoding and preprocessing run in the decode pool, the network in the batcher's
-    # thread (one call for the requests that arrive together); the event loop only reads and answers
+    # async: a small upload is decoded here, a photo in the decode pool (requests.preprocess_async);
+    # the network runs here when the batcher is idle, else in a call shared with other requests
     p, found = st.predictor, []
 
-    def groups(pre):  # on the decoding thread too
+    def groups(pre):  # on the thread that decoded it (a photo's segmentation stays off the event loop)
         found.append(digit_groups(pre, payload.image))
 
     with st.batcher.coming():

@@ -39,18 +39,15 @@ def _socket(host: str, port: int) -> socket.socket:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     sock.bind((host, port))
-    sock.set_inheritable(True)
     return sock
 
 
 def _worker(host: str, port: int, options: dict) -> None:
     import uvicorn
 
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops the workers (with SIGTERM)
-    sock = _socket(host, port)
-    config = uvicorn.Config(APP, factory=True, host=host, port=port, **options)
-    server = uvicorn.Server(config)
-    server.run(sockets=[sock])
+    # uvicorn handles SIGINT (Ctrl-C reaches the whole process group) and the parent's SIGTERM alike
+    server = uvicorn.Server(uvicorn.Config(APP, factory=True, host=host, port=port, **options))
+    server.run(sockets=[_socket(host, port)])
 
 
 def run_workers(n: int, host: str, port: int, options: dict) -> None:
