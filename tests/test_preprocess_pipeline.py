@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from tegaki.data.preprocess import FIELD, TooLarge, load_image, stroke_width, to_mnist
+from tegaki.data.preprocess import FIELD, TooLarge, array_to_grey, load_image, paper_noise, stroke_width, to_mnist
 from tegaki.errors import TegakiError
 
 
@@ -182,3 +182,34 @@ def test_big_photo_is_reduced_before_work(mnist):
     g = load_image(png(page))
     assert max(g.shape) <= 1536
     assert corr(to_mnist(png(page)).image, to_mnist(mnist.test_images[1]).image) > 0.85
+
+
+# the server's shortcuts (bench/load_test.py): each gives exactly what the long way gives ----------
+def test_clean_paper_shortcut_equals_the_medians():
+    """paper_noise skips its two medians when more than half the pixels are exactly the paper's
+    level: the median and the median absolute deviation are then both exactly 0."""
+    rng = np.random.default_rng(0)
+    taken = 0
+    for _ in range(300):
+        n = int(rng.integers(5, 3000))
+        v = rng.normal(0.0, 0.2, n).astype(np.float32)
+        v[rng.random(n) < rng.uniform(0.3, 0.8)] = 0.0
+        if np.count_nonzero(v == 0.0) > n // 2 + 1:
+            taken += 1
+            med = float(np.median(v))
+            assert med == 0.0 and float(np.median(np.abs(v - med))) == 0.0
+            assert paper_noise(v.reshape(1, n)) == (0.0, 0.0)
+    assert 50 < taken < 300  # both sides of the threshold were tried
+
+
+def test_opaque_rgba_and_float_grey_take_the_short_way_to_the_same_levels():
+    rng = np.random.default_rng(1)
+    rgb = rng.integers(0, 256, (37, 53, 3), dtype=np.uint8)
+    rgba = np.concatenate([rgb, np.full((37, 53, 1), 255, np.uint8)], axis=2)
+    png = io.BytesIO()
+    Image.fromarray(rgba, "RGBA").save(png, "PNG")
+    reference = np.asarray(Image.fromarray(rgb, "RGB").convert("L"), dtype=np.float32) / 255.0
+    assert np.array_equal(load_image(png.getvalue()), reference)
+    grey = rng.random((40, 30)).astype(np.float32)
+    assert np.array_equal(array_to_grey(grey), grey.astype(np.float64).astype(np.float32))
+    assert np.array_equal(array_to_grey(grey * 255), ((grey * 255).astype(np.float64) / 255.0).astype(np.float32))

@@ -123,7 +123,8 @@ def load_image(source, max_pixels: int = MAX_PIXELS, formats: tuple[str, ...] | 
 
 def _pil_to_grey(im: Image.Image) -> np.ndarray:
     if im.mode in ("RGBA", "LA") and im.getchannel("A").getextrema()[0] == 255:
-        im = im.convert("RGB" if im.mode == "RGBA" else "L")  # opaque: nothing to composite
+        # opaque: nothing to composite; Pillow's RGBA -> L ignores alpha (the same weights as RGB -> L)
+        return np.asarray(im.convert("L"), dtype=np.float32) / 255.0
     if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
         im = im.convert("RGBA")
         white = Image.new("RGBA", im.size, (255, 255, 255, 255))
@@ -139,6 +140,8 @@ def _pil_to_grey(im: Image.Image) -> np.ndarray:
 def array_to_grey(a: np.ndarray) -> np.ndarray:
     """An array of intensities (H x W, or H x W x 3/4; 0..1 floats or 0..255) to grey in 0..1."""
     a = np.asarray(a)
+    if a.dtype == np.float32 and a.ndim == 2 and a.size and np.isfinite(a).all() and a.min() >= 0 and a.max() <= 1:
+        return a  # grey levels already (what load_image gives): the checks below would leave it as it is
     if a.dtype == object or not (np.issubdtype(a.dtype, np.number) or a.dtype == bool):
         raise TegakiError(f"image values must be numbers, got {a.dtype}")
     if a.ndim == 3 and a.shape[2] in (3, 4):
@@ -228,6 +231,10 @@ def paper_noise(d: np.ndarray) -> tuple[float, float]:
     a bold pen) and stands clearly apart, on the pixels below the Otsu split between paper and ink.
     """
     sample = d.ravel()[:: max(1, d.size // 20_000)]  # plenty for a median, and fast
+    if np.count_nonzero(sample == 0.0) > sample.size // 2 + 1:
+        # clean paper (a drawing): more than half the pixels are exactly the paper's level, so the
+        # median and the median absolute deviation below are both exactly 0; counting is cheaper
+        return 0.0, 0.0
 
     def spread(v: np.ndarray) -> tuple[float, float]:
         med = float(np.median(v))
