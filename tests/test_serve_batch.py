@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 
 import httpx
@@ -45,77 +44,95 @@ class Slow:
         return self.p.logits(images)
 
 
+def together(b: Batcher, images, coming_s=None) -> list:
+    """Each image a request of its own, all at once in one event loop; coming_s[i]: seconds request i
+    spends being decoded in the pool first (marked `coming`). Their answers, in order."""
+    async def request(i):
+        if coming_s is not None:
+            with b.coming():
+                await asyncio.sleep(coming_s[i])
+        return await b.logits(images[i])
+
+    async def main():
+        return await asyncio.gather(*[request(i) for i in range(len(images))], return_exceptions=True)
+    return asyncio.run(main())
+
+
 def test_a_lone_request_is_classified_at_once_and_exactly(bundled):
     b = Batcher(bundled)
-    try:
-        x = digits(5)
-        got = [asyncio.run(b.logits(img)) for img in x]
-        assert np.allclose(np.stack(got), bundled.logits(x), atol=1e-5)
-        assert b.calls == 5 and b.images == 5  # no batching needed, and no wait
-    finally:
-        b.close()
+    x = digits(5)
+    got = [asyncio.run(b.logits(img)) for img in x]
+    assert np.allclose(np.stack(got), bundled.logits(x), atol=1e-5)
+    assert b.calls == 5 and b.images == 5  # no batching possible, and no wait
 
 
-def test_concurrent_requests_share_calls_and_get_their_own_answers(bundled):
+def test_requests_ready_together_share_calls_and_get_their_own_answers(bundled):
     slow = Slow(bundled)
     b = Batcher(slow, max_batch=8, wait_ms=50)
     x = digits(40, seed=1)
-    futures = [None] * len(x)
+    got = np.stack(together(b, x))
+    assert np.allclose(got, bundled.logits(x), atol=1e-4)  # each request its own row, whatever batch it was in
+    assert slow.sizes == [8] * 5 and b.calls == 5 and b.images == 40
 
-    def client(i):
-        with b.coming():  # "being decoded": the batcher may wait for it
-            time.sleep(0.001 * (i % 5))
-        futures[i] = b.submit(x[i])
 
-    try:
-        threads = [threading.Thread(target=client, args=(i,)) for i in range(len(x))]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        got = np.stack([f.result(timeout=30) for f in futures])
-    finally:
-        b.close()
-    ref = bundled.logits(x)
-    assert np.allclose(got, ref, atol=1e-4)  # each request its own row, whatever batch it was in
-    assert sum(slow.sizes) == 40 and max(slow.sizes) <= 8
-    assert len(slow.sizes) <= 20, slow.sizes  # batches formed: far fewer calls than requests
+def test_a_batch_waits_for_requests_being_decoded_but_not_longer_than_asked(bundled):
+    x = digits(6, seed=2)
+    slow = Slow(bundled, delay=0.0)
+    b = Batcher(slow, max_batch=8, wait_ms=400)  # the late ones arrive within the wait: one call
+    t0 = time.monotonic()
+    got = together(b, x, coming_s=[0, 0, 0, 0.03, 0.03, 0.05])
+    assert slow.sizes == [6] and time.monotonic() - t0 < 0.3  # ran when the last arrived, not after 400 ms
+    assert np.allclose(np.stack(got), bundled.logits(x), atol=1e-4)
+    slow = Slow(bundled, delay=0.0)
+    b = Batcher(slow, max_batch=8, wait_ms=10)  # the late ones take longer than the wait: not waited for
+    together(b, x, coming_s=[0, 0, 0, 0.15, 0.15, 0.15])
+    assert slow.sizes[0] == 3 and sum(slow.sizes) == 6
 
 
 def test_a_batch_does_not_wait_for_nothing(bundled):
     slow = Slow(bundled, delay=0.0)
     b = Batcher(slow, max_batch=8, wait_ms=500)
-    try:
-        t0 = time.monotonic()
-        b.submit(digits(1)[0]).result(timeout=10)  # nothing else coming: no 500 ms wait
-        assert time.monotonic() - t0 < 0.25
-    finally:
-        b.close()
+    t0 = time.monotonic()
+    assert asyncio.run(b.logits(digits(1)[0])).shape == (10,)  # nothing else coming: no 500 ms wait
+    assert time.monotonic() - t0 < 0.25
 
 
 def test_max_batch_one_turns_batching_off(bundled):
     slow = Slow(bundled, delay=0.01)
     b = Batcher(slow, max_batch=1, wait_ms=50)
-    try:
-        futs = [b.submit(img) for img in digits(6)]
-        [f.result(timeout=10) for f in futs]
-    finally:
-        b.close()
+    together(b, digits(6))
     assert slow.sizes == [1] * 6
 
 
 def test_an_error_reaches_every_waiting_request_and_the_batcher_lives_on(bundled):
     slow = Slow(bundled, fail=True)
     b = Batcher(slow, max_batch=8, wait_ms=5)
-    try:
-        futs = [b.submit(img) for img in digits(4)]
-        for f in futs:
-            with pytest.raises(RuntimeError, match="the network broke"):
-                f.result(timeout=10)
-        slow.fail = False
-        assert b.submit(digits(1)[0]).result(timeout=10).shape == (10,)
-    finally:
-        b.close()
+    got = together(b, digits(4))
+    assert all(isinstance(e, RuntimeError) and "the network broke" in str(e) for e in got)
+    slow.fail = False
+    assert asyncio.run(b.logits(digits(1)[0])).shape == (10,)
+
+
+def test_a_busy_server_really_batches(bundled):
+    """Clients at once against a real server: the requests that arrive together share calls."""
+    from tegaki.serve.app import create_app, serving
+
+    app = create_app(bundled)
+    png = drawing(DIGITS[3], size=140)
+
+    async def client(url, n):
+        async with httpx.AsyncClient(base_url=url, timeout=30) as c:
+            for _ in range(n):
+                r = await c.post("/api/predict", files={"file": ("d.png", png, "image/png")})
+                assert r.status_code == 200 and r.json()["label"] == 3
+
+    async def main(url):
+        await asyncio.gather(*[client(url, 10) for _ in range(12)])
+
+    with serving(app) as url:
+        asyncio.run(main(url))
+        b = app.state.batcher
+    assert b.images == 120 and b.calls < 100, (b.calls, b.images)
 
 
 @pytest.mark.parametrize("max_batch, wait", [(0, 2.0), (5000, 2.0), (8, -1.0), (8, float("nan")), (8, 5000.0)])
