@@ -22,8 +22,9 @@ Routes (serve/routes.py; reading requests: serve/requests.py; the answers: serve
 Everything the app needs comes in as arguments: the CLI reads options and the environment.
 The model is built once, in the lifespan hook, with the batcher (serve/batch.py) that lets
 requests arriving together share a network call. /api/predict is async: a small upload is decoded
-on the event loop, a photo in the pool of decoding threads, the network runs on the caller's
-thread when the batcher is idle and in a shared call otherwise. The other handlers that compute
+on the event loop, a photo in the pool of decoding threads, and the network runs on the loop too,
+in one call for the requests whose images are ready in the same turn; the common requests skip
+FastAPI's routing and multipart parser (serve/fast.py), the others take the route. The other handlers that compute
 are plain `def` (FastAPI runs them in its thread pool). `tegaki serve --workers N` runs N
 processes, each building its app with `app_from_env` (serve/workers.py). Every bad request gets a
 4xx answer {"detail": "one line saying what was wrong and what to do"}: 403 for a request from
@@ -62,6 +63,7 @@ from tegaki.predict import Predictor
 from tegaki.run import Run
 from tegaki.serve.batch import Batcher
 from tegaki.serve.docs import add_docs
+from tegaki.serve.fast import FastPredict
 from tegaki.serve.limits import MAX_BATCH, WAIT_MS, Limits
 from tegaki.serve.requests import ApiError
 from tegaki.serve.routes import STATIC, folder_names, router
@@ -108,6 +110,7 @@ def create_app(model: Run | Predictor | str | Path | None = None, *, engine: str
     app.add_exception_handler(ApiError, api_error)
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(StarletteHTTPException, http_error)
+    app.add_middleware(FastPredict, state=app.state)  # innermost: after the Host and Origin checks
     app.add_middleware(SameOrigin, allow_hosts=tuple(allow_hosts))
     app.add_middleware(ProcessTime)
     return app
@@ -153,7 +156,7 @@ def load_mnist(mnist) -> tuple[tuple[np.ndarray, np.ndarray] | None, str]:
 
 # errors as one-line JSON ---------------------------------------------------------------------------
 def api_error(request: Request, e: ApiError):
-    return JSONResponse({"detail": e.detail, **e.extra}, status_code=e.status)
+    return JSONResponse(e.body(), status_code=e.status)
 
 
 def validation_error(request: Request, e: RequestValidationError):

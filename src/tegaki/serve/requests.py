@@ -51,6 +51,10 @@ class ApiError(Exception):
         super().__init__(detail)
         self.status, self.detail, self.extra = status, detail, extra
 
+    def body(self) -> dict:
+        """The answer's JSON: {"detail": one line saying what was wrong and what to do, ...extra}."""
+        return {"detail": self.detail, **self.extra}
+
 
 @dataclass
 class Payload:

@@ -21,7 +21,8 @@ from pydantic import BaseModel, Field
 
 from tegaki import png
 from tegaki.fileio import atomic_write_bytes
-from tegaki.serve.answers import digit_groups, layers_json, look, prediction_json, read_number, to_uint8, wants_number
+from tegaki.serve.answers import (JSONAnswer, digit_groups, layers_json, look, prediction_json, read_number, to_uint8,
+                                  wants_number)
 from tegaki.serve.requests import ApiError, Payload, in_pool, preprocess, preprocess_async, read_payload
 
 STATIC = Path(__file__).resolve().parent / "static"
@@ -103,8 +104,14 @@ async def predict(st=Depends(state), payload: Payload = Depends(read_payload),
                   steps: bool = Query(False, description="also return the preprocessing steps as PNGs"),
                   top: int = Query(3, ge=1, le=100, description="how many ranked classes to return"),
                   features: int = Query(0, ge=0, le=8, description="also the feature maps of this many conv layers")):
-    # async: a small upload is decoded here, a photo in the decode pool (requests.preprocess_async);
-    # the network runs here when the batcher is idle, else in a call shared with other requests
+    return JSONAnswer(await predict_answer(st, payload, steps, top, features))
+
+
+async def predict_answer(st, payload: Payload, steps: bool = False, top: int = 3, features: int = 0) -> dict:
+    """The answer of POST /api/predict as a dict (raises ApiError): for the route above and for its
+    fast path (serve/fast.py). A small upload is decoded on the event loop, a photo in the decode
+    pool (requests.preprocess_async); the network call is shared with the requests whose images are
+    ready in the same turn of the event loop (serve/batch.py)."""
     p, found = st.predictor, []
 
     def groups(pre):  # on the thread that decoded it (a photo's segmentation stays off the event loop)
@@ -124,7 +131,7 @@ async def predict(st=Depends(state), payload: Payload = Depends(read_payload),
     body["number"] = await in_pool(read_number, p, pre, payload.image) if wants_number(found[0], pred) else None
     if features:
         body["features"] = await in_pool(layers_json, maps)
-    return JSONResponse(body)
+    return body
 
 
 @router.post("/api/features", summary="Feature maps of the first conv layers for an image",
