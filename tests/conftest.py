@@ -18,7 +18,8 @@ SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 def data_root() -> Path:
-    return Path(os.environ.get("TEGAKI_DATA_DIR") or SHARED_DATA)
+    # absolute: the README's command gives a relative TEGAKI_DATA_DIR, and some tests change directory
+    return Path(os.environ.get("TEGAKI_DATA_DIR") or SHARED_DATA).resolve()
 
 
 @pytest.fixture(scope="session")
