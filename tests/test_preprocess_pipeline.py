@@ -211,5 +211,6 @@ def test_opaque_rgba_and_float_grey_take_the_short_way_to_the_same_levels():
     reference = np.asarray(Image.fromarray(rgb, "RGB").convert("L"), dtype=np.float32) / 255.0
     assert np.array_equal(load_image(png.getvalue()), reference)
     grey = rng.random((40, 30)).astype(np.float32)
-    assert np.array_equal(array_to_grey(grey), grey.astype(np.float64).astype(np.float32))
+    same = array_to_grey(grey)
+    assert np.array_equal(same, grey) and same is not grey and same.flags.writeable  # a copy, as before
     assert np.array_equal(array_to_grey(grey * 255), ((grey * 255).astype(np.float64) / 255.0).astype(np.float32))

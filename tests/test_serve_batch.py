@@ -113,6 +113,21 @@ def test_an_error_reaches_every_waiting_request_and_the_batcher_lives_on(bundled
     assert asyncio.run(b.logits(digits(1)[0])).shape == (10,)
 
 
+def test_a_request_gone_before_its_batch_runs_does_not_hold_up_the_others(bundled):
+    slow = Slow(bundled, delay=0.0)
+    b = Batcher(slow, max_batch=8, wait_ms=5)
+    x = digits(3, seed=3)
+
+    async def main():
+        tasks = [asyncio.ensure_future(b.logits(img)) for img in x]
+        await asyncio.sleep(0)  # each has joined the batch
+        tasks[1].cancel()  # its client went away
+        return await asyncio.gather(*tasks, return_exceptions=True)
+    got = asyncio.run(main())
+    assert isinstance(got[1], asyncio.CancelledError) and slow.sizes == [3]
+    assert np.allclose(np.stack([got[0], got[2]]), bundled.logits(x[[0, 2]]), atol=1e-4)
+
+
 def test_a_busy_server_really_batches(bundled):
     """Clients at once against a real server: the requests that arrive together share calls."""
     from tegaki.serve.app import create_app, serving

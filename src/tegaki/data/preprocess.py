@@ -141,7 +141,7 @@ def array_to_grey(a: np.ndarray) -> np.ndarray:
     """An array of intensities (H x W, or H x W x 3/4; 0..1 floats or 0..255) to grey in 0..1."""
     a = np.asarray(a)
     if a.dtype == np.float32 and a.ndim == 2 and a.size and np.isfinite(a).all() and a.min() >= 0 and a.max() <= 1:
-        return a  # grey levels already (what load_image gives): the checks below would leave it as it is
+        return a.copy()  # grey levels already (what load_image gives): the checks below would not change them
     if a.dtype == object or not (np.issubdtype(a.dtype, np.number) or a.dtype == bool):
         raise TegakiError(f"image values must be numbers, got {a.dtype}")
     if a.ndim == 3 and a.shape[2] in (3, 4):

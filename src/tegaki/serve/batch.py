@@ -88,10 +88,12 @@ class Batcher:
             return
         try:
             z = self.predictor.logits(np.stack([image for image, _ in batch]))  # (B, K)
-        except Exception as e:  # noqa: BLE001  every waiting request gets the error; the next batch is new
+        except BaseException as e:  # noqa: BLE001  every waiting request gets the error; the next batch is new
             for _, fut in batch:
                 if not fut.done():
                     fut.set_exception(e)
+            if not isinstance(e, Exception):
+                raise  # KeyboardInterrupt, SystemExit: the server stops, the requests are answered first
             return
         self.calls += 1
         self.images += len(batch)

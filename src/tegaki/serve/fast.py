@@ -23,13 +23,15 @@ from __future__ import annotations
 import re
 
 from tegaki.serve.answers import json_bytes
-from tegaki.serve.requests import IMAGE_TYPES, ApiError, Payload, parse_json
+from tegaki.serve.requests import IMAGE_TYPES, JSON_LIMIT, ApiError, Payload, parse_json
 from tegaki.serve.routes import predict_answer
 
 PATH = "/api/predict"
 _IMAGE_TYPES = frozenset(t.encode() for t in IMAGE_TYPES)
-_BOUNDARY = re.compile(rb';\s*boundary=(?:"([0-9A-Za-z\'()+_,./:=?-]{1,70})"|([0-9A-Za-z\'()+_,./:=?-]{1,70}))\s*(?:;|$)',
-                       re.IGNORECASE)
+MAX_PART_HEAD = 4096  # bytes of a part's header (a browser sends about 100)
+_CTYPE_PARAM = re.compile(rb'\s*;\s*([!#$%&\'*+.^_`|~0-9A-Za-z-]+)=(?:"([^"\\\r\n]*)"|([!#$%&\'*+.^_`|~0-9A-Za-z-]+))\s*')
+_BOUNDARY_CHARS = re.compile(rb"[0-9A-Za-z'()+_,./:=?-]{1,70}")
+_TOKEN = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # an HTTP header or parameter name (RFC 9110)
 _PARAM = re.compile(rb';\s*([A-Za-z]+)="([^"\\\r\n]*)"\s*')
 _JSON_HEADERS = [(b"content-type", b"application/json")]
 
@@ -47,14 +49,19 @@ class FastPredict:
         query = parse_query(scope["query_string"])
         kind, boundary, declared = _content(scope["headers"])
         limit = self.state.limits.max_upload
+        if kind == "json":
+            limit = min(limit, JSON_LIMIT)  # the route's own cap for JSON
         if query is None or kind is None or (declared is not None and declared > limit):
             return await self.app(scope, receive, send)
         messages, body = await _read_body(receive, limit)
-        payload = None if body is None else _payload(kind, boundary, body)
-        if payload is None:  # FastAPI reads it: the messages taken so far first, then the rest
+        if body is None or (kind == "form" and (body := one_file(body, boundary)) is None):
+            # FastAPI reads it: the messages taken so far first, then the rest
             return await self.app(scope, _replay(messages, receive), send)
+        del messages  # one copy of the upload from here on
         try:
-            status, answer = 200, await predict_answer(self.state, payload(), **query)
+            payload = parse_json(body) if kind == "json" else Payload(image=body)
+            del body
+            status, answer = 200, await predict_answer(self.state, payload, **query)
         except ApiError as e:
             status, answer = e.status, e.body()
         self.answered += 1
@@ -87,23 +94,45 @@ def parse_query(qs: bytes) -> dict | None:
 
 
 def _content(headers) -> tuple[str | None, bytes | None, int | None]:
-    """(kind: "image" / "json" / "form" / None for FastAPI, the multipart boundary, Content-Length)."""
-    ctype, declared = b"", None
+    """(kind: "image" / "json" / "form" / None for FastAPI, the multipart boundary, Content-Length).
+    None for a request with two Content-Type or Content-Length headers (which one counts is for the
+    route to say, and for anything in front of the server to agree with)."""
+    ctype, declared, seen = None, None, 0
     for k, v in headers:
         if k == b"content-type":
-            ctype = v
+            ctype, seen = v, seen + 1
         elif k == b"content-length":
-            declared = int(v) if v.isdigit() and len(v) < 16 else None
-    mime = ctype.split(b";", 1)[0].strip().lower()
+            if declared is not None or not (v.isdigit() and len(v) < 16):
+                return None, None, None
+            declared = int(v)
+    if seen != 1:
+        return None, None, declared
+    mime, _, params = ctype.partition(b";")
+    mime = mime.strip().lower()
     if mime in _IMAGE_TYPES:
         return "image", None, declared
     if mime == b"application/json":
         return "json", None, declared
     if mime == b"multipart/form-data":
-        m = _BOUNDARY.search(ctype)
-        if m:
-            return "form", m.group(1) or m.group(2), declared
+        boundary = _boundary(params)
+        if boundary is not None:
+            return "form", boundary, declared
     return None, None, declared
+
+
+def _boundary(params: bytes) -> bytes | None:
+    """The boundary of a multipart Content-Type's parameters (after its first ';'): exactly one
+    boundary among parameters that all read cleanly, else None."""
+    found, pos = [], 0
+    params = b";" + params
+    while pos < len(params):
+        m = _CTYPE_PARAM.match(params, pos)
+        if m is None:
+            return None
+        if m.group(1).lower() == b"boundary":
+            found.append(m.group(2) if m.group(2) is not None else m.group(3))
+        pos = m.end()
+    return found[0] if len(found) == 1 and _BOUNDARY_CHARS.fullmatch(found[0]) else None
 
 
 async def _read_body(receive, limit: int) -> tuple[list[dict], bytes | None]:
@@ -132,25 +161,14 @@ def _replay(messages: list[dict], receive):
     return replayed
 
 
-def _payload(kind: str, boundary: bytes | None, body: bytes):
-    """A function making the request's Payload (parse_json raises ApiError, so it runs in the
-    handler's try), or None when FastAPI should read the body."""
-    if kind == "image":
-        return lambda: Payload(image=body)
-    if kind == "json":
-        return lambda: parse_json(body)
-    data = one_file(body, boundary)
-    return None if data is None else lambda: Payload(image=data)
-
-
 def one_file(body: bytes, boundary: bytes) -> bytes | None:
     """The file in a multipart body that holds exactly one part, a file (a Content-Disposition
     with a filename, as a browser's FormData sends it); None for any other body."""
     dash = b"--" + boundary
     if not body.startswith(dash + b"\r\n"):
         return None
-    head_end = body.find(b"\r\n\r\n", len(dash) + 2)
-    if head_end < 0:
+    head_end = body.find(b"\r\n\r\n", len(dash) + 2, len(dash) + 2 + MAX_PART_HEAD)
+    if head_end < 0:  # no end of the part's header, or a header longer than any browser sends
         return None
     end = body.find(b"\r\n" + dash, head_end + 4)
     if end < 0 or body[end + 2 + len(dash):] not in (b"--", b"--\r\n"):
@@ -158,7 +176,7 @@ def one_file(body: bytes, boundary: bytes) -> bytes | None:
     disposition = None
     for line in body[len(dash) + 2: head_end].split(b"\r\n"):
         name, sep, value = line.partition(b":")
-        if not sep or name.strip() != name or not name:
+        if not sep or not _TOKEN.fullmatch(name):
             return None
         if name.lower() == b"content-disposition":
             if disposition is not None:
