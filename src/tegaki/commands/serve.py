@@ -140,8 +140,8 @@ def register(sub) -> None:
                    help=f"requests that arrive together share one network call of up to this many images "
                         f"(default {MAX_BATCH}; 1 turns batching off)")
     p.add_argument("--batch-wait-ms", type=float, default=WAIT_MS,
-                   help=f"how long a batch may wait for requests still being decoded (default {WAIT_MS:g} ms; a "
-                        "lone request never waits)")
+                   help=f"how long a batch may wait for photos still being decoded (default {WAIT_MS:g} ms; "
+                        "drawings ready together never wait, nor does a lone request)")
     p.add_argument("--max-upload-mb", type=float, default=8.0, help="largest request body in MB (default 8)")
     p.add_argument("--max-pixels", type=int, default=MAX_PIXELS,
                    help=f"largest image in pixels, read from its header (default {MAX_PIXELS:,}: 4096x4096)")

@@ -9,7 +9,7 @@ the CLI reads them for its --help).
   DECODES     images decoded and preprocessed at the same time; other requests wait their turn,
               holding only their (capped) body.
   MAX_BATCH   images in one shared network call (serve/batch.py: 8 was the cheapest per image)
-  WAIT_MS     how long a batch may wait for requests still being decoded
+  WAIT_MS     how long a batch may wait for photos still being decoded (in the pool)
 """
 
 from __future__ import annotations
