@@ -7,7 +7,7 @@ Each run is a new process, `python -m tegaki predict ...`, timed from start to e
 waits for it: interpreter start, imports, loading the model, reading and preprocessing the
 images, the network, printing. The images are MNIST test digits written as PNG files (dark ink
 on white, 28x28 and 200x200), made here in a temporary folder. The goal (issue 16): one image in
-<= 0.6 s, 1,000 in <= 5 s, with the default engine (auto: numpy up to 100 files, torch beyond);
+<= 0.6 s, 1,000 in <= 5 s, with the default engine (auto: numpy up to 40 GFLOP of network work, torch beyond);
 the outputs of the engines are compared too (labels and statuses must agree).
 """
 

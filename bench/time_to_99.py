@@ -179,19 +179,6 @@ def run(recipe: Recipe, ds, seed: int, log, until: float) -> dict:
     return out
 
 
-def forward_flops(spec) -> int:
-    """Floating-point operations of one image's forward pass: 2 per multiply-add of the conv and
-    dense layers (the rest is small beside them)."""
-    total = 0
-    for layer, s_in, s_out in zip(spec.layers, spec.in_shapes(), spec.shapes()):
-        if layer.type == "conv2d":
-            kh, kw = layer.kernel2
-            total += 2 * s_in[0] * kh * kw * math.prod(s_out)
-        elif layer.type == "dense":
-            total += 2 * math.prod(s_in) * layer.units
-    return total
-
-
 def matmul_rate(dtype_name: str, side: int = 1024, repeats: int = 5) -> float:
     """FLOP/s of a square matrix product with torch at this run's thread count (best of repeats)."""
     import torch
@@ -276,7 +263,7 @@ def table(names, all_recipes, results, rates) -> str:
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for name in names:
         rs, rec = results[name], all_recipes[name]
-        flops = forward_flops(rec.spec)
+        flops = rec.spec.forward_flops()
         per_image = 3 * flops / rates["bf16" if rec.precision in ("bf16", "auto") else "fp32"]
         s99, e99, f99 = _cell(rs, 0.99, per_image)
         s995, e995, f995 = _cell(rs, 0.995, per_image)

@@ -207,11 +207,18 @@ def test_other_engines_give_the_same_answers(cli, model, images):
     assert table[0] == table[1]  # the table a user reads is the same
 
 
-def test_auto_engine_picks_by_count():
-    from tegaki.commands.predict import AUTO_NUMPY_MAX, pick_engine
+def test_auto_engine_picks_by_the_work():
+    from tegaki.commands.predict import pick_engine
+    from tegaki.spec import load_preset
 
-    assert pick_engine("auto", 1) == "numpy" and pick_engine("auto", AUTO_NUMPY_MAX) == "numpy"
-    assert pick_engine("auto", AUTO_NUMPY_MAX + 1) == "torch" and pick_engine("onnx", 1) == "onnx"
+    bundled, best = Predictor.find_run(None).spec, load_preset("best")
+    # 2 x multiply-adds: conv 1->32 @5x5 on 24x24, conv 32->64 @3x3 on 10x10, conv 64->64 @3x3 on 8x8,
+    # dense 1024->128, dense 128->10
+    assert bundled.forward_flops() == 2 * (25 * 32 * 576 + 32 * 9 * 64 * 100 + 64 * 9 * 64 * 64 + 1024 * 128 + 1280)
+    assert pick_engine("auto", 1, bundled) == "numpy" and pick_engine("auto", 4000, bundled) == "numpy"
+    assert pick_engine("auto", 4200, bundled) == "torch"
+    assert pick_engine("auto", 1000, best) == "numpy" and pick_engine("auto", 2000, best) == "torch"
+    assert pick_engine("onnx", 1, bundled) == "onnx" and pick_engine("torch", 1, bundled) == "torch"
 
 
 def test_fine_pen_lines_in_big_images_need_thickening(model):

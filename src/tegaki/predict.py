@@ -164,11 +164,16 @@ class Predictor:
 
     @classmethod
     def load(cls, ref: str | Path | None = None, engine: str = "torch", device: str = "cpu") -> "Predictor":
+        return cls(cls.find_run(ref), engine=engine, device=device)
+
+    @staticmethod
+    def find_run(ref: str | Path | None = None) -> Run:
+        """The run a Predictor.load(ref) would use (None: the bundled model), checked and loaded."""
         if ref is None:
             ref = bundled_model_path()
             if ref is None:
                 raise TegakiError("no model named and no bundled model installed; pass --model RUN_FOLDER")
-        return cls(load_run(ref), engine=engine, device=device)
+        return load_run(ref)
 
     def prepare(self, images: np.ndarray) -> np.ndarray:
         """uint8 (N, 28, 28) -> the float32 (N, C, H, W) input the network was trained on."""

@@ -705,6 +705,18 @@ class Spec:
     def num_params(self) -> int:
         return sum(math.prod(s) for s in self.param_shapes().values())
 
+    def forward_flops(self) -> int:
+        """Floating-point operations of one image's forward pass: 2 per multiply-add of the conv and
+        dense layers (the rest is small beside them)."""
+        total = 0
+        for layer, s_in, s_out in zip(self.layers, self.in_shapes(), self.shapes()):
+            if layer.type == "conv2d":
+                kh, kw = layer.kernel2
+                total += 2 * s_in[0] * kh * kw * math.prod(s_out)
+            elif layer.type == "dense":
+                total += 2 * math.prod(s_in) * layer.units
+        return total
+
     def layer(self, name: str) -> Layer:
         for l in self.layers:
             if l.name == name:

@@ -96,7 +96,8 @@ def cmd_predict(args) -> int:
     if args.top < 1:
         raise TegakiError(f"--top must be at least 1, got {args.top}")
     items = expand(args.files)
-    predictor = Predictor.load(args.model, engine=pick_engine(args.engine, len(items)))
+    run = Predictor.find_run(args.model)
+    predictor = Predictor(run, engine=pick_engine(args.engine, len(items), run.spec))
     k = min(args.top, len(predictor.classes))
     rows = predict_rows(predictor, items, k)
     failed = [r for r in rows if r["error"]]
@@ -116,17 +117,20 @@ def cmd_predict(args) -> int:
     return 0
 
 
-AUTO_NUMPY_MAX = 100  # --engine auto: the NumPy engine up to this many files, torch beyond
+AUTO_NUMPY_FLOPS = 40e9  # --engine auto: the NumPy engine while files x forward FLOPs stay below this
 
 
-def pick_engine(engine: str, n_files: int) -> str:
-    """--engine auto: a few images go through the NumPy engine, which starts in a fraction of the
-    time that importing torch takes (0.5 s against 2 s for one image from the shell); many go
-    through torch, whose forward pass is faster. Both give the same labels and statuses, and
+def pick_engine(engine: str, n_files: int, spec) -> str:
+    """--engine auto: the NumPy engine starts in a fraction of the time that importing torch takes
+    (0.4 s against 1.6 s for one image from the shell), torch's forward pass is faster per image,
+    and how much faster grows with the network's size. On the 2-core CPU the two took equal time
+    at about 8,000 files for the bundled model (9.6 MFLOP per image), 2,500 for `best` (21 MFLOP)
+    and beyond 4,000 for a 4.2-MFLOP residual net: the NumPy engine is chosen up to 40 GFLOP of
+    network work (4,100 files for the bundled model). Both give the same labels and statuses, and
     probabilities equal to within 1e-6 (tests/test_predict_cli.py)."""
     if engine != "auto":
         return engine
-    return "numpy" if n_files <= AUTO_NUMPY_MAX else "torch"
+    return "numpy" if n_files * spec.forward_flops() <= AUTO_NUMPY_FLOPS else "torch"
 
 
 def write_json(rows: list[dict], k: int, out) -> None:
@@ -187,6 +191,7 @@ def register(sub) -> None:
     p.add_argument("--format", choices=FORMATS, default="table", help="output format (default table)")
     p.add_argument("--top", type=int, default=3, metavar="K", help="how many ranked classes to show (default 3)")
     p.add_argument("--engine", choices=("auto", *ENGINES), default="auto",
-                   help=f"which engine runs the network (default auto: numpy for up to {AUTO_NUMPY_MAX} files, "
-                   "which starts fastest, torch for more)")
+                   help="which engine runs the network (default auto: numpy, which starts fastest, while the "
+                        f"files x the network's FLOPs per image stay under {AUTO_NUMPY_FLOPS / 1e9:g} GFLOP, "
+                        "e.g. 4,100 files for the bundled model; torch for more)")
     p.set_defaults(func=cmd_predict)
