@@ -28,6 +28,12 @@ WEIRD = [-1, 0, 1, 3, 2**31, 2**63, 10**30, 1e308, math.nan, math.inf, -math.inf
          None, True, False, [], {}, [1, 2, 3], [0, 0], [2, 2], {"type": "dense"}, "a" * 5000, [[[[1]]]], "\x00"]
 
 
+def weird(rng: random.Random):
+    """One of WEIRD, a fresh copy: a shared [] or {} mutated in place later would end up inside
+    itself (a circular input no file can hold) and change the values later cases draw."""
+    return copy.deepcopy(rng.choice(WEIRD))
+
+
 DEEP = "\x01deep\x01"  # a marker for a list nested 3,000 deep (made real only where it is fed in)
 
 
@@ -77,12 +83,12 @@ def mutate(d, rng: random.Random):
         box, key = rng.choice(where)
         r = rng.random()
         if r < 0.6:
-            box[key] = rng.choice(WEIRD) if rng.random() < 0.9 else rng.choice([deep(20), DEEP])
+            box[key] = weird(rng) if rng.random() < 0.9 else rng.choice([deep(20), DEEP])
         elif r < 0.75 and isinstance(box, dict):
             box.pop(key)
         elif r < 0.85 and isinstance(box, dict):
             box[rng.choice(["unknown", "momentun", "units", "kernel", "padding", "stride", "filters"])] = \
-                rng.choice(WEIRD)
+                weird(rng)
         elif isinstance(box, list) and box:
             box.insert(rng.randrange(len(box) + 1), copy.deepcopy(rng.choice(box)))
         elif isinstance(box[key], (int, float)) and not isinstance(box[key], bool):
