@@ -22,18 +22,18 @@ from __future__ import annotations
 
 import re
 
-from tegaki.serve.answers import json_bytes
+from tegaki.serve.answers import JSONAnswer
 from tegaki.serve.requests import IMAGE_TYPES, JSON_LIMIT, ApiError, Payload, parse_json
 from tegaki.serve.routes import predict_answer
 
 PATH = "/api/predict"
 _IMAGE_TYPES = frozenset(t.encode() for t in IMAGE_TYPES)
 MAX_PART_HEAD = 4096  # bytes of a part's header (a browser sends about 100)
-_CTYPE_PARAM = re.compile(rb'\s*;\s*([!#$%&\'*+.^_`|~0-9A-Za-z-]+)=(?:"([^"\\\r\n]*)"|([!#$%&\'*+.^_`|~0-9A-Za-z-]+))\s*')
+TOKEN = rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+"  # an HTTP header or parameter name (RFC 9110)
+_TOKEN = re.compile(TOKEN)
+_CTYPE_PARAM = re.compile(rb'\s*;\s*(' + TOKEN + rb')=(?:"([^"\\\r\n]*)"|(' + TOKEN + rb'))\s*')
 _BOUNDARY_CHARS = re.compile(rb"[0-9A-Za-z'()+_,./:=?-]{1,70}")
-_TOKEN = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # an HTTP header or parameter name (RFC 9110)
 _PARAM = re.compile(rb';\s*([A-Za-z]+)="([^"\\\r\n]*)"\s*')
-_JSON_HEADERS = [(b"content-type", b"application/json")]
 
 
 class FastPredict:
@@ -65,10 +65,7 @@ class FastPredict:
         except ApiError as e:
             status, answer = e.status, e.body()
         self.answered += 1
-        raw = json_bytes(answer)
-        await send({"type": "http.response.start", "status": status,
-                    "headers": [(b"content-length", str(len(raw)).encode()), *_JSON_HEADERS]})
-        await send({"type": "http.response.body", "body": raw})
+        await JSONAnswer(answer, status_code=status)(scope, receive, send)  # as the route and its errors answer
 
 
 def parse_query(qs: bytes) -> dict | None:
