@@ -123,6 +123,21 @@ def test_functional_residual_network_is_the_preset():
     assert model.spec.num_params() == 28_810
 
 
+def test_deep_res_preset_is_deep_with_identity_skips():
+    """deep-res: deep's recipe, both 3x3 stages residual (shapes and weights counted by hand)."""
+    spec, deep = load_preset("deep-res"), load_preset("deep")
+    assert spec.train == deep.train
+    adds = [(layer.name, layer.inputs) for layer in spec.layers if layer.inputs]
+    assert adds == [("add1", ("r1", "b1")), ("add2", ("r2", "b2"))]
+    assert spec.shapes() == [(48, 24, 24)] * 7 + [(48, 12, 12)] + [(96, 10, 10)] * 7 + [
+        (96, 5, 5), (2400,), (2400,), (256,), (256,), (256,), (256,), (10,), (10,)]
+    # conv 5x5 1->48, conv 3x3 48->48, conv 3x3 48->96, conv 3x3 96->96, dense 2400->256, 256->10,
+    # plus two numbers per batch-norm channel (48, 48, 96, 96, 256)
+    convs = (25 * 48 + 48) + (9 * 48 * 48 + 48) + (9 * 48 * 96 + 96) + (9 * 96 * 96 + 96)
+    dense = (2400 * 256 + 256) + (256 * 10 + 10)
+    assert spec.num_params() == convs + dense + 2 * (48 + 48 + 96 + 96 + 256) == 764_954
+
+
 def test_functional_mistakes_are_tegaki_errors():
     x = tg.Input((1, 28, 28))
     conv = tg.Conv2d(4, 3)
