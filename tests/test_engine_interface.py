@@ -98,7 +98,7 @@ def test_one_dispatch_entry_per_layer_kind():
 
 def test_diagram_descriptions_by_hand():
     assert describe(S.Conv2d(filters=20, kernel=5)) == "conv 20@5x5"
-    assert describe(S.Conv2d(filters=8, kernel=(3, 2), stride=2, padding="same")) == "conv 8@3x2\nstride 2x2, pad same"
+    assert describe(S.Conv2d(filters=8, kernel=(3, 2), stride=2, padding="same")) == "conv 8@3x2\nstride 2x2\npad same"
     assert describe(S.MaxPool(size=3, stride=2)) == "max 3x3\nstride 2x2"
     assert describe(S.AvgPool(size=2)) == "avg 2x2"
     assert describe(S.LeakyReLU(slope=0.2)) == "leaky relu 0.2"

@@ -35,7 +35,8 @@ def _describe_conv(layer: S.Conv2d) -> str:
         extra.append(f"stride {shape_text(layer.stride2)}")
     if layer.padding != "valid":
         extra.append(f"pad {layer.padding}")
-    return f"conv {layer.filters}@{shape_text(layer.kernel2)}" + ("\n" + ", ".join(extra) if extra else "")
+    # one line each: "stride 2x2, pad same" on one line is wider than the box
+    return "\n".join([f"conv {layer.filters}@{shape_text(layer.kernel2)}", *extra])
 
 
 def _describe_pool(layer: S._Pool) -> str:
