@@ -161,5 +161,12 @@ def test_ensemble_cli(cli, tmp_path, mnist):
     mixed = cli("ensemble", tmp_path / "m3", tmp_path / "m4")
     assert r5.code == 0 and mixed.code == 0 and "different splits" in mixed.out, mixed.err
     assert "valid" not in mixed.out.splitlines()[2]  # the table's header: test only
+    # runs trained on the whole training set have no split to differ on: test only, and no note
+    for seed, out in (("7", "w1"), ("8", "w2")):
+        assert cli("train", "--dataset", f"idx:{d}", "--valid-size", "0", "--epochs", "1", "--seed", seed,
+                   "--out", tmp_path / out).code == 0
+    whole = cli("ensemble", tmp_path / "w1", tmp_path / "w2")
+    assert whole.code == 0 and "different splits" not in whole.out, whole.err
+    assert "valid" not in whole.out.splitlines()[2] and "ensemble of 2" in whole.out
     bad = cli("train", "--ensemble", "0", "--out", tmp_path / "x")
     assert bad.code == 2 and "--ensemble" in bad.err and not (tmp_path / "x").exists()

@@ -16,7 +16,10 @@ from tegaki.errors import TegakiError
 def _split(run) -> tuple[int, int]:
     cfg = run.meta.get("config", {})
     seed = cfg.get("split_seed")
-    return (cfg.get("seed", 0) if seed is None else seed), cfg.get("valid_size", 0)
+    valid_size = cfg.get("valid_size", 0)
+    if not valid_size:  # trained on the whole training set: no split, whatever its seed
+        return 0, 0
+    return (cfg.get("seed", 0) if seed is None else seed), valid_size
 
 
 def cmd_ensemble(args) -> int:
