@@ -179,10 +179,13 @@ def one_file(body: bytes, boundary: bytes) -> bytes | None:
             if disposition is not None:
                 return None
             disposition = value.strip()
-    if disposition is None or disposition.split(b";", 1)[0].strip().lower() != b"form-data":
+    if disposition is None:
         return None
-    rest = disposition.split(b";", 1)[1] if b";" in disposition else b""
-    params = dict(_PARAM.findall(b";" + rest))
-    if _PARAM.sub(b"", b";" + rest).strip() or b"name" not in params or b"filename" not in params:
+    kind, _, rest = disposition.partition(b";")
+    if kind.strip().lower() != b"form-data":
+        return None
+    rest = b";" + rest
+    params = dict(_PARAM.findall(rest))
+    if _PARAM.sub(b"", rest).strip() or b"name" not in params or b"filename" not in params:
         return None
     return body[head_end + 4: end]
