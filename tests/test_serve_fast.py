@@ -182,3 +182,13 @@ def test_the_multipart_reader_agrees_with_python_multipart():
     # read here: one file with or without the final CRLF or a file name, the header in lower case, an
     # extra parameter (4 contents x 3 + 2); the content holding its own closing boundary is left alone
     assert taken == 14
+
+
+def test_a_disposition_with_anything_between_its_parameters_is_left_to_the_route():
+    body = form([("file", "d.png", PNG)])
+    assert one_file(body, B.encode()) == PNG
+    assert one_file(body.replace(b'"; filename', b'";filename'), B.encode()) == PNG  # no space needed
+    for junk in (b'"file" x; filename', b'"file";; filename', b'"file"; filename=d.png; x', b'file; filename'):
+        changed = body.replace(b'"file"; filename', junk, 1)
+        assert changed != body
+        assert one_file(changed, B.encode()) is None, junk

@@ -184,8 +184,13 @@ def one_file(body: bytes, boundary: bytes) -> bytes | None:
     kind, _, rest = disposition.partition(b";")
     if kind.strip().lower() != b"form-data":
         return None
-    rest = b";" + rest
-    params = dict(_PARAM.findall(rest))
-    if _PARAM.sub(b"", rest).strip() or b"name" not in params or b"filename" not in params:
+    params, rest, pos = {}, b";" + rest, 0
+    while pos < len(rest):  # one scan: the parameters must follow each other with nothing else between
+        m = _PARAM.match(rest, pos)
+        if m is None:
+            return None
+        params[m.group(1)] = m.group(2)
+        pos = m.end()
+    if b"name" not in params or b"filename" not in params:
         return None
     return body[head_end + 4: end]
