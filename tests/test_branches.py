@@ -138,6 +138,27 @@ def test_deep_res_preset_is_deep_with_identity_skips():
     assert spec.num_params() == convs + dense + 2 * (48 + 48 + 96 + 96 + 256) == 764_954
 
 
+def test_deep_skip_preset_is_deep_with_one_identity_skip():
+    """deep-skip: deep's layers, weights and recipe, plus one add around the 48@3x3 convolution."""
+    spec, deep = load_preset("deep-skip"), load_preset("deep")
+    assert spec.train == deep.train
+    assert [(layer.name, layer.inputs) for layer in spec.layers if layer.inputs] == [("add1", ("r1", "c2"))]
+
+    def unnamed(s: Spec) -> list[dict]:
+        return [{k: v for k, v in d.items() if k not in ("name", "inputs")} for d in s.to_dict()["layers"]
+                if d["type"] != "add"]
+    assert unnamed(spec) == unnamed(deep)
+    # conv 5x5 1->48, conv 3x3 48->48, conv 3x3 48->96, conv 3x3 96->96, dense 1536->256, 256->10, and two
+    # numbers per batch-norm channel (48, 48, 96, 96, 256): the add has no weights
+    convs = (25 * 48 + 48) + (9 * 48 * 48 + 48) + (9 * 48 * 96 + 96) + (9 * 96 * 96 + 96)
+    dense = (1536 * 256 + 256) + (256 * 10 + 10)
+    assert spec.num_params() == deep.num_params() == convs + dense + 2 * (48 + 48 + 96 + 96 + 256) == 543_770
+    engine = TorchEngine(spec, spec.init_weights(0))
+    acts = engine.activations(np.random.default_rng(0).normal(size=(2, 1, 28, 28)).astype(np.float32))
+    np.testing.assert_allclose(acts["add1"], acts["r1"] + acts["c2"], rtol=1e-6, atol=1e-6)
+    assert np.abs(acts["c2"]).max() > 0.1 and np.abs(acts["r1"]).max() > 0.1  # both paths carry a signal
+
+
 def test_functional_mistakes_are_tegaki_errors():
     x = tg.Input((1, 28, 28))
     conv = tg.Conv2d(4, 3)
