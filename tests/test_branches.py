@@ -123,6 +123,12 @@ def test_functional_residual_network_is_the_preset():
     assert model.spec.num_params() == 28_810
 
 
+# deep's weights before its dense layers, counted by hand: conv 5x5 1->48, conv 3x3 48->48, 48->96 and 96->96
+# (weights and biases), and two numbers per batch-norm channel (48, 48, 96, 96, 256)
+DEEP_CONVS = (25 * 48 + 48) + (9 * 48 * 48 + 48) + (9 * 48 * 96 + 96) + (9 * 96 * 96 + 96)
+DEEP_BATCHNORMS = 2 * (48 + 48 + 96 + 96 + 256)
+
+
 def test_deep_res_preset_is_deep_with_identity_skips():
     """deep-res: deep's recipe, both 3x3 stages residual (shapes and weights counted by hand)."""
     spec, deep = load_preset("deep-res"), load_preset("deep")
@@ -131,11 +137,9 @@ def test_deep_res_preset_is_deep_with_identity_skips():
     assert adds == [("add1", ("r1", "b1")), ("add2", ("r2", "b2"))]
     assert spec.shapes() == [(48, 24, 24)] * 7 + [(48, 12, 12)] + [(96, 10, 10)] * 7 + [
         (96, 5, 5), (2400,), (2400,), (256,), (256,), (256,), (256,), (10,), (10,)]
-    # conv 5x5 1->48, conv 3x3 48->48, conv 3x3 48->96, conv 3x3 96->96, dense 2400->256, 256->10,
-    # plus two numbers per batch-norm channel (48, 48, 96, 96, 256)
-    convs = (25 * 48 + 48) + (9 * 48 * 48 + 48) + (9 * 48 * 96 + 96) + (9 * 96 * 96 + 96)
+    # deep's convolutions and batch norms, then dense 2400->256 (stage 2 keeps 10x10: 96 x 5 x 5), 256->10
     dense = (2400 * 256 + 256) + (256 * 10 + 10)
-    assert spec.num_params() == convs + dense + 2 * (48 + 48 + 96 + 96 + 256) == 764_954
+    assert spec.num_params() == DEEP_CONVS + dense + DEEP_BATCHNORMS == 764_954
 
 
 def test_deep_skip_preset_is_deep_with_one_identity_skip():
@@ -148,11 +152,9 @@ def test_deep_skip_preset_is_deep_with_one_identity_skip():
         return [{k: v for k, v in d.items() if k not in ("name", "inputs")} for d in s.to_dict()["layers"]
                 if d["type"] != "add"]
     assert unnamed(spec) == unnamed(deep)
-    # conv 5x5 1->48, conv 3x3 48->48, conv 3x3 48->96, conv 3x3 96->96, dense 1536->256, 256->10, and two
-    # numbers per batch-norm channel (48, 48, 96, 96, 256): the add has no weights
-    convs = (25 * 48 + 48) + (9 * 48 * 48 + 48) + (9 * 48 * 96 + 96) + (9 * 96 * 96 + 96)
+    # deep's convolutions and batch norms, then dense 1536->256 (96 x 4 x 4), 256->10: the add has no weights
     dense = (1536 * 256 + 256) + (256 * 10 + 10)
-    assert spec.num_params() == deep.num_params() == convs + dense + 2 * (48 + 48 + 96 + 96 + 256) == 543_770
+    assert spec.num_params() == deep.num_params() == DEEP_CONVS + dense + DEEP_BATCHNORMS == 543_770
     engine = TorchEngine(spec, spec.init_weights(0))
     acts = engine.activations(np.random.default_rng(0).normal(size=(2, 1, 28, 28)).astype(np.float32))
     np.testing.assert_allclose(acts["add1"], acts["r1"] + acts["c2"], rtol=1e-6, atol=1e-6)

@@ -120,16 +120,25 @@ def _content(headers) -> tuple[str | None, bytes | None, int | None]:
 def _boundary(params: bytes) -> bytes | None:
     """The boundary of a multipart Content-Type's parameters (after its first ';'): exactly one
     boundary among parameters that all read cleanly, else None."""
+    matches = _scan(_CTYPE_PARAM, b";" + params)
+    if matches is None:
+        return None
+    found = [m.group(2) if m.group(2) is not None else m.group(3) for m in matches
+             if m.group(1).lower() == b"boundary"]
+    return found[0] if len(found) == 1 and _BOUNDARY_CHARS.fullmatch(found[0]) else None
+
+
+def _scan(pattern: re.Pattern, text: bytes) -> list[re.Match] | None:
+    """The matches of `pattern` laid end to end over the whole of text; None if anything else is
+    between or after them (a header's parameters, each pattern starting at its ';')."""
     found, pos = [], 0
-    params = b";" + params
-    while pos < len(params):
-        m = _CTYPE_PARAM.match(params, pos)
+    while pos < len(text):
+        m = pattern.match(text, pos)
         if m is None:
             return None
-        if m.group(1).lower() == b"boundary":
-            found.append(m.group(2) if m.group(2) is not None else m.group(3))
+        found.append(m)
         pos = m.end()
-    return found[0] if len(found) == 1 and _BOUNDARY_CHARS.fullmatch(found[0]) else None
+    return found
 
 
 async def _read_body(receive, limit: int) -> tuple[list[dict], bytes | None]:
@@ -184,13 +193,10 @@ def one_file(body: bytes, boundary: bytes) -> bytes | None:
     kind, _, rest = disposition.partition(b";")
     if kind.strip().lower() != b"form-data":
         return None
-    params, rest, pos = {}, b";" + rest, 0
-    while pos < len(rest):  # one scan: the parameters must follow each other with nothing else between
-        m = _PARAM.match(rest, pos)
-        if m is None:
-            return None
-        params[m.group(1)] = m.group(2)
-        pos = m.end()
+    matches = _scan(_PARAM, b";" + rest)
+    if matches is None:
+        return None
+    params = {m.group(1): m.group(2) for m in matches}
     if b"name" not in params or b"filename" not in params:
         return None
     return body[head_end + 4: end]
