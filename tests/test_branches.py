@@ -123,6 +123,20 @@ def test_functional_residual_network_is_the_preset():
     assert model.spec.num_params() == 28_810
 
 
+def _unnamed(s: Spec) -> list[dict]:
+    """A spec's layers without their names, inputs and adds: what a plain stack computes."""
+    return [{k: v for k, v in d.items() if k not in ("name", "inputs")} for d in s.to_dict()["layers"]
+            if d["type"] != "add"]
+
+
+def test_deep_preset_is_best_with_one_more_convolution():
+    """deep: best's recipe and layers, with batch norm, ReLU and a 48@3x3 (same) conv before the first pool."""
+    deep, best = load_preset("deep"), load_preset("best")
+    assert deep.train == best.train
+    extra = [{"type": "batchnorm"}, {"type": "relu"}, {"type": "conv2d", "filters": 48, "padding": "same"}]
+    assert _unnamed(deep) == _unnamed(best)[:1] + extra + _unnamed(best)[1:]
+
+
 # deep's weights before its dense layers, counted by hand: conv 5x5 1->48, conv 3x3 48->48, 48->96 and 96->96
 # (weights and biases), and two numbers per batch-norm channel (48, 48, 96, 96, 256)
 DEEP_CONVS = (25 * 48 + 48) + (9 * 48 * 48 + 48) + (9 * 48 * 96 + 96) + (9 * 96 * 96 + 96)
@@ -147,11 +161,7 @@ def test_deep_skip_preset_is_deep_with_one_identity_skip():
     spec, deep = load_preset("deep-skip"), load_preset("deep")
     assert spec.train == deep.train
     assert [(layer.name, layer.inputs) for layer in spec.layers if layer.inputs] == [("add1", ("r1", "c2"))]
-
-    def unnamed(s: Spec) -> list[dict]:
-        return [{k: v for k, v in d.items() if k not in ("name", "inputs")} for d in s.to_dict()["layers"]
-                if d["type"] != "add"]
-    assert unnamed(spec) == unnamed(deep)
+    assert _unnamed(spec) == _unnamed(deep)
     # deep's convolutions and batch norms, then dense 1536->256 (96 x 4 x 4), 256->10: the add has no weights
     dense = (1536 * 256 + 256) + (256 * 10 + 10)
     assert spec.num_params() == deep.num_params() == DEEP_CONVS + dense + DEEP_BATCHNORMS == 543_770
