@@ -175,8 +175,8 @@ def test_deep7_preset_is_deep_with_a_7x7_first_convolution():
     """deep7: deep's recipe and layers, the first kernel 7x7 (22x22 maps, so 96x3x3 before the dense layer)."""
     spec, deep = load_preset("deep7"), load_preset("deep")
     assert spec.train == deep.train
-    first, rest = _unnamed(spec)[0], _unnamed(spec)[1:]
-    assert first == {**_unnamed(deep)[0], "kernel": 7} and rest == _unnamed(deep)[1:]
+    layers, deeps = _unnamed(spec), _unnamed(deep)
+    assert layers == [{**deeps[0], "kernel": 7}] + deeps[1:]
     assert spec.shapes() == [(48, 22, 22)] * 4 + [(48, 11, 11)] * 3 + [(96, 9, 9)] * 3 + [(96, 7, 7)] + [
         (96, 3, 3)] * 3 + [(864,), (864,), (256,), (256,), (256,), (256,), (10,), (10,)]  # the pool floors 7 to 3
     # deep's convolutions with 49 weights per first-layer filter instead of 25, then dense 864->256, 256->10
