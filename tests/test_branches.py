@@ -184,6 +184,14 @@ def test_deep7_preset_is_deep_with_a_7x7_first_convolution():
     assert spec.num_params() == DEEP_CONVS + 24 * 48 + dense + DEEP_BATCHNORMS == 372_890
 
 
+def test_deep_skip_thick_preset_is_deep_skip_with_stroke_thickness():
+    """deep-skip-thick: deep-skip's network, names and skip included, trained with thickness distortions too."""
+    spec, skip = load_preset("deep-skip-thick"), load_preset("deep-skip")
+    assert spec.to_dict()["layers"] == skip.to_dict()["layers"]
+    assert spec.train == {**skip.train, "augment": "affine+thickness"}
+    assert spec.num_params() == 543_770
+
+
 def test_functional_mistakes_are_tegaki_errors():
     x = tg.Input((1, 28, 28))
     conv = tg.Conv2d(4, 3)
