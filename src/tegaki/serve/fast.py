@@ -120,7 +120,7 @@ def _content(headers) -> tuple[str | None, bytes | None, int | None]:
 def _boundary(params: bytes) -> bytes | None:
     """The boundary of a multipart Content-Type's parameters (after its first ';'): exactly one
     boundary among parameters that all read cleanly, else None."""
-    matches = _scan(_CTYPE_PARAM, b";" + params)
+    matches = _scan(_CTYPE_PARAM, params)
     if matches is None:
         return None
     found = [m.group(2) if m.group(2) is not None else m.group(3) for m in matches
@@ -128,10 +128,10 @@ def _boundary(params: bytes) -> bytes | None:
     return found[0] if len(found) == 1 and _BOUNDARY_CHARS.fullmatch(found[0]) else None
 
 
-def _scan(pattern: re.Pattern, text: bytes) -> list[re.Match] | None:
-    """The matches of `pattern` laid end to end over the whole of text; None if anything else is
-    between or after them (a header's parameters, each pattern starting at its ';')."""
-    found, pos = [], 0
+def _scan(pattern: re.Pattern, params: bytes) -> list[re.Match] | None:
+    """A header's parameters (what follows its first ';'), each matched by `pattern` from its own
+    ';': the matches laid end to end over all of them; None if anything else is between or after."""
+    text, found, pos = b";" + params, [], 0
     while pos < len(text):
         m = pattern.match(text, pos)
         if m is None:
@@ -193,7 +193,7 @@ def one_file(body: bytes, boundary: bytes) -> bytes | None:
     kind, _, rest = disposition.partition(b";")
     if kind.strip().lower() != b"form-data":
         return None
-    matches = _scan(_PARAM, b";" + rest)
+    matches = _scan(_PARAM, rest)
     if matches is None:
         return None
     params = {m.group(1): m.group(2) for m in matches}
