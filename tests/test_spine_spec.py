@@ -196,3 +196,93 @@ def test_presets_are_listed_and_resolved(tmp_path):
     (tmp_path / "run" / "model.json").write_text("{not json")
     with pytest.raises(TegakiError, match="corrupt run description"):
         resolve_spec(str(tmp_path / "run"))
+
+
+# `base = "<preset>"`: a spec that starts from a preset ---------------------------------------------------
+def test_base_fills_in_the_preset_and_overrides_train_options_one_by_one(tmp_path):
+    deep = load_preset("deep")
+    f = tmp_path / "mine.toml"
+    f.write_text('base = "deep"\n[train]\nepochs = 3\naugment = "affine+thickness"\n')
+    mine = Spec.from_file(f)
+    assert mine.name == "mine" and mine.description == deep.description  # the base's name is not inherited
+    assert mine.layers == deep.layers and mine.input_shape == deep.input_shape
+    assert mine.train == {**deep.train, "epochs": 3, "augment": "affine+thickness"}
+    assert deep.train["epochs"] == 30 and deep.train["augment"] == "affine"  # the preset itself is untouched
+    # what a run saves is the filled-in spec: no `base`, and it reads back the same without the preset
+    d = mine.to_dict()
+    assert "base" not in d and Spec.from_dict(json.loads(json.dumps(d))).to_dict() == d
+
+
+def test_base_layers_replace_the_preset_layers_as_a_whole():
+    mine = Spec.from_dict({"base": "lenet", "input": [1, 12, 12], "description": "tiny",
+                           "layers": [{"type": "flatten"}, {"type": "dense", "units": 10}, {"type": "softmax"}]})
+    assert [l.type for l in mine.layers] == ["flatten", "dense", "softmax"]
+    assert mine.num_params() == 144 * 10 + 10 and mine.description == "tiny"
+    assert mine.train == load_preset("lenet").train
+
+
+def test_presets_built_on_a_base_equal_their_parent_with_the_change():
+    """deep-skip-thick.toml holds only `base = "deep-skip"` and one training option."""
+    thick, skip = load_preset("deep-skip-thick"), load_preset("deep-skip")
+    assert thick.layers == skip.layers and thick.train == {**skip.train, "augment": "affine+thickness"}
+    for name in ("deep-skip", "deep7", "deep-res"):  # deep's recipe, their own layers
+        assert load_preset(name).train == load_preset("deep").train
+    assert load_preset("deep").train == load_preset("best").train
+
+
+@pytest.mark.parametrize("base, message", [
+    ("deeep", "mine.toml: base: unknown preset 'deeep'; choose one of best, bundled, deep"),
+    (3, "mine.toml: 'base' must be a preset name, got 3"),
+])
+def test_bad_base_is_one_line_from_python_and_the_cli(tmp_path, cli, base, message):
+    f = tmp_path / "mine.toml"
+    f.write_text(f"base = {json.dumps(base)}\n")
+    with pytest.raises(SpecError) as e:
+        Spec.from_file(f)
+    assert message in str(e.value)
+    for args in (("summary", f), ("train", "--spec", f, "--out", tmp_path / "run")):
+        r = cli(*args)
+        assert r.code != 0 and message in r.err and len(r.err.strip().splitlines()) == 1, r.err
+        assert "Traceback" not in r.err
+    assert not (tmp_path / "run").exists()  # nothing half-written
+
+
+def test_presets_based_on_each_other_in_a_circle_are_refused(monkeypatch):
+    files = {"a": {"base": "b"}, "b": {"base": "a", "layers": [{"type": "flatten"}]}, "c": {"base": "c"}}
+    monkeypatch.setattr(S, "_preset_dict", lambda name, where="": dict(files[name]))
+    with pytest.raises(SpecError, match=r"^spec: presets based on each other in a circle: b -> a -> b$"):
+        Spec.from_dict({"base": "b"})
+    with pytest.raises(SpecError, match=r"^spec: presets based on each other in a circle: c -> c$"):
+        Spec.from_dict({"base": "c"})
+
+
+def test_a_spec_with_a_base_trains_end_to_end(cli, tmp_path, mnist):
+    from tegaki.data.idx import write_idx
+
+    d = tmp_path / "sub"
+    d.mkdir()
+    write_idx(d / "train-images-idx3-ubyte", mnist.train_images[:2000])
+    write_idx(d / "train-labels-idx1-ubyte", mnist.train_labels[:2000].astype(np.uint8))
+    write_idx(d / "t10k-images-idx3-ubyte", mnist.test_images[:300])
+    write_idx(d / "t10k-labels-idx1-ubyte", mnist.test_labels[:300].astype(np.uint8))
+    f = tmp_path / "quick.toml"
+    f.write_text('base = "fast"\n[train]\nepochs = 1\nvalid_size = 200\n')
+    r = cli("train", "--spec", f, "--dataset", f"idx:{d}", "--out", tmp_path / "run")
+    assert r.code == 0, r.err
+    saved = json.loads((tmp_path / "run" / "model.json").read_text())
+    assert "base" not in saved["spec"] and saved["spec"]["layers"] == load_preset("fast").to_dict()["layers"]
+    assert saved["config"]["epochs"] == 1 and saved["config"]["valid_size"] == 200
+    rows = (tmp_path / "run" / "history.csv").read_text().splitlines()
+    assert rows[0].startswith("epoch,") and len(rows) == 2  # one epoch, as the file said
+
+
+def test_the_readme_base_example_reads_as_it_says(tmp_path):
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
+    block = next(b for b in re.findall(r"```toml\n(.*?)```", readme, re.S) if 'base = "deep"' in b)
+    (tmp_path / "deep_thick.toml").write_text(block)
+    mine, deep = Spec.from_file(tmp_path / "deep_thick.toml"), load_preset("deep")
+    assert mine.layers == deep.layers
+    assert mine.train == {**deep.train, "augment": "affine+thickness", "epochs": 10}

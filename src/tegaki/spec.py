@@ -22,6 +22,9 @@ wiring for tegaki.functional.Model.
 
 A spec is written in TOML or JSON (see src/tegaki/presets/) and serialises back to JSON.
 The presets carry a training recipe in `train` (optimiser, learning rate, batch size ...).
+`base = "deep"` starts a spec from a preset: the spec's own `train` options replace the base's one
+by one, and any other key it gives (`layers` included, as a whole list) replaces the base's. A run
+saves the spec with its base filled in, so a run folder never depends on a preset file.
 """
 
 from __future__ import annotations
@@ -821,7 +824,8 @@ class Spec:
     def _from_dict(cls, d: dict, where: str) -> "Spec":
         if not isinstance(d, dict):
             raise SpecError(f"{where}: a spec is a table/object with 'input' and 'layers'")
-        known = {"name", "description", "input", "normalize", "train", "layers"}
+        d = with_base(d, where)
+        known = {"name", "description", "input", "normalize", "train", "layers", "base"}
         extra = set(d) - known
         if extra:
             raise SpecError(f"{where}: unknown key(s) {', '.join(sorted(extra))}; known: {', '.join(sorted(known))}")
@@ -865,12 +869,37 @@ def preset_names() -> list[str]:
     return sorted(p.name[:-5] for p in resources.files("tegaki.presets").iterdir() if p.name.endswith(".toml"))
 
 
+def _preset_dict(name: str, where: str = "") -> dict:
+    """A preset's file as it is written (its `base` not yet filled in)."""
+    if name not in preset_names():
+        raise SpecError(f"{where}unknown preset {_short(name)}; choose one of {', '.join(preset_names())}")
+    return tomllib.loads(resources.files("tegaki.presets").joinpath(f"{name}.toml").read_text(encoding="utf-8"))
+
+
+def with_base(d: dict, where: str, chain: tuple[str, ...] = ()) -> dict:
+    """The spec `d` with its `base` preset filled in (recursively): `train` options override the
+    base's one by one, every other key given (`layers` as a whole list) replaces the base's, and the
+    base's name is not inherited. A spec without `base` comes back unchanged."""
+    if "base" not in d:
+        return d
+    base = d["base"]
+    if not isinstance(base, str):
+        raise SpecError(f"{where}: 'base' must be a preset name, got {_short(base)}")
+    if base in chain:
+        raise SpecError(f"{where}: presets based on each other in a circle: {' -> '.join((*chain, base))}")
+    parent = _preset_dict(base, f"{where}: base: ")
+    merged = {k: v for k, v in with_base(parent, where, (*chain, base)).items() if k != "name"}
+    for key, value in d.items():
+        if key == "train" and isinstance(value, dict) and isinstance(merged.get("train"), dict):
+            merged["train"] = {**merged["train"], **value}
+        elif key != "base":
+            merged[key] = value
+    return merged
+
+
 def load_preset(name: str) -> Spec:
     """A named network with its training recipe (src/tegaki/presets/NAME.toml): see preset_names()."""
-    if name not in preset_names():
-        raise SpecError(f"unknown preset {name!r}; choose one of {', '.join(preset_names())}")
-    text = resources.files("tegaki.presets").joinpath(f"{name}.toml").read_text(encoding="utf-8")
-    d = tomllib.loads(text)
+    d = _preset_dict(name)
     d.setdefault("name", name)
     return Spec.from_dict(d, where=f"preset {name}")
 
