@@ -105,6 +105,17 @@ def test_summary(cli, tmp_path):
     assert r.code == 0 and "Total params: 7,850" in r.out
 
 
+def test_summary_alone_lists_every_preset_one_line_each(cli):
+    from tegaki.spec import preset_names
+
+    r = cli("summary")
+    assert r.code == 0, r.err
+    rows = {line.split()[0]: line for line in r.out.splitlines()[1:] if line and not line.startswith("tegaki")}
+    assert sorted(rows) == preset_names()
+    assert rows["lenet"].split()[1:3] == ["431,080", "200"]  # the LeNet's weights (as above) and its epochs
+    assert "LeNet of the Theano tutorial" in rows["lenet"]
+
+
 @pytest.mark.parametrize("args, words", [
     (["summary", "lenet5"], ["unknown preset 'lenet5'", "choose one of", "ffnn"]),
     (["train", "--preset", "lenet5"], ["unknown preset 'lenet5'"]),

@@ -200,11 +200,5 @@ def _single(spec, ds, cfg, out, resume, command, dist, dataset) -> int:
         err(f"note: trained on {ds.name}, not {dataset} (see the message above)")
     print("next: tegaki evaluate " + str(out) + "   (report, confusion matrix, mistakes)")
     print("      tegaki train --preset lenet --epochs 3 --optimizer adam --lr 0.001 --batch-size 128")
-    print("      tegaki summary lenet    (other presets: " + ", ".join(_presets()) + ")")
+    print("      tegaki summary          (every preset, one line each)")
     return 0
-
-
-def _presets() -> list[str]:
-    from tegaki.spec import preset_names
-
-    return preset_names()
