@@ -24,7 +24,7 @@ from tegaki.engines.torch_engine import TorchEngine
 from tegaki.errors import TegakiError
 from tegaki.run import load_run, load_weights
 from tegaki.spec import Spec, load_preset
-from tegaki.train import TrainConfig, lr_at, read_checkpoint, train
+from tegaki.train import TrainConfig, ema_update, lr_at, read_checkpoint, train
 
 TIMING = {"train_seconds", "seconds_per_epoch", "setup_seconds", "test_seconds"}
 
@@ -263,8 +263,9 @@ def test_interrupt_before_the_first_epoch_leaves_nothing(small, tmp_path, monkey
     assert res.interrupted and not (tmp_path / "r").exists()
 
 
-def test_interrupt_and_resume_in_process_equals_an_uninterrupted_run(small, tmp_path, monkeypatch):
-    kw = dict(epochs=3, optimizer="adam", lr=2e-3, batch_size=100, seed=1)  # 16 steps an epoch
+@pytest.mark.parametrize("ema", [0.0, 0.9])  # with --ema the checkpoint carries the average too
+def test_interrupt_and_resume_in_process_equals_an_uninterrupted_run(small, tmp_path, monkeypatch, ema):
+    kw = dict(epochs=3, optimizer="adam", lr=2e-3, batch_size=100, seed=1, ema=ema)  # 16 steps an epoch
     ref = run(tiny_cnn(), small, tmp_path / "ref", **kw)
     interrupt_at(monkeypatch, 16 + 7)  # in the middle of epoch 2
     res = run(tiny_cnn(), small, tmp_path / "r", **kw)
@@ -279,6 +280,45 @@ def test_interrupt_and_resume_in_process_equals_an_uninterrupted_run(small, tmp_
         {k: v for k, v in ref.metrics.items() if k not in TIMING}
     assert same_weights(load_weights(tmp_path / "r" / "model.safetensors"),
                         load_weights(tmp_path / "ref" / "model.safetensors"))
+
+
+def test_ema_update_by_hand():
+    e = {"w": np.array([1.0, 2.0], np.float32)}
+    ema_update(e, {"w": np.array([3.0, 6.0], np.float32)}, 0.9, 0)  # step 0: d = min(0.9, 1/10) = 0.1
+    np.testing.assert_allclose(e["w"], [0.1 * 1 + 0.9 * 3, 0.1 * 2 + 0.9 * 6], rtol=1e-6)
+    e = {"w": np.array([1.0, 2.0], np.float32)}
+    ema_update(e, {"w": np.array([3.0, 6.0], np.float32)}, 0.9, 100)  # later: d = the decay itself
+    np.testing.assert_allclose(e["w"], [0.9 * 1 + 0.1 * 3, 0.9 * 2 + 0.1 * 6], rtol=1e-6)
+
+
+@pytest.mark.parametrize("engine", ["torch", "numpy"])  # the loop keeps the average, for either engine
+def test_ema_saves_the_average_of_the_weights_the_plain_run_passes_through(small, tmp_path, engine):
+    """One step an epoch and a constant rate: the first k epochs of any run are the same, so runs of 1, 2
+    and 3 epochs give the weights after steps 1, 2, 3, and the --ema run must save their average."""
+    kw = dict(optimizer="adam", lr=2e-3, batch_size=1600, seed=2, engine=engine)  # 1,600 training digits: one step
+    run(tiny_cnn(), small, tmp_path / "r1", epochs=1, **kw)
+    w = [load_weights(tmp_path / "r1" / name) for name in ("initial.safetensors", "model.safetensors")]
+    for k in (2, 3):
+        run(tiny_cnn(), small, tmp_path / f"r{k}", epochs=k, **kw)
+        w.append(load_weights(tmp_path / f"r{k}" / "model.safetensors"))
+    res = run(tiny_cnn(), small, tmp_path / "ema", epochs=3, ema=0.5, **kw)
+    e = {n: v.astype(np.float64) for n, v in w[0].items()}
+    for step, d in enumerate((1 / 10, 2 / 11, 3 / 12)):  # min(0.5, (1 + step) / (10 + step))
+        e = {n: d * e[n] + (1 - d) * w[step + 1][n] for n in e}
+    saved = load_weights(tmp_path / "ema" / "model.safetensors")
+    assert all(np.allclose(saved[n], e[n], atol=1e-6) for n in e)
+    assert not np.allclose(saved["conv1.weight"], w[3]["conv1.weight"], atol=1e-4)  # not the last weights
+    # the average is what each epoch validates: the last row's accuracy is the saved model's
+    assert res.history[-1]["valid_acc"] == pytest.approx(res.metrics["valid_accuracy"], abs=1e-9)
+
+
+def test_ema_is_checked_and_reaches_the_cli(cli, tmp_path):
+    for bad in ("1", "-0.1", "nan"):
+        r = cli("train", "--preset", "ffnn", "--ema", bad, "--out", tmp_path / "r")
+        assert r.code != 0 and "--ema must be a number in [0, 1)" in r.err and len(r.err.strip().splitlines()) == 1
+    assert not (tmp_path / "r").exists()
+    spec = Spec.from_dict({"base": "ffnn", "train": {"ema": 0.99}})
+    assert TrainConfig.for_spec(spec).ema == 0.99 and TrainConfig.for_spec(spec, ema=0.0).ema == 0.0
 
 
 # the real thing: `python -m tegaki train` in a subprocess, stopped with SIGINT ---------------------

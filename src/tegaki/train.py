@@ -75,6 +75,7 @@ class TrainConfig:
     precision: str = "fp32"  # fp32 | bf16 (mixed, autocast) | auto (bf16 where the hardware has it); torch only
     compile: bool = False  # run the torch training step through torch.compile
     split_seed: int | None = None  # seed of the validation split alone (None: `seed`); ensembles share one split
+    ema: float = 0.0  # decay of a moving average of the weights, validated and saved instead of them (0: none)
 
     @property
     def validation_seed(self) -> int:
@@ -98,6 +99,7 @@ class TrainConfig:
         _check_float("--weight-decay", self.weight_decay, 0.0, 1.0)
         _check_float("--label-smoothing", self.label_smoothing, 0.0, 1.0, high_open=True)
         _check_float("--augment-strength", self.augment_strength, 0.0, 10.0)
+        _check_float("--ema", self.ema, 0.0, 1.0, high_open=True)
         for name, value, choices in (("optimizer", self.optimizer, OPTIMIZERS), ("schedule", self.schedule, SCHEDULES),
                                      ("monitor", self.monitor, MONITORS), ("engine", self.engine, ENGINES),
                                      ("precision", self.precision, PRECISIONS), ("device", self.device, DEVICES)):
@@ -242,8 +244,9 @@ class TrainResult:
 CHECKPOINT = "checkpoint.safetensors"
 
 
-def _checkpoint(out: Path, engine, state: dict, best_weights) -> None:
-    """Weights, optimiser state, best weights and the loop's state in ONE file, written atomically.
+def _checkpoint(out: Path, engine, state: dict, best_weights, ema=None) -> None:
+    """Weights, optimiser state, best weights, the weights' moving average and the loop's state in ONE
+    file, written atomically.
 
     The loop's state (JSON) rides in the safetensors metadata, so a Ctrl-C or a kill at any
     moment leaves either the previous epoch's checkpoint or this one, never a mix of the two.
@@ -253,6 +256,8 @@ def _checkpoint(out: Path, engine, state: dict, best_weights) -> None:
     arrays.update(opt_arrays)
     if best_weights is not None:
         arrays.update({f"best.{k}": v for k, v in best_weights.items()})
+    if ema is not None:
+        arrays.update({f"ema.{k}": v for k, v in ema.items()})
     save_weights(out / CHECKPOINT, arrays, {"state": json.dumps({**state, "optimizer": opt_meta})})
 
 
@@ -292,6 +297,7 @@ class LoopState:
     history: list = field(default_factory=list)  # one row per finished epoch
     best: dict = field(default_factory=lambda: {"loss": math.inf, "epoch": 0})  # the best epoch's scores
     best_weights: dict | None = None  # kept only with early stopping (patience)
+    ema: dict | None = None  # the moving average of the weights (--ema), updated after every step
     start: int = 1  # the first epoch to run
     stopped_early: bool = False
 
@@ -320,6 +326,8 @@ def train(spec: Spec, ds: Dataset, cfg: TrainConfig, out: Path | None, log: Call
     run = _setup(spec, ds, cfg, None if out is None else Path(out), log, command, bar_stream, dist, resume, split,
                  weights)
     state = _resume_state(run, resume) if resume is not None else LoopState()
+    if cfg.ema and state.ema is None:
+        state.ema = run.engine.get_weights()  # the average starts at the initial weights (copies)
     run.log(f"training {spec.name} ({spec.num_params():,} parameters) on {ds.name}: {run.n_train:,} train, "
             f"{run.n_valid:,} valid, {len(ds.test_labels):,} test; engine {cfg.engine} on {run.engine.device}")
     run.log(Progress.HEAD)
@@ -392,10 +400,11 @@ def _resume_state(run: _Run, resume: dict) -> LoopState:
     run.engine.set_weights({k[6:]: v for k, v in arrays.items() if k.startswith("model.")})
     run.engine.load_optimizer_state({k: v for k, v in arrays.items() if k.startswith("opt.")}, resume["optimizer"])
     best_weights = {k[5:]: v for k, v in arrays.items() if k.startswith("best.")} or None
+    ema = {k[4:]: v for k, v in arrays.items() if k.startswith("ema.")} or None
     stopped = bool(resume.get("stopped_early"))
     # a run that had stopped early has only its final evaluation left
-    state = LoopState(resume["history"], resume["best"], best_weights,
-                      run.cfg.epochs + 1 if stopped else resume["epoch"] + 1, stopped)
+    state = LoopState(resume["history"], resume["best"], best_weights, ema=ema,
+                      start=run.cfg.epochs + 1 if stopped else resume["epoch"] + 1, stopped_early=stopped)
     for tmp in run.out.glob(".*.tmp"):  # a temporary file left by a process killed mid-write
         tmp.unlink()
     run.log(f"resuming {run.out} after epoch {resume['epoch']}")
@@ -419,13 +428,17 @@ def _epoch(run: _Run, state: LoopState, epoch: int) -> bool:
         idx = perm[b * cfg.batch_size:(b + 1) * cfg.batch_size]
         x, y = engine.take(run.train_data, dist.shard(idx) if dist is not None else idx)
         engine.train_step(run.augment(x) if run.augment is not None else x, y)
+        if state.ema is not None:
+            ema_update(state.ema, engine.get_weights(), cfg.ema, (epoch - 1) * run.steps + b)
         run.prog.bar(epoch, cfg.epochs, b + 1, run.steps, engine.read_stats)
     train_loss, train_acc = engine.read_stats()
     if dist is not None:
         dist.sync(engine)  # rank 0's weights and batch-norm statistics everywhere
     valid_loss = valid_acc = None  # --valid-size 0: no validation split, nothing to show
-    if run.valid_data is not None:
-        valid_loss, valid_acc, _ = engine.evaluate(run.valid_data)
+    with _weights_in(engine, state.ema):  # with --ema, the average is what is validated and kept as best
+        if run.valid_data is not None:
+            valid_loss, valid_acc, _ = engine.evaluate(run.valid_data)
+        snapshot = engine.get_weights() if cfg.patience else None
     if not math.isfinite(train_loss):
         raise TegakiError(f"training diverged in epoch {epoch} (loss {train_loss}); lower --lr")
     run.prog.clear()
@@ -439,7 +452,7 @@ def _epoch(run: _Run, state: LoopState, epoch: int) -> bool:
     if is_best:
         state.best = {"loss": score_loss, "epoch": epoch, "acc": score_acc}
         if cfg.patience:
-            state.best_weights = engine.get_weights()
+            state.best_weights = snapshot
     run.prog.row({**row, "best": is_best and cfg.patience})
     state.history.append(row)
     state.stopped_early = bool(cfg.patience and epoch - state.best["epoch"] >= cfg.patience)
@@ -447,11 +460,41 @@ def _epoch(run: _Run, state: LoopState, epoch: int) -> bool:
         _checkpoint(run.out, engine, {"format": "tegaki-checkpoint/1", "epoch": epoch, "history": state.history,
                                       "best": state.best, "stopped_early": state.stopped_early,
                                       "config": asdict(cfg), "spec": run.spec.to_dict(), "dataset": run.ds.name,
-                                      "command": run.meta["command"]}, state.best_weights)
+                                      "command": run.meta["command"]}, state.best_weights, state.ema)
     if state.stopped_early:
         run.log(f"early stopping: no better validation {cfg.monitor} for {plural(cfg.patience, 'epoch')}; "
                 f"restoring the weights of epoch {state.best['epoch']}")
     return state.stopped_early
+
+
+def ema_update(ema: dict, weights: dict, decay: float, step: int) -> None:
+    """Move the average toward step `step`'s weights (0-based), in place: e <- d e + (1 - d) w, with
+    d = min(decay, (1 + step) / (10 + step)), so the average leaves the initial weights quickly and
+    settles at `decay` (the warm-up of TensorFlow's ExponentialMovingAverage). Batch-norm statistics
+    are averaged like the weights."""
+    d = min(decay, (1 + step) / (10 + step))
+    for k, w in weights.items():
+        e = ema[k]
+        e *= d
+        e += (1 - d) * w
+
+
+class _weights_in:
+    """`with _weights_in(engine, weights):` the engine holds `weights` inside, its own weights after
+    (nothing changes when `weights` is None)."""
+
+    def __init__(self, engine, weights: dict | None):
+        self.engine, self.weights, self.own = engine, weights, None
+
+    def __enter__(self):
+        if self.weights is not None:
+            self.own = self.engine.get_weights()
+            self.engine.set_weights(self.weights)
+
+    def __exit__(self, *exc):
+        if self.own is not None:
+            self.engine.set_weights(self.own)
+        return False
 
 
 def _interrupted(run: _Run, created: bool, history: list[dict]) -> TrainResult:
@@ -489,6 +532,8 @@ def _finish(run: _Run, state: LoopState) -> TrainResult:
     cfg, engine, ds = run.cfg, run.engine, run.ds
     if state.best_weights is not None:
         engine.set_weights(state.best_weights)
+    elif state.ema is not None:
+        engine.set_weights(state.ema)
     t_test = time.perf_counter()
     n_test = len(ds.test_labels)
     test = {"test_accuracy": None, "test_error": None, "test_loss": None, "test_mistakes": None}

@@ -15,7 +15,7 @@ DEFAULT_PRESET = "fast"
 # options a resumed run keeps from its checkpoint
 RESUME_FIXED = ("preset", "spec", "batch_size", "lr", "optimizer", "schedule", "weight_decay", "label_smoothing",
                 "patience", "monitor", "valid_size", "split_seed", "seed", "engine", "out", "augment",
-                "augment_strength", "precision", "compile", "ensemble", "tta")
+                "augment_strength", "precision", "compile", "ensemble", "tta", "ema")
 
 
 def register(subparsers) -> None:
@@ -40,6 +40,8 @@ def register(subparsers) -> None:
     t.add_argument("--augment", metavar="KINDS", help="distort training batches: affine, elastic, thickness "
                    "joined by + (e.g. affine+elastic), or none (default: the preset's)")
     t.add_argument("--augment-strength", type=float, help="scale of the distortions (default 1; 0 = none)")
+    t.add_argument("--ema", type=float, metavar="DECAY", help="keep a moving average of the weights (e.g. 0.999), "
+                   "validated each epoch and saved instead of the last weights (default: the preset's, else none)")
     t.add_argument("--valid-size", type=int, help="validation examples carved from training (default 10000)")
     t.add_argument("--seed", type=int, help="seed for split, weights, shuffling and dropout (default 0)")
     t.add_argument("--split-seed", type=int, help="seed of the validation split alone (default: --seed); runs "
@@ -124,7 +126,7 @@ def _fresh(args):
         monitor=args.monitor, split_seed=args.split_seed, valid_size=args.valid_size, engine=args.engine,
         weight_decay=args.weight_decay, label_smoothing=args.label_smoothing, dataset=args.dataset,
         augment=args.augment, augment_strength=args.augment_strength, precision=args.precision,
-        compile=args.compile)
+        compile=args.compile, ema=args.ema)
     dist = distributed.setup(os.environ, cfg.device)  # one process of several under torchrun or --nproc
     if note and dist.is_main:
         err(note)
