@@ -26,8 +26,8 @@ from _machine import cpu_name, load_average  # noqa: E402
 import torch  # noqa: E402
 
 from tegaki.data.sources import default_cache_dir, load_dataset  # noqa: E402
-from tegaki.spec import load_preset  # noqa: E402
 from tegaki.engines import make_engine  # noqa: E402
+from tegaki.spec import load_preset  # noqa: E402
 from tegaki.train import TrainConfig, ema_update, train  # noqa: E402
 
 STEPS, BATCH = 100, 128

@@ -106,6 +106,19 @@ def cli(capsys, monkeypatch):
     return run
 
 
+def write_idx_subset(d: Path, ds, n_train: int | None = None, n_test: int | None = None, suffix: str = "") -> Path:
+    """The first n_train training and n_test test images of `ds` (all by default) as the four IDX
+    files of an `idx:` folder (`suffix=".gz"` compresses them)."""
+    from tegaki.data.idx import write_idx
+
+    d.mkdir(parents=True, exist_ok=True)
+    for kind, images, labels, n in (("train", ds.train_images, ds.train_labels, n_train),
+                                    ("t10k", ds.test_images, ds.test_labels, n_test)):
+        write_idx(d / f"{kind}-images-idx3-ubyte{suffix}", images[:n])
+        write_idx(d / f"{kind}-labels-idx1-ubyte{suffix}", labels[:n].astype(np.uint8))
+    return d
+
+
 def digits_like(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Synthetic 28x28 uint8 images whose class is a bright bar's position (learnable, tiny)."""
     rng = np.random.default_rng(seed)

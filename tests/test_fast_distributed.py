@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from tegaki.data.idx import write_idx
+from conftest import write_idx_subset
 from tegaki.distributed import Dist, strip_nproc
 
 SPEC = """
@@ -40,10 +40,7 @@ units = 10
 def subset(tmp_path_factory, mnist):
     """4,000 training and 1,000 test digits of the real MNIST as an idx: folder."""
     d = tmp_path_factory.mktemp("subset")
-    write_idx(d / "train-images-idx3-ubyte", mnist.train_images[:4000])
-    write_idx(d / "train-labels-idx1-ubyte", mnist.train_labels[:4000].astype(np.uint8))
-    write_idx(d / "t10k-images-idx3-ubyte", mnist.test_images[:1000])
-    write_idx(d / "t10k-labels-idx1-ubyte", mnist.test_labels[:1000].astype(np.uint8))
+    write_idx_subset(d, mnist, 4000, 1000)
     (d / "small.toml").write_text(SPEC)
     return d
 

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import write_idx_subset
 from tegaki.cli import DEFAULT_PRESET
 from tegaki.data.augment import Augmenter
 from tegaki.engines.torch_engine import TorchEngine, bf16_native
@@ -112,14 +113,7 @@ def test_error_overlap_by_hand():
 
 
 def test_ensemble_cli(cli, tmp_path, mnist):
-    from tegaki.data.idx import write_idx
-
-    d = tmp_path / "sub"
-    d.mkdir()
-    write_idx(d / "train-images-idx3-ubyte", mnist.train_images[:3000])
-    write_idx(d / "train-labels-idx1-ubyte", mnist.train_labels[:3000].astype(np.uint8))
-    write_idx(d / "t10k-images-idx3-ubyte", mnist.test_images[:500])
-    write_idx(d / "t10k-labels-idx1-ubyte", mnist.test_labels[:500].astype(np.uint8))
+    d = write_idx_subset(tmp_path / "sub", mnist, 3000, 500)
     r = cli("train", "--dataset", f"idx:{d}", "--valid-size", "500", "--epochs", "1", "--ensemble", "2", "--tta",
             "--out", tmp_path / "ens")
     assert r.code == 0, r.err

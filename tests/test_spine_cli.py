@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from tegaki.data import sources
+from conftest import write_idx_subset
 from tegaki.data.idx import write_idx
 
 from test_spine_download import refused_url
@@ -33,11 +34,7 @@ def one_thread():
 def subset(mnist, tmp_path_factory) -> Path:
     """2,000 real MNIST training and 500 test images as an IDX folder."""
     d = tmp_path_factory.mktemp("subset")
-    write_idx(d / "train-images-idx3-ubyte.gz", mnist.train_images[:2000])
-    write_idx(d / "train-labels-idx1-ubyte.gz", mnist.train_labels[:2000].astype(np.uint8))
-    write_idx(d / "t10k-images-idx3-ubyte.gz", mnist.test_images[:500])
-    write_idx(d / "t10k-labels-idx1-ubyte.gz", mnist.test_labels[:500].astype(np.uint8))
-    return d
+    return write_idx_subset(d, mnist, 2000, 500, suffix=".gz")
 
 
 @pytest.fixture

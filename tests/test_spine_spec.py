@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import write_idx_subset
 from tegaki import spec as S
 from tegaki.engines.torch_engine import TorchNet
 from tegaki.errors import TegakiError
@@ -257,14 +258,7 @@ def test_presets_based_on_each_other_in_a_circle_are_refused(monkeypatch):
 
 
 def test_a_spec_with_a_base_trains_end_to_end(cli, tmp_path, mnist):
-    from tegaki.data.idx import write_idx
-
-    d = tmp_path / "sub"
-    d.mkdir()
-    write_idx(d / "train-images-idx3-ubyte", mnist.train_images[:2000])
-    write_idx(d / "train-labels-idx1-ubyte", mnist.train_labels[:2000].astype(np.uint8))
-    write_idx(d / "t10k-images-idx3-ubyte", mnist.test_images[:300])
-    write_idx(d / "t10k-labels-idx1-ubyte", mnist.test_labels[:300].astype(np.uint8))
+    d = write_idx_subset(tmp_path / "sub", mnist, 2000, 300)
     f = tmp_path / "quick.toml"
     f.write_text('base = "fast"\n[train]\nepochs = 1\nvalid_size = 200\n')
     r = cli("train", "--spec", f, "--dataset", f"idx:{d}", "--out", tmp_path / "run")

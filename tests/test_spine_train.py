@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import write_idx_subset
 from tegaki import figures
 from tegaki import spec as S
-from tegaki.data.idx import write_idx
 from tegaki.engines.torch_engine import TorchEngine
 from tegaki.errors import TegakiError
 from tegaki.run import load_run, load_weights
@@ -325,10 +325,7 @@ def test_ema_is_checked_and_reaches_the_cli(cli, tmp_path):
 @pytest.fixture(scope="module")
 def idx_subset(small, tmp_path_factory) -> str:
     d = tmp_path_factory.mktemp("subset")
-    write_idx(d / "train-images-idx3-ubyte", small.train_images)
-    write_idx(d / "train-labels-idx1-ubyte", small.train_labels.astype(np.uint8))
-    write_idx(d / "t10k-images-idx3-ubyte", small.test_images)
-    write_idx(d / "t10k-labels-idx1-ubyte", small.test_labels.astype(np.uint8))
+    write_idx_subset(d, small)
     return f"idx:{d}"
 
 

@@ -16,6 +16,7 @@ import json
 import math
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Callable
@@ -479,22 +480,19 @@ def ema_update(ema: dict, weights: dict, decay: float, step: int) -> None:
         e += (1 - d) * w
 
 
-class _weights_in:
+@contextmanager
+def _weights_in(engine, weights: dict | None):
     """`with _weights_in(engine, weights):` the engine holds `weights` inside, its own weights after
     (nothing changes when `weights` is None)."""
-
-    def __init__(self, engine, weights: dict | None):
-        self.engine, self.weights, self.own = engine, weights, None
-
-    def __enter__(self):
-        if self.weights is not None:
-            self.own = self.engine.get_weights()
-            self.engine.set_weights(self.weights)
-
-    def __exit__(self, *exc):
-        if self.own is not None:
-            self.engine.set_weights(self.own)
-        return False
+    if weights is None:
+        yield
+        return
+    own = engine.get_weights()
+    engine.set_weights(weights)
+    try:
+        yield
+    finally:
+        engine.set_weights(own)
 
 
 def _interrupted(run: _Run, created: bool, history: list[dict]) -> TrainResult:
