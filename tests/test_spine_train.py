@@ -312,6 +312,19 @@ def test_ema_saves_the_average_of_the_weights_the_plain_run_passes_through(small
     assert res.history[-1]["valid_acc"] == pytest.approx(res.metrics["valid_accuracy"], abs=1e-9)
 
 
+def test_ctrl_c_in_memory_with_ema_keeps_the_average(small, monkeypatch):
+    """Ctrl-C in the first step of epoch 2 (one step an epoch): an in-memory model keeps the average after
+    step 1, the weights a finished 1-epoch --ema run ends with, not the live weights of a plain run."""
+    kw = dict(optimizer="adam", lr=2e-3, batch_size=1600, seed=2, ema=0.5)
+    done = run(tiny_cnn(), small, None, epochs=1, **kw).run.weights
+    live = run(tiny_cnn(), small, None, epochs=1, **{**kw, "ema": 0.0}).run.weights
+    interrupt_at(monkeypatch, 2)
+    res = run(tiny_cnn(), small, None, epochs=3, **kw)
+    assert res.interrupted and len(res.history) == 1
+    assert same_weights(res.run.weights, done)
+    assert not np.allclose(res.run.weights["conv1.weight"], live["conv1.weight"], atol=1e-4)
+
+
 def test_ema_is_checked_and_reaches_the_cli(cli, tmp_path):
     for bad in ("1", "-0.1", "nan"):
         r = cli("train", "--preset", "ffnn", "--ema", bad, "--out", tmp_path / "r")

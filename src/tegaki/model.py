@@ -141,7 +141,7 @@ class Sequential:
         """Train on arrays, in memory (no files): x images (uint8 0..255 or float 0..1), y labels.
 
         A second fit continues from the weights the first reached. Ctrl-C stops after the current
-        step and keeps the model usable. Returns a History."""
+        step and keeps the model usable (with `ema=`, as the average so far). Returns a History."""
         from tegaki.train import TrainConfig, train
 
         spec = self.spec

@@ -346,7 +346,7 @@ def train(spec: Spec, ds: Dataset, cfg: TrainConfig, out: Path | None, log: Call
             return TrainResult(run.out, {}, state.history)  # rank 0 measures the test set and writes the run
         return _finish(run, state)
     except (KeyboardInterrupt, Terminated) as e:
-        result = _interrupted(run, created, state.history)
+        result = _interrupted(run, created, state)
         result.terminated = isinstance(e, Terminated)
         return result
     except BaseException:
@@ -436,7 +436,8 @@ def _epoch(run: _Run, state: LoopState, epoch: int) -> bool:
     if dist is not None:
         dist.sync(engine)  # rank 0's weights and batch-norm statistics everywhere
     valid_loss = valid_acc = None  # --valid-size 0: no validation split, nothing to show
-    with _weights_in(engine, state.ema):  # with --ema, the average is what is validated and kept as best
+    # with --ema, the average is what is validated and kept as best (no swap when nothing is validated or kept)
+    with _weights_in(engine, state.ema if run.valid_data is not None or cfg.patience else None):
         if run.valid_data is not None:
             valid_loss, valid_acc, _ = engine.evaluate(run.valid_data)
         snapshot = engine.get_weights() if cfg.patience else None
@@ -495,12 +496,15 @@ def _weights_in(engine, weights: dict | None):
         engine.set_weights(own)
 
 
-def _interrupted(run: _Run, created: bool, history: list[dict]) -> TrainResult:
+def _interrupted(run: _Run, created: bool, state: LoopState) -> TrainResult:
     """Ctrl-C or SIGTERM: keep the last epoch's checkpoint, or leave nothing if there is none."""
     run.prog.clear()
-    if run.out is None:  # in memory: the model keeps the weights of the last step it finished
-        run.log(f"interrupted: stopped after {plural(len(history), 'finished epoch')}; "
-                "the model keeps the weights it has reached")
+    history = state.history
+    if run.out is None:  # in memory: the model keeps the weights (or with --ema their average) of the last step
+        if state.ema is not None:
+            run.engine.set_weights(state.ema)
+        run.log(f"interrupted: stopped after {plural(len(history), 'finished epoch')}; the model keeps the "
+                f"{'moving average of the weights' if state.ema is not None else 'weights'} it has reached")
         return TrainResult(None, {}, list(history), interrupted=True, run=_as_run(run, {}), initial=run.init)
     if (run.out / CHECKPOINT).is_file():
         state = read_checkpoint(run.out)
