@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -231,6 +232,28 @@ def test_presets_built_on_a_base_equal_their_parent_with_the_change():
     assert load_preset("deep").train == load_preset("best").train
 
 
+def test_rejected_candidates_in_docs_specs_are_what_their_comments_say():
+    """docs/specs keeps issue 15's rejected candidates: deep-skip-thick widened (48 -> 64, 96 -> 128 filters), and
+    deep-skip-thick with a second, pre-activation residual block at full resolution."""
+    folder = Path(__file__).parents[1] / "docs" / "specs"
+    thick = load_preset("deep-skip-thick")
+    wide, two = (Spec.from_file(folder / f) for f in ("wide-skip-thick.toml", "deep-skip2-thick.toml"))
+    for cand in (wide, two):
+        assert cand.train == {**thick.train, "valid_size": 10000}  # the recipe the validation runs used
+    assert (wide.num_params(), two.num_params()) == (788_426, 564_650)
+    assert [type(a) for a in wide.layers] == [type(b) for b in thick.layers]
+    assert [getattr(a, "filters", None) for a in wide.layers] == \
+        [{48: 64, 96: 128}.get(getattr(b, "filters", None)) for b in thick.layers]
+    def kinds(layers):  # what each layer is, without the names the loader gives them
+        return [(type(a).__name__, *(getattr(a, f, None) for f in ("filters", "kernel", "padding", "size", "units")))
+                for a in layers]
+
+    assert kinds(two.layers[:5] + two.layers[9:]) == kinds(thick.layers)  # deep-skip-thick's, and between them:
+    assert kinds(two.layers[5:9]) == [("BatchNorm",) + (None,) * 5, ("ReLU",) + (None,) * 5,
+                                      ("Conv2d", 48, 3, "same", None, None), ("Add",) + (None,) * 5]
+    assert two.layers[4].inputs == ("r1", "c2") and two.layers[8].inputs == ("a1", "c3")
+
+
 @pytest.mark.parametrize("base, message", [
     ("deeep", "mine.toml: base: unknown preset 'deeep'; choose one of best, bundled, deep"),
     (3, "mine.toml: 'base' must be a preset name, got 3"),
@@ -272,7 +295,6 @@ def test_a_spec_with_a_base_trains_end_to_end(cli, tmp_path, mnist):
 
 def test_the_readme_base_example_reads_as_it_says(tmp_path):
     import re
-    from pathlib import Path
 
     readme = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
     block = next(b for b in re.findall(r"```toml\n(.*?)```", readme, re.S) if 'base = "deep"' in b)
