@@ -92,3 +92,31 @@ def test_report_bad_input_is_one_line(cli, lenet_run, tmp_path):
         assert r.code == 2 and msg in r.err and len(r.err.strip().splitlines()) == 1, (extra, r.err)
     r = cli("report", tmp_path / "missing-run")
     assert r.code == 2 and "no such run folder" in r.err
+
+
+def test_report_out_never_replaces_a_file_that_is_not_a_report(cli, lenet_run, report, tmp_path):
+    from tegaki.commands.report import _is_report
+
+    script = tmp_path / "mine.py"
+    script.write_text("print('my work')\n")
+    page = tmp_path / "notes.html"
+    page.write_text("<!DOCTYPE html><p>my notes</p>\n")
+    for out, msg in [(script, "a report is an HTML file; give a name ending in .html"),
+                     (page, "exists and is not a tegaki report; choose another name (nothing was overwritten)")]:
+        r = cli("report", lenet_run, "--out", out)
+        assert r.code == 2 and msg in r.err and len(r.err.strip().splitlines()) == 1, r.err
+    assert script.read_text() == "print('my work')\n" and page.read_text() == "<!DOCTYPE html><p>my notes</p>\n"
+    assert _is_report(report) and not _is_report(page)  # a report tegaki wrote may be written again
+
+
+def test_report_of_a_model_saved_from_python(cli, mnist_small, tmp_path):
+    """`fit` in a notebook, `save`, then `tegaki report`: the saved metrics have no test figure (null)."""
+    import tegaki as tg
+
+    m = tg.Sequential([tg.Flatten(), tg.Dense(10), tg.Softmax()])
+    m.fit(mnist_small.train_images[:2000], mnist_small.train_labels[:2000], epochs=1, validation_split=0.1, verbose=0)
+    m.save(tmp_path / "mine")
+    r = cli("report", tmp_path / "mine", "--tsne-sample", "100", "--mistakes", "4")
+    assert r.code == 0, r.err
+    html = (tmp_path / "mine" / "report.html").read_text(encoding="utf-8")
+    assert "Test accuracy" in html and "when trained" not in html

@@ -290,3 +290,72 @@ def test_depth_and_digit_limits_hold_whatever_the_interpreter_allows(tmp_path):
     finally:
         sys.setrecursionlimit(before_depth)
         sys.set_int_max_str_digits(before_digits)
+
+
+def test_evaluate_on_the_folder_a_run_trained_on_measures_only_its_held_out_images(cli, mnist, tmp_path):
+    """A folder dataset without train/ and test/ is split by the run's seed: evaluating the run on that folder
+    again must measure the images training held out (the run's own test figure), not the ones it learned."""
+    from PIL import Image
+
+    root = tmp_path / "私の数字"
+    for i in range(200):  # 20 of each digit
+        k = int(np.flatnonzero(mnist.train_labels == i % 10)[i // 10])
+        (root / str(i % 10)).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(mnist.train_images[k]).save(root / str(i % 10) / f"{i}.png")
+    run = tmp_path / "run"
+    r = cli("train", "--preset", "ffnn", "--epochs", "1", "--seed", "3", "--dataset", f"folder:{root}", "--out", run)
+    assert r.code == 0, r.err
+    trained = json.loads((run / "metrics.json").read_text())
+    assert trained["test_size"] == 40
+    r = cli("evaluate", run, "--out", tmp_path / "ev")
+    assert r.code == 0, r.err
+    assert "40 test images" in r.out and "the run was trained on this folder" in r.err
+    assert f"accuracy {trained['test_accuracy']:.2%}" in r.out  # the same 40 digits as training's own figure
+    other = tmp_path / "copy"  # another folder (the same images): every image is new to the model
+    other.mkdir()
+    for d in root.iterdir():
+        (other / d.name).mkdir()
+        for f in d.iterdir():
+            (other / d.name / f.name).write_bytes(f.read_bytes())
+    r = cli("evaluate", run, "--dataset", f"folder:{other}", "--out", tmp_path / "ev2")
+    assert r.code == 0 and "200 test images" in r.out and "trained on this folder" not in r.err
+
+
+def test_data_the_network_cannot_take_is_one_line_before_training(cli, tmp_path):
+    """A grey dataset for a three-channel input, and images that are all one flat grey: one line, from the CLI
+    and from Python, nothing written."""
+    import tegaki as tg
+
+    spec = tmp_path / "rgb.toml"
+    spec.write_text('input = [3, 28, 28]\n[[layers]]\ntype = "flatten"\n[[layers]]\ntype = "dense"\nunits = 10\n')
+    r = cli("train", "--spec", spec, "--epochs", "1", "--out", tmp_path / "r")
+    fails(r, "mnist images have one (grey) channel, the network expects 3; give its input as [1, 28, 28]")
+    assert not (tmp_path / "r").exists()
+    x = np.random.default_rng(0).integers(0, 60, (50, 28, 28), dtype=np.uint8)
+    i = tg.Input((3, 28, 28))
+    with pytest.raises(TegakiError, match="one \\(grey\\) channel, the network expects 3"):
+        tg.Model(i, tg.Dense(10)(tg.Flatten()(i))).fit(x, np.arange(50) % 10, epochs=1, verbose=0)
+    with pytest.raises(TegakiError, match=r"every training image is the same flat grey \(0 everywhere\)"):
+        tg.Sequential([tg.Flatten(), tg.Dense(10)]).fit(np.zeros((10, 28, 28), np.uint8), np.arange(10), epochs=1,
+                                                         verbose=0)
+
+
+def test_a_file_the_system_refuses_is_one_line_that_names_the_file_meant(tmp_path, cli, lenet_run):
+    import errno
+
+    import tegaki as tg
+    from tegaki.errors import os_error_line
+
+    e = OSError(errno.EROFS, "Read-only file system", "/data/run/.evaluation.json.27215.1a6ac506.tmp")
+    assert os_error_line(e) == "Read-only file system: /data/run/evaluation.json; choose a folder you can write to"
+    assert os_error_line(OSError(errno.ENOSPC, "No space left on device")) == \
+        "No space left on device; free some disk space and try again"
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    with pytest.raises(TegakiError, match="^cannot save the model: Not a directory: .*a-file"):
+        tg.load(lenet_run).save(blocker / "saved")
+    assert blocker.read_text() == "not a folder"
+    for bad in ("-1", "nan", "inf"):
+        fails(cli("export", lenet_run, "--onnx", tmp_path / "m.onnx", "--tolerance", bad),
+              "--tolerance must be a positive number")
+    assert not (tmp_path / "m.onnx").exists()

@@ -16,7 +16,7 @@ from tegaki import __version__
 from tegaki import threads  # noqa: F401 (first: the busy measure starts when tegaki does)
 from tegaki.commands.common import apply_threads, err  # noqa: F401 (kept for callers)
 from tegaki.commands.train import DEFAULT_PRESET, RESUME_FIXED  # noqa: F401 (kept for callers)
-from tegaki.errors import TegakiError
+from tegaki.errors import TegakiError, os_error_line
 
 COMMAND_MODULES = ("data", "summary", "train", "evaluate", "inspect", "report", "probe", "predict", "serve",
                    "export", "ensemble")
@@ -53,5 +53,5 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:
         return 0
     except OSError as e:  # a folder that cannot be written, a full disk ...
-        err(f"tegaki: error: {e.strerror or e}{f': {e.filename}' if getattr(e, 'filename', None) else ''}")
+        err(f"tegaki: error: {os_error_line(e)}")
         return 2

@@ -204,6 +204,8 @@ def export_run(run_ref, path, check_samples: int = 256, tolerance: float = 1e-4)
     from tegaki.fileio import atomic_write_bytes
     from tegaki.run import load_run
 
+    if not (isinstance(tolerance, (int, float)) and 0 < tolerance < float("inf")):  # nan fails too
+        raise TegakiError(f"--tolerance must be a positive number (default 1e-4), got {tolerance}")
     run = load_run(run_ref)
     path = Path(path)
     if path.suffix.lower() != ".onnx":

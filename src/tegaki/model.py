@@ -24,7 +24,7 @@ import numpy as np
 
 from tegaki import spec as S
 from tegaki.arrays import InputError, as_images, as_labels
-from tegaki.errors import TegakiError
+from tegaki.errors import TegakiError, os_error_line
 
 __all__ = ["Sequential", "History", "load"]
 
@@ -264,11 +264,14 @@ class Sequential:
         from tegaki.run import save_run
         from tegaki.train import prepare_out
 
-        out = prepare_out(Path(path), self.name, "")
         run = self.predictor.run
         run.weights = self.predictor.engine.get_weights()  # what torch_module() users may have changed
-        save_run(out, run.spec, run.weights, run.meta, self._history_rows(), run.metrics,
-                 initial=self.initial_weights())
+        try:
+            out = prepare_out(Path(path), self.name, "")
+            save_run(out, run.spec, run.weights, run.meta, self._history_rows(), run.metrics,
+                     initial=self.initial_weights())
+        except OSError as e:  # a read-only folder, a full disk: one line, like every other bad input
+            raise TegakiError(f"cannot save the model: {os_error_line(e)}") from None
         run.path = out
         return out
 

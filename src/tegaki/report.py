@@ -75,11 +75,13 @@ class Page:
     def render(self, parts: list[str], footer: str) -> str:
         toc = " · ".join(f'<a href="#{a}">{html.escape(h)}</a>' for a, h in self.toc)
         return (f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-                f"<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
+                f"<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">{GENERATOR}"
                 f"<title>{html.escape(self.title)}</title><style>{CSS}</style></head><body>"
                 f"<h1>{html.escape(self.title)}</h1><nav>{toc}</nav>" + "\n".join(parts)
                 + f"<footer>{html.escape(footer)}</footer></body></html>\n")
 
+
+GENERATOR = '<meta name="generator" content="tegaki report">'  # how `report --out` knows a file it may replace
 
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1180px;margin:1.5em auto;
@@ -176,7 +178,7 @@ def summary_section(c: Context) -> str:
             ("dataset", f"{c.dataset.name} (trained on {cfg.get('dataset', '?')})"),
             ("engine used here", c.predictor.engine_name)]
     trained = []
-    if "test_accuracy" in m:
+    if isinstance(m.get("test_accuracy"), (int, float)):  # a model saved from Python has none (null)
         trained.append(f"test accuracy {m['test_accuracy']:.2%} when trained")
     if "epochs" in m:
         trained.append(f"{m['epochs']} epochs" + (f" (best {m['best_epoch']})" if m.get("best_epoch") not in

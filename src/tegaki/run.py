@@ -132,7 +132,11 @@ def norm_for(spec: Spec, train_images: np.ndarray) -> dict:
     if spec.normalize == "unit":
         return {"mean": 0.0, "std": 1.0}
     x = train_images.astype(np.float64) / 255.0
-    return {"mean": round(float(x.mean()), 6), "std": round(float(x.std()), 6)}
+    norm = {"mean": round(float(x.mean()), 6), "std": round(float(x.std()), 6)}
+    if norm["std"] == 0:  # nothing to standardise by, and nothing to learn from
+        raise TegakiError(f"every training image is the same flat grey ({round(norm['mean'] * 255)} everywhere): "
+                          "nothing to learn from; check the images (blank? wrong file?)")
+    return norm
 
 
 def make_meta(spec: Spec, classes: list[str], norm: dict, provenance: dict, seed: int, config: dict,

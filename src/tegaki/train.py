@@ -362,6 +362,9 @@ def _setup(spec, ds, cfg, out, log, command, bar_stream, dist, resume, split=Non
     if spec.num_classes != len(ds.classes):
         raise TegakiError(f"the network has {spec.num_classes} outputs but {ds.name} has {len(ds.classes)} classes; "
                           "change the last dense layer's units")
+    if len(spec.input_shape) == 3 and spec.input_shape[0] != 1:
+        raise TegakiError(f"{ds.name} images have one (grey) channel, the network expects {spec.input_shape[0]}; "
+                          f"give its input as [1, {spec.input_shape[1]}, {spec.input_shape[2]}]")
     expect = tuple(spec.input_shape[-2:])
     got = tuple(ds.train_images.shape[1:])
     if got != expect and not (len(spec.input_shape) == 1 and math.prod(got) == spec.input_shape[0]):

@@ -101,8 +101,28 @@ def load_test_data(args, run, name: str | None = None):
             pass  # moved or changed since: look where the dataset is usually found
         else:
             return _same_classes(ds, run)
-    ds = load_data(args, name, all_test=True) if name.startswith("folder:") else load_data(args, name)
+    if not name.startswith("folder:"):
+        return _same_classes(load_data(args, name), run)
+    if trained_on is not None and _same_folder(name, trained_on):
+        # the folder the run learned from: measure only the images its training held out (training's split,
+        # seeded by the run's seed), never the ones it was trained on
+        seed = (run.meta.get("config") or {}).get("seed", 0)
+        ds = load_data(args, name, seed=seed if isinstance(seed, int) else 0)
+        err(f"{ds.name}: the run was trained on this folder; measuring the {len(ds.test_labels):,} images "
+            "its training held out")
+    else:
+        ds = load_data(args, name, all_test=True)  # a folder of new images: all of them
     return _same_classes(ds, run)
+
+
+def _same_folder(a: str, b: str) -> bool:
+    """Whether two folder:PATH dataset names are the same folder."""
+    if not (a.startswith("folder:") and b.startswith("folder:")):
+        return False
+    try:
+        return Path(a[7:]).expanduser().resolve() == Path(b[7:]).expanduser().resolve()
+    except (OSError, RuntimeError):
+        return a == b
 
 
 def trained_dataset(run) -> str | None:

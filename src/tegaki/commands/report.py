@@ -41,6 +41,17 @@ def default_out(run) -> Path:
     return Path("report-bundled.html") if is_bundled(run.path) else run.path / "report.html"
 
 
+def _is_report(path: Path) -> bool:
+    """Whether `path` is a report tegaki wrote (which a new report may replace)."""
+    from tegaki.report import GENERATOR
+
+    try:
+        with open(path, "rb") as f:
+            return GENERATOR.encode() in f.read(4096)
+    except OSError:
+        return False
+
+
 def cmd_report(args) -> int:
     from tegaki.commands.common import load_predictor, load_test_data
     from tegaki.report import build_report
@@ -55,6 +66,11 @@ def cmd_report(args) -> int:
             raise TegakiError(f"--out {out} is a folder; give a file name such as {out / 'report.html'}")
         if not out.resolve().parent.is_dir():
             raise TegakiError(f"--out {out}: the folder {out.parent} does not exist")
+        if out.suffix.lower() not in (".html", ".htm"):
+            raise TegakiError(f"--out {out}: a report is an HTML file; give a name ending in .html")
+        if out.exists() and not _is_report(out):
+            raise TegakiError(f"--out {out} exists and is not a tegaki report; choose another name (nothing "
+                              "was overwritten)")
     pred = load_predictor(args)
     ds = load_test_data(args, pred.run)
     n = len(ds.test_labels)
