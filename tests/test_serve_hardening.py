@@ -286,3 +286,18 @@ def test_a_client_that_goes_away_mid_body_is_one_log_line(process_server):
     assert "Traceback" not in new, new
     lines = [line for line in new.splitlines() if line.strip()]
     assert len(lines) == 1 and "the client went away after 1000 bytes" in lines[0], new
+
+
+def test_skinny_images_are_refused_from_their_header(process_server):
+    """Images of few pixels but an extreme shape (24 x 699,050: 16 M pixels, under the limit) once cost gigabytes
+    in preprocessing, whose blocks were padded to squares. Now each is a 422 before decoding, at once."""
+    url, proc, _ = process_server
+    uploads = [huge_png(24, 699_050), huge_png(32, 524_288), huge_png(699_050, 24), huge_png(16_777_216, 1)]
+    before = vm_kb(proc.pid, "VmHWM")
+    with httpx.Client(base_url=url, timeout=60) as c:
+        for data in uploads:
+            t0 = time.monotonic()
+            r = c.post("/api/predict", files={"file": ("s.png", data, "image/png")})
+            assert "more than 50 times longer one way than the other" in one_line(r, 422)
+            assert time.monotonic() - t0 < 5
+    assert vm_kb(proc.pid, "VmHWM") - before < 200 * 1024  # no preprocessing memory to speak of

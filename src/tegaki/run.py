@@ -211,6 +211,8 @@ def bundled_model_path() -> Path | None:
 def run_path(ref: str | Path) -> Path:
     """A run folder's path: `ref`, or the bundled model's for the name "bundled" (unless a folder of
     that name is here)."""
+    if not isinstance(ref, (str, os.PathLike)):
+        raise TegakiError(f"give a run folder (a path) or 'bundled', got {type(ref).__name__} {str(ref)[:40]!r}")
     path = Path(ref)
     if str(ref) == BUNDLED and not path.exists():
         bundled = bundled_model_path()
@@ -239,6 +241,10 @@ def load_run(ref: str | Path) -> Run:
             path / "checkpoint.safetensors").is_file() else ""
         raise TegakiError(f"{path}: not a complete run folder: model.json is missing{hint}")
     meta = _read_json(mj, "run description; retrain")
+    fmt = meta.get("format") if isinstance(meta, dict) else None
+    if fmt is not None and fmt != FORMAT:  # runs carry it since the first release; a newer tegaki may write more
+        raise TegakiError(f"{mj}: format {str(fmt)[:40]!r} is not one this tegaki reads ({FORMAT}); "
+                          "upgrade tegaki, or retrain")
     try:
         spec = Spec.from_dict(meta["spec"], where=str(mj))
         meta["classes"], meta["preprocessing"]["normalize"]["mean"]  # noqa: B018 - presence check

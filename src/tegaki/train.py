@@ -128,6 +128,11 @@ class TrainConfig:
         values.update({k: v for k, v in overrides.items() if v is not None})
         from tegaki.spec import type_ok
 
+        known = [f.name for f in fields(cls)]
+        unknown = sorted(set(values) - set(known))
+        if unknown:  # fit(..., bogus=3): name the option, not the dataclass
+            raise TegakiError(f"unknown training option {unknown[0]!r}; choose from {', '.join(known)}")
+
         for f in fields(cls):
             if f.name in values and not type_ok(values[f.name], str(f.type)):
                 raise TegakiError(f"spec {spec.name!r}: training option {f.name} must be "

@@ -30,7 +30,12 @@ def cmd_ensemble(args) -> int:
 
     if len(args.runs) < 2 and not args.tta:
         raise TegakiError("give two or more runs to average (or one run with --tta)")
-    runs = [load_run(r) for r in args.runs]
+    refs = list(dict.fromkeys(Path(r).resolve() if Path(r).exists() else r for r in args.runs))
+    if len(refs) < len(args.runs):  # a run named twice would count twice in the average
+        print(f"note: {len(args.runs) - len(refs)} run(s) named more than once; each is counted once")
+        if len(refs) < 2 and not args.tta:
+            raise TegakiError("give two or more different runs to average (or one run with --tta)")
+    runs = [load_run(r) for r in refs]
     first = runs[0]
     for r in runs[1:]:
         if r.spec.input_shape != first.spec.input_shape or r.classes != first.classes:

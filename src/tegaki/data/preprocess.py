@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import io
 import math
+import os
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -41,6 +42,9 @@ from tegaki.errors import TegakiError
 
 #: refuse images with more pixels than this (decompression bombs); a phone photo is about 12 MP
 MAX_PIXELS = 40_000_000
+#: refuse images more than this many times longer one way than the other (a row of digits is about 10:1); a
+#: thinner one holds no digit, and its blocks would be padded to squares far larger than its pixel count
+MAX_ASPECT = 50
 #: the longest side of the ink after scaling, and the field it is placed in
 BOX, FIELD = 20, 28
 #: photos are reduced (by area averaging) to about this longer side before anything else
@@ -78,9 +82,15 @@ def load_image(source, max_pixels: int = MAX_PIXELS, formats: tuple[str, ...] | 
     while decoding, which is much faster).
     """
     if isinstance(source, np.ndarray):
+        if source.ndim >= 2:
+            _check_aspect("array", source.shape[1], source.shape[0])
         return _shrink(array_to_grey(source), work_side)
     if isinstance(source, Image.Image):
+        _check_aspect("image", *source.size)
         return _shrink(_pil_to_grey(source), work_side)
+    if not isinstance(source, (bytes, bytearray, memoryview, str, os.PathLike)):  # an int would open a descriptor
+        raise TegakiError(f"cannot read an image from {type(source).__name__} {str(source)[:40]!r}; give a file path, "
+                          "bytes, a PIL image or an array")
     name = "upload" if isinstance(source, (bytes, bytearray, memoryview)) else str(source)
     if isinstance(source, (bytes, bytearray, memoryview)):
         if len(source) == 0:
@@ -102,6 +112,7 @@ def load_image(source, max_pixels: int = MAX_PIXELS, formats: tuple[str, ...] | 
                                       "scale it down first")
                 if w < 1 or h < 1:
                     raise TegakiError(f"{name}: image has no pixels ({w}x{h})")
+                _check_aspect(name, w, h)
                 if work_side and im.format == "JPEG" and max(w, h) > 2 * work_side:
                     im.draft("L", (max(1, w * work_side // max(w, h)), max(1, h * work_side // max(w, h))))
                 im.load()
@@ -162,6 +173,12 @@ def array_to_grey(a: np.ndarray) -> np.ndarray:
             raise TegakiError(f"image values must be in 0..1 or 0..255, found {a.max():g}")
         a = a / 255.0
     return a.astype(np.float32)
+
+
+def _check_aspect(name: str, w: int, h: int) -> None:
+    if min(w, h) >= 1 and max(w, h) > MAX_ASPECT * min(w, h):
+        raise TegakiError(f"{name}: image is {w}x{h} pixels, more than {MAX_ASPECT} times longer one way than the "
+                          "other; crop it around the digits")
 
 
 def _shrink(grey: np.ndarray, work_side: int | None) -> np.ndarray:
