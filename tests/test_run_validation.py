@@ -125,6 +125,14 @@ def test_a_file_larger_than_its_header_is_refused_unread(tmp_path):
     assert time.perf_counter() - t < 1.0
 
 
+@pytest.mark.parametrize("header", [b"[]", b"null", b'"abc"', b'{"w": [1, 2]}'])
+def test_a_header_that_is_json_but_not_an_object_of_tensors_is_refused(tmp_path, header):
+    folder = make_run(tmp_path / "r")
+    (folder / "model.safetensors").write_bytes(len(header).to_bytes(8, "little") + header)
+    with pytest.raises(TegakiError, match="not a valid safetensors file .its header is not a JSON object of tensors"):
+        load_run(folder)
+
+
 @pytest.mark.parametrize("name", ["model.json", "metrics.json"])
 def test_bad_utf8_in_json(tmp_path, name):
     folder = make_run(tmp_path / "r")

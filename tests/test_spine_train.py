@@ -409,3 +409,40 @@ def test_progress_bar_on_a_terminal(small, tmp_path):
     quiet_bar = io.StringIO()
     train(spec, small, cfg, tmp_path / "q", log=lines.append, bar_stream=quiet_bar)
     assert quiet_bar.getvalue() == ""  # no bar when the stream is not a terminal
+
+
+def _rewrite_state(cp, change) -> None:
+    """Rewrite a checkpoint's loop state (the JSON in its safetensors metadata) with `change` applied."""
+    from safetensors import safe_open
+    from safetensors.numpy import save_file
+
+    with safe_open(str(cp), "np") as f:
+        arrays = {k: f.get_tensor(k) for k in f.keys()}
+        state = json.loads(f.metadata()["state"])
+    change(state)
+    save_file(arrays, str(cp), metadata={"state": json.dumps(state)})
+
+
+@pytest.mark.parametrize("change, words", [
+    (lambda s: s.update(history="x"), "corrupt checkpoint (ValueError: history is not a list)"),
+    (lambda s: s.update(epoch=-1), "epoch does not match the history"),
+    (lambda s: s.update(epoch="1"), "epoch does not match the history"),
+    (lambda s: s.update(best=None), "best is not a dict"),
+    (lambda s: s.update(config=[1]), "config is not a dict"),
+    (lambda s: s.pop("optimizer"), "optimizer is not a dict"),
+    (lambda s: s["optimizer"].update(kind="x", lr="fast", param_groups=3, step=[]), "corrupt optimiser state"),
+])
+def test_a_damaged_checkpoint_state_is_one_line_and_the_checkpoint_stays(small, tmp_path, monkeypatch, change,
+                                                                          words):
+    kw = dict(epochs=2, optimizer="adam", lr=2e-3, batch_size=100, seed=1)
+    interrupt_at(monkeypatch, 16 + 3)  # in epoch 2: the checkpoint of epoch 1 stays
+    assert run(tiny_cnn(), small, tmp_path / "r", **kw).interrupted
+    monkeypatch.undo()
+    cp = tmp_path / "r" / "checkpoint.safetensors"
+    _rewrite_state(cp, change)
+    with pytest.raises(TegakiError) as e:
+        state = read_checkpoint(tmp_path / "r")
+        train(Spec.from_dict(state["spec"]), small, TrainConfig(**state["config"]), tmp_path / "r", log=quiet,
+              resume=state)
+    assert words in str(e.value) and "\n" not in str(e.value)
+    assert cp.is_file()

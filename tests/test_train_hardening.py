@@ -359,3 +359,20 @@ def test_a_file_the_system_refuses_is_one_line_that_names_the_file_meant(tmp_pat
         fails(cli("export", lenet_run, "--onnx", tmp_path / "m.onnx", "--tolerance", bad),
               "--tolerance must be a positive number")
     assert not (tmp_path / "m.onnx").exists()
+
+
+def test_a_spec_name_cannot_place_a_run_outside_runs_or_reach_the_terminal(cli, tmp_path, monkeypatch):
+    cwd = tmp_path / "work"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    evil = cwd / "evil.toml"
+    evil.write_text('base = "ffnn"\nname = "../../../escaped"\n[train]\nepochs = 1\nvalid_size = 0\n')
+    r = cli("train", "--spec", evil)
+    assert r.code == 0, r.err
+    made = [p for p in (cwd / "runs").iterdir()]
+    assert len(made) == 1 and made[0].name.endswith("-escaped") and (made[0] / "model.json").is_file()
+    assert not (tmp_path / "escaped").exists() and not any(p.name.endswith("escaped") for p in tmp_path.parent.iterdir())
+    ctrl = cwd / "ctrl.toml"
+    ctrl.write_text('base = "ffnn"\nname = "x\\u001b[2J\\u001b]0;PWNED\\u0007"\n')
+    for args in (("summary", ctrl), ("train", "--spec", ctrl)):
+        fails(cli(*args), "'name' holds control characters")

@@ -86,6 +86,8 @@ def load_weights(path: Path) -> dict[str, np.ndarray]:
                 raise ValueError("no valid header")
             header_bytes = f.read(n)
             header = json.loads(header_bytes)
+            if not isinstance(header, dict) or not all(isinstance(v, dict) for v in header.values()):
+                raise ValueError("its header is not a JSON object of tensors")
             tensors = {k: v for k, v in header.items() if k != "__metadata__"}
             need = 8 + n + max((int(v["data_offsets"][1]) for v in tensors.values()), default=0)
             if size != need or need > MAX_WEIGHT_BYTES:

@@ -843,6 +843,11 @@ class Spec:
         for key in ("name", "description", "normalize"):
             if key in d and not isinstance(d[key], str):
                 raise SpecError(f"{where}: '{key}' must be a string, got {d[key]!r}")
+            # printed by summary and train, and part of a run folder's name: no terminal control codes
+            if key in d and not all(c.isprintable() or (key == "description" and c in "\n\t") for c in d[key]):
+                raise SpecError(f"{where}: '{key}' holds control characters ({_short(d[key])}); use plain text")
+        if len(d.get("name", "")) > 100:
+            raise SpecError(f"{where}: 'name' is {len(d['name'])} characters long; keep it under 100")
         try:
             return cls(input_shape=tuple(shape),
                        layers=[layer_from_dict(l, f"{where}: layer {i + 1}") for i, l in enumerate(layers)],

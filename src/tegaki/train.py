@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import sys
 import time
 from contextlib import contextmanager
@@ -407,7 +408,11 @@ def _resume_state(run: _Run, resume: dict) -> LoopState:
     """Weights, optimiser state and the loop's state from the checkpoint of the last finished epoch."""
     arrays = load_weights(run.out / CHECKPOINT)
     run.engine.set_weights({k[6:]: v for k, v in arrays.items() if k.startswith("model.")})
-    run.engine.load_optimizer_state({k: v for k, v in arrays.items() if k.startswith("opt.")}, resume["optimizer"])
+    try:
+        run.engine.load_optimizer_state({k: v for k, v in arrays.items() if k.startswith("opt.")}, resume["optimizer"])
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError, RuntimeError) as e:
+        raise TegakiError(f"{run.out / CHECKPOINT}: corrupt optimiser state ({type(e).__name__}); start a new run") \
+            from None
     best_weights = {k[5:]: v for k, v in arrays.items() if k.startswith("best.")} or None
     ema = {k[4:]: v for k, v in arrays.items() if k.startswith("ema.")} or None
     stopped = bool(resume.get("stopped_early"))
@@ -616,12 +621,30 @@ def read_checkpoint(out: Path) -> dict:
     try:
         with safe_open(str(cp), "np") as f:
             state = json.loads((f.metadata() or {})["state"])
-        if state.get("format") != "tegaki-checkpoint/1":
-            raise KeyError("format")
-        state["spec"], state["config"], state["history"], state["epoch"]  # noqa: B018 - presence check
-    except (SafetensorError, OSError, ValueError, KeyError, TypeError) as e:
-        raise TegakiError(f"{cp}: corrupt checkpoint ({type(e).__name__}); start a new run") from None
+        _check_state(state)
+    except (SafetensorError, OSError, ValueError, KeyError, TypeError, RecursionError) as e:
+        raise TegakiError(f"{cp}: corrupt checkpoint ({type(e).__name__}: {str(e)[:80]}); start a new run") from None
     return state
+
+
+def _check_state(state) -> None:
+    """The loop state a checkpoint carries, checked kind by kind (ValueError names the first wrong part), so a
+    damaged or crafted file is refused here rather than failing somewhere in the loop."""
+    def whole(v) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool)
+
+    if not isinstance(state, dict) or state.get("format") != "tegaki-checkpoint/1":
+        raise ValueError("not a tegaki checkpoint")
+    for key, kind in (("spec", dict), ("config", dict), ("history", list), ("best", dict), ("optimizer", dict)):
+        if not isinstance(state.get(key), kind):
+            raise ValueError(f"{key} is not a {kind.__name__}")
+    if not (whole(state.get("epoch")) and state["epoch"] >= 1 and len(state["history"]) == state["epoch"]):
+        raise ValueError("epoch does not match the history")
+    if not all(isinstance(r, dict) and whole(r.get("epoch")) for r in state["history"]):
+        raise ValueError("history rows are damaged")
+    best = state["best"]
+    if not (isinstance(best.get("loss"), (int, float)) and whole(best.get("epoch"))):
+        raise ValueError("best is damaged")
 
 
 def resume_config(out: Path, epochs: int | None = None, device: str | None = None) -> tuple[Spec, TrainConfig, dict]:
@@ -648,7 +671,10 @@ def resume_config(out: Path, epochs: int | None = None, device: str | None = Non
 
 def prepare_out(out: Path | None, name: str, stamp: str) -> Path:
     """The folder a new run goes to: `out`, or runs/<stamp>-<name>; refused if it holds anything."""
-    out = Path(out) if out else Path("runs") / f"{stamp}-{name}"
+    # the spec's name is the user's text: only letters, digits, '.', '-' and '_' reach the folder name, so a name
+    # such as ../../x cannot place the run outside runs/
+    safe = re.sub(r"[^\w.-]+", "_", name).strip("._") or "run"
+    out = Path(out) if out else Path("runs") / f"{stamp}-{safe}"
     if (out / "model.json").exists() or (out / CHECKPOINT).exists():
         raise TegakiError(f"--out {out} already holds a run; choose another --out, or --resume it")
     if out.exists() and not (out.is_dir() and not any(out.iterdir())):
