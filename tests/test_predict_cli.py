@@ -140,6 +140,27 @@ def test_no_readable_image_is_one_line_and_exit_2(cli, model, tmp_path):
     assert r.code == 0 and "exit status" in r.out and "2  no argument named a readable image" in r.out
 
 
+def test_a_pipe_named_like_an_image_is_refused_not_waited_on(cli, model, images, tmp_path):
+    """A FIFO called x.png would block the reader forever: named directly it is one line, in a folder it is
+    skipped (a folder dataset too)."""
+    import os
+
+    root, labels = images
+    pipe = tmp_path / "pipe.png"
+    os.mkfifo(pipe)
+    r = cli("predict", "--model", model, pipe)
+    assert r.code == 2 and "not a regular file (a pipe or a device?)" in r.err and r.err.count("\n") == 1
+    from tegaki.data.sources import load_dataset
+
+    folder = tmp_path / "digits"
+    for i, f in enumerate(sorted(labels)[:4]):
+        (folder / str(i)).mkdir(parents=True)
+        (folder / str(i) / "a.png").write_bytes(Path(f).read_bytes())
+    os.mkfifo(folder / "0" / "pipe.png")
+    ds = load_dataset(f"folder:{folder}")
+    assert len(ds.train_labels) + len(ds.test_labels) == 4
+
+
 def test_a_file_named_twice_is_predicted_once(cli, model, images):
     root, labels = images
     first = sorted(labels)[0]

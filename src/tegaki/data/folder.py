@@ -33,7 +33,7 @@ def _read_classes(root: Path, classes: list[str] | None) -> tuple[list[str], np.
         if d.name not in classes:
             raise TegakiError(f"{d}: class {d.name!r} is not among {classes}")
         for f in sorted(d.iterdir()):
-            if f.suffix.lower() not in IMAGE_SUFFIXES:
+            if f.suffix.lower() not in IMAGE_SUFFIXES or not f.is_file():  # a pipe named x.png would block
                 continue
             try:
                 p = to_mnist(f)

@@ -32,6 +32,7 @@ from __future__ import annotations
 import io
 import math
 import os
+import stat
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -98,6 +99,11 @@ def load_image(source, max_pixels: int = MAX_PIXELS, formats: tuple[str, ...] | 
         fp = io.BytesIO(source)
     else:
         try:
+            mode = os.stat(source).st_mode
+            if stat.S_ISDIR(mode):
+                raise TegakiError(f"{name}: is a folder, not an image")
+            if not stat.S_ISREG(mode):  # a pipe or a device would block, or never end
+                raise TegakiError(f"{name}: not a regular file (a pipe or a device?); give an image file")
             fp = open(source, "rb")
         except IsADirectoryError:
             raise TegakiError(f"{name}: is a folder, not an image") from None
