@@ -376,3 +376,19 @@ def test_a_spec_name_cannot_place_a_run_outside_runs_or_reach_the_terminal(cli, 
     ctrl.write_text('base = "ffnn"\nname = "x\\u001b[2J\\u001b]0;PWNED\\u0007"\n')
     for args in (("summary", ctrl), ("train", "--spec", ctrl)):
         fails(cli(*args), "'name' holds control characters")
+
+
+def test_evaluate_on_a_dataset_the_model_cannot_take_is_one_line(cli, lenet_run, mnist_small, tmp_path):
+    """idx: folders of 100x100 images, or with no test images: one line each, not a reshape traceback or a
+    0.00% accuracy."""
+    from dataclasses import replace
+
+    from conftest import write_idx_subset
+
+    big = replace(mnist_small, train_images=np.zeros((20, 100, 100), np.uint8), test_images=np.zeros((20, 100, 100),
+                  np.uint8))
+    fails(cli("evaluate", lenet_run, "--dataset", f"idx:{write_idx_subset(tmp_path / 'big', big, 20, 20)}",
+              "--out", tmp_path / "e1"), "images are 100x100, the model takes 28x28")
+    fails(cli("evaluate", lenet_run, "--dataset", f"idx:{write_idx_subset(tmp_path / 'none', mnist_small, 20, 0)}",
+              "--out", tmp_path / "e2"), "has no test images")
+    assert not (tmp_path / "e1").exists() and not (tmp_path / "e2").exists()

@@ -132,9 +132,18 @@ def trained_dataset(run) -> str | None:
 
 
 def _same_classes(ds, run):
+    """The test set, if the run can be measured on it: the same classes, images of the network's size, some."""
+    import math
+
     if len(ds.classes) != len(run.classes):
         raise TegakiError(f"{ds.name} has {len(ds.classes)} classes, the model {len(run.classes)}; "
                           "choose a dataset with the run's classes")
+    shape, got = tuple(run.spec.input_shape), tuple(ds.test_images.shape[1:])
+    if got != shape[-2:] and not (len(shape) == 1 and math.prod(got) == shape[0]):
+        raise TegakiError(f"{ds.name} images are {'x'.join(map(str, got))}, the model takes "
+                          f"{'x'.join(map(str, shape[-2:]))}; choose a dataset of the images it was trained on")
+    if len(ds.test_labels) == 0:
+        raise TegakiError(f"{ds.name} has no test images; choose a dataset with some")
     return ds
 
 
