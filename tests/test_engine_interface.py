@@ -142,3 +142,27 @@ def test_every_engine_prepares_the_same_input():
         x = x.cpu().numpy() if hasattr(x, "cpu") else x
         assert np.array_equal(np.asarray(x), ref), name
         assert list(np.asarray(y.cpu() if hasattr(y, "cpu") else y)) == [0, 1, 2, 3, 4]
+
+
+@pytest.mark.parametrize("kind", ["torch", "numpy"])
+def test_inference_batches_shrink_to_fit_the_activation_budget(monkeypatch, kind):
+    """A network with huge feature maps (a 1x1 conv padded by 100: 12 maps of 228x228) is run in batches whose
+    activations fit INFERENCE_BYTES, with the same logits as one example at a time."""
+    spec = S.Spec.from_dict({"input": [1, 28, 28], "layers": [
+        {"type": "conv2d", "filters": 12, "kernel": 1, "padding": 100}, {"type": "globalavgpool"},
+        {"type": "dense", "units": 10}, {"type": "softmax"}]})
+    acts = 784 + 12 * 228 * 228 + 12 + 10 + 10  # input, conv, pool, dense, softmax
+    assert spec.activations_per_example() == acts
+    assert spec.inference_batch_cap() == 2**30 // (4 * acts)  # 431 examples in 1 GiB
+    monkeypatch.setattr(S, "INFERENCE_BYTES", 3 * 4 * acts)  # room for three
+    engine = make_engine(kind, spec, spec.init_weights(0))
+    seen = []
+    if kind == "torch":
+        engine.net.register_forward_pre_hook(lambda m, inp: seen.append(inp[0].shape[0]))
+    else:
+        forward = engine.forward
+        monkeypatch.setattr(engine, "forward", lambda x, *a, **k: (seen.append(len(x)), forward(x, *a, **k))[1])
+    x = np.random.default_rng(0).normal(size=(8, 1, 28, 28)).astype(np.float32)
+    z = engine.logits(x)
+    assert seen == [3, 3, 2]
+    np.testing.assert_allclose(z, np.concatenate([engine.logits(x[i:i + 1]) for i in range(8)]), rtol=1e-5, atol=1e-5)

@@ -392,3 +392,16 @@ def test_evaluate_on_a_dataset_the_model_cannot_take_is_one_line(cli, lenet_run,
     fails(cli("evaluate", lenet_run, "--dataset", f"idx:{write_idx_subset(tmp_path / 'none', mnist_small, 20, 0)}",
               "--out", tmp_path / "e2"), "has no test images")
     assert not (tmp_path / "e1").exists() and not (tmp_path / "e2").exists()
+
+
+def test_a_training_batch_too_large_for_memory_is_refused_with_the_batch_that_fits(cli, tmp_path):
+    """A 1x1 conv padded by 1000 (12 maps of 2028x2028: 49.4 M numbers an example, under the spec's limit) would
+    need 3 x 4 bytes x 49.4 M x 128 = 71 GiB for a batch; it is refused, naming the batch size that fits."""
+    f = tmp_path / "big.toml"
+    f.write_text('input = [1, 28, 28]\n[[layers]]\ntype = "conv2d"\nfilters = 12\nkernel = 1\npadding = 1000\n'
+                 '[[layers]]\ntype = "globalavgpool"\n[[layers]]\ntype = "dense"\nunits = 10\n')
+    acts = 784 + 12 * 2028 * 2028 + 12 + 10
+    assert Spec.from_file(f).activations_per_example() == acts
+    fails(cli("train", "--spec", f, "--batch-size", "128", "--out", tmp_path / "r"),
+          f"needs about {128 * 12 * acts / 2**30:.0f} GiB to train", f"--batch-size {8 * 2**30 // (12 * acts)} or less")
+    assert not (tmp_path / "r").exists()

@@ -49,6 +49,8 @@ Shape = tuple[int, ...]
 MAX_INT = 1_000_000  # the largest whole number a spec may hold (units, filters, kernel, padding, input sizes)
 MAX_PARAMS = 100_000_000  # learned numbers of one network: 400 MB as float32
 MAX_ACTIVATIONS = 50_000_000  # numbers every layer outputs for ONE example, added up (200 MB as float32)
+INFERENCE_BYTES = 2**30  # what one inference batch's activations may take (float32): batches shrink to fit
+TRAINING_BYTES = 8 * 2**30  # what one training batch's activations, kept for backpropagation, may take
 MAX_DEPTH = 64  # brackets a spec file may nest (a spec needs 4)
 MAX_SPEC_BYTES = 4_000_000  # a spec file or model.json larger than this is not a spec
 # the `train` table's options and their types (tegaki.train.TrainConfig's fields; a test keeps the two equal)
@@ -619,10 +621,19 @@ class Spec:
         if n > MAX_PARAMS:
             raise SpecError(f"spec {self.name!r} has {n:,} parameters, more than the {MAX_PARAMS:,} tegaki builds "
                             f"({n * 4 / 2**30:.1f} GiB as float32); use fewer units or filters")
-        acts = sum(math.prod(s) for s in self.shapes()) + math.prod(self.input_shape)
+        acts = self.activations_per_example()
         if acts > MAX_ACTIVATIONS:
             raise SpecError(f"spec {self.name!r}: its layers output {acts:,} numbers per example, more than the "
                             f"{MAX_ACTIVATIONS:,} tegaki allows; use a smaller input, fewer filters or more pooling")
+
+    def activations_per_example(self) -> int:
+        """The numbers the input and every layer's output hold for one example, added up."""
+        return sum(math.prod(s) for s in self.shapes()) + math.prod(self.input_shape)
+
+    def inference_batch_cap(self) -> int:
+        """The most examples one inference batch may hold, so that its activations fit INFERENCE_BYTES (a
+        network with huge feature maps runs in smaller batches rather than asking for many gigabytes)."""
+        return max(1, INFERENCE_BYTES // (4 * self.activations_per_example()))
 
     # wiring ------------------------------------------------------------------------
     def sources(self) -> list[tuple[str, ...]]:

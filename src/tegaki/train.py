@@ -368,6 +368,14 @@ def _setup(spec, ds, cfg, out, log, command, bar_stream, dist, resume, split=Non
     if spec.num_classes != len(ds.classes):
         raise TegakiError(f"the network has {spec.num_classes} outputs but {ds.name} has {len(ds.classes)} classes; "
                           "change the last dense layer's units")
+    from tegaki import spec as S
+
+    need = 3 * 4 * spec.activations_per_example()  # forward outputs, their gradients and the layers' scratch
+    if cfg.batch_size * need > S.TRAINING_BYTES:
+        raise TegakiError(f"a batch of {cfg.batch_size:,} examples of this network needs about "
+                          f"{cfg.batch_size * need / 2**30:.0f} GiB to train, more than the "
+                          f"{S.TRAINING_BYTES / 2**30:.0f} GiB tegaki allows; use --batch-size "
+                          f"{max(1, S.TRAINING_BYTES // need)} or less, or a network with smaller maps")
     if len(spec.input_shape) == 3 and spec.input_shape[0] != 1:
         raise TegakiError(f"{ds.name} images have one (grey) channel, the network expects {spec.input_shape[0]}; "
                           f"give its input as [1, {spec.input_shape[1]}, {spec.input_shape[2]}]")

@@ -52,6 +52,7 @@ class NumpyEngine:
     def __init__(self, spec: S.Spec, weights: dict[str, np.ndarray] | None = None, dtype=np.float32,
                  reference: bool = False):
         self.spec = spec
+        self.batch_cap = spec.inference_batch_cap()  # inference batches shrink for networks with huge maps
         self.dtype = np.dtype(dtype)
         self.precision = "fp64" if self.dtype == np.float64 else "fp32"
         # reference=True: the plain versions of the speed-tuned layers (Conv2dReference, MaxPoolReference)
@@ -146,6 +147,7 @@ class NumpyEngine:
 
     def logits(self, x, batch_size: int = 500) -> np.ndarray:
         self._mode(False)
+        batch_size = min(batch_size, self.batch_cap)
         out = [self.forward(self._array(x[i:i + batch_size])).copy() for i in range(0, len(x), batch_size)]
         return np.concatenate(out) if out else np.zeros((0, self.spec.num_classes), self.dtype)
 

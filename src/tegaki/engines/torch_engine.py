@@ -176,6 +176,7 @@ class TorchEngine:
 
     def __init__(self, spec: S.Spec, weights: dict[str, np.ndarray] | None = None, device: str = "cpu"):
         self.spec = spec
+        self.batch_cap = spec.inference_batch_cap()  # inference batches shrink for networks with huge maps
         self.device = pick_device(device)
         # images are kept and computed channels-last (N, H, W, C in memory): oneDNN's fast conv layout
         conv = any(isinstance(l, S.Conv2d) for l in spec.layers)
@@ -246,6 +247,7 @@ class TorchEngine:
     @torch.inference_mode()
     def logits(self, x, batch_size: int = 2000) -> np.ndarray:
         self._eval()
+        batch_size = min(batch_size, self.batch_cap)
         out = [self.net(self._tensor(x[i:i + batch_size])).float().cpu().numpy() for i in range(0, len(x), batch_size)]
         return np.concatenate(out) if out else np.zeros((0, self.spec.num_classes), np.float32)
 
@@ -268,6 +270,7 @@ class TorchEngine:
         """(mean cross-entropy, accuracy, logits) over prepared data."""
         self._eval()
         x, y = data
+        batch_size = min(batch_size, self.batch_cap)
         logits = torch.cat([self.net(x[i:i + batch_size]) for i in range(0, len(x), batch_size)])
         loss = F.cross_entropy(logits, y).item()
         acc = (logits.argmax(1) == y).float().mean().item()
