@@ -301,3 +301,23 @@ def test_skinny_images_are_refused_from_their_header(process_server):
             assert "more than 50 times longer one way than the other" in one_line(r, 422)
             assert time.monotonic() - t0 < 5
     assert vm_kb(proc.pid, "VmHWM") - before < 200 * 1024  # no preprocessing memory to speak of
+
+
+def test_a_body_that_stalls_is_answered_408_and_let_go(predictor):
+    """A client that sends part of its body and stops would hold it for ever; after the body deadline it gets
+    one line of 408, and the server goes on serving."""
+    from tegaki.serve.limits import Limits
+
+    with serving(create_app(predictor, limits=Limits(body_seconds=1.0))) as url:
+        port = int(url.rsplit(":", 1)[1])
+        for path in (b"/api/predict", b"/api/features"):  # the fast path's reader, and the routes' one
+            s = socket.create_connection(("127.0.0.1", port), timeout=10)
+            t0 = time.monotonic()
+            s.sendall(b"POST %s HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nContent-Type: image/png\r\n"
+                      b"Content-Length: 100000\r\n\r\n" % (path, port) + b"\x89PNG" + bytes(996))
+            answer = s.recv(4096).decode("latin-1")
+            waited = time.monotonic() - t0
+            s.close()
+            assert answer.startswith("HTTP/1.1 408"), (path, answer[:200])
+            assert "did not arrive within 1 s; send it again" in answer and 0.9 < waited < 5
+        assert httpx.get(url + "/api/health").status_code == 200

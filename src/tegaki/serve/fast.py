@@ -20,10 +20,11 @@ raised on this path is answered as FastAPI's handler answers it ({"detail": ...}
 
 from __future__ import annotations
 
+import asyncio
 import re
 
 from tegaki.serve.answers import JSONAnswer
-from tegaki.serve.requests import IMAGE_TYPES, JSON_LIMIT, ApiError, Payload, parse_json
+from tegaki.serve.requests import IMAGE_TYPES, JSON_LIMIT, ApiError, Payload, body_stalled, parse_json
 from tegaki.serve.routes import predict_answer
 
 PATH = "/api/predict"
@@ -53,7 +54,10 @@ class FastPredict:
             limit = min(limit, JSON_LIMIT)  # the route's own cap for JSON
         if query is None or kind is None or (declared is not None and declared > limit):
             return await self.app(scope, receive, send)
-        messages, body = await _read_body(receive, limit)
+        try:
+            messages, body = await _read_body(receive, limit, self.state.limits.body_seconds)
+        except ApiError as e:  # the body stalled
+            return await JSONAnswer(e.body(), status_code=e.status)(scope, receive, send)
         if body is None or (kind == "form" and (body := one_file(body, boundary)) is None):
             # FastAPI reads it: the messages taken so far first, then the rest
             return await self.app(scope, _replay(messages, receive), send)
@@ -141,12 +145,17 @@ def _scan(pattern: re.Pattern, params: bytes) -> list[re.Match] | None:
     return found
 
 
-async def _read_body(receive, limit: int) -> tuple[list[dict], bytes | None]:
+async def _read_body(receive, limit: int, seconds: float) -> tuple[list[dict], bytes | None]:
     """(the messages received, the whole body), the body None when it is larger than limit or the
-    client went away (FastAPI answers those)."""
+    client went away (FastAPI answers those); ApiError 408 when it takes longer than `seconds`."""
     messages, size = [], 0
+    end = asyncio.get_running_loop().time() + seconds
     while True:
-        m = await receive()
+        try:
+            async with asyncio.timeout_at(end):
+                m = await receive()
+        except TimeoutError:
+            raise body_stalled("POST", PATH, size, seconds) from None
         messages.append(m)
         if m["type"] != "http.request":
             return messages, None

@@ -10,6 +10,8 @@ the CLI reads them for its --help).
               holding only their (capped) body.
   MAX_BATCH   images in one shared network call (serve/batch.py: 8 was the cheapest per image)
   WAIT_MS     how long a batch may wait for photos still being decoded (in the pool)
+  BODY_SECONDS  how long a request body may take to arrive (a client that stalls mid-upload would hold
+              its part of the body for ever; it gets 408 instead)
 """
 
 from __future__ import annotations
@@ -21,9 +23,11 @@ MAX_PIXELS = 4096 * 4096
 DECODES = 2
 MAX_BATCH = 8
 WAIT_MS = 2.0
+BODY_SECONDS = 30.0
 
 
 @dataclass
 class Limits:
     max_upload: int = MAX_UPLOAD  # bytes in one request body
     max_pixels: int = MAX_PIXELS  # pixels in one image (from its header)
+    body_seconds: float = BODY_SECONDS  # time for a request body to arrive, whole

@@ -66,8 +66,19 @@ class Payload:
 # the body ----------------------------------------------------------------------------------------
 async def _capped(request: Request, limit: int):
     seen = 0
+    seconds = request.app.state.limits.body_seconds
+    loop = asyncio.get_running_loop()
+    end = loop.time() + seconds
+    chunks = request.stream().__aiter__()
     try:
-        async for chunk in request.stream():
+        while True:
+            try:  # the whole body within the deadline: a stalled upload must not hold its bytes for ever
+                async with asyncio.timeout_at(end):
+                    chunk = await chunks.__anext__()
+            except StopAsyncIteration:
+                return
+            except TimeoutError:
+                raise body_stalled(request.method, request.url.path, seen, seconds) from None
             seen += len(chunk)
             if seen > limit:
                 raise ApiError(413, f"request body larger than the {limit // 1024:,} KB allowed; "
@@ -77,6 +88,12 @@ async def _capped(request: Request, limit: int):
         log.warning("tegaki serve: %s %s: the client went away after %d bytes of the body",
                     request.method, request.url.path, seen)
         raise ApiError(400, "the client disconnected before the request body was complete") from None
+
+
+def body_stalled(method: str, path: str, seen: int, seconds: float) -> "ApiError":
+    """The 408 for a body that did not arrive within the deadline (logged: one line)."""
+    log.warning("tegaki serve: %s %s: the body stalled after %d bytes; answered 408", method, path, seen)
+    return ApiError(408, f"the request body did not arrive within {seconds:g} s; send it again")
 
 
 async def _read_all(request: Request, limit: int) -> bytes:
