@@ -261,6 +261,30 @@ def test_the_glass_box_loop_and_gradcheck(mnist):
     assert tg.gradcheck(net, x[:3], y[:3])["conv1.weight"] > 0.5
 
 
+def test_the_glass_box_says_what_it_takes(mnist):
+    """The natural mistakes with numpy_net (raw images to forward, labels of the wrong length, a gradient of the
+    wrong shape, a learning rate that is not a number) are one-line InputErrors, not NumPy broadcasting errors."""
+    net = tg.Sequential([tg.Flatten(), tg.Dense(8), tg.Sigmoid(), tg.Dense(10), tg.Softmax()]).numpy_net()
+    x, y = net.inputs(mnist.train_images[:3]), mnist.train_labels[:3]
+    with pytest.raises(InputError, match="backward needs a forward first"):
+        net.backward(np.zeros((3, 10)))
+    for bad, words in [(mnist.train_images[:2], r"got uint8 \(2, 28, 28\); turn images into them with net.inputs"),
+                       (x[:, 0], r"shape \(N, 1, 28, 28\), got float64 \(3, 28, 28\)")]:
+        with pytest.raises(InputError, match=words):
+            net.forward(bad)
+    z = net.forward(x)
+    for labels, words in [(y[:2], "2 labels for 3 images"), (np.full(3, 12), "this network has 10 classes, 0..9")]:
+        with pytest.raises(InputError, match=words):
+            net.loss(z, labels)
+    with pytest.raises(InputError, match=r"shaped like the last forward's logits \(3, 10\), got float64 \(3, 3\)"):
+        net.backward(np.zeros((3, 3)))
+    for lr in ("a", -0.1, float("nan"), True):
+        with pytest.raises(InputError, match="step takes a positive learning rate"):
+            net.step(lr)
+    net.backward(net.loss(z, y)[1])  # the right calls still work
+    net.step(0.1)
+
+
 def test_onnx_engine_without_the_extra_says_what_to_install(monkeypatch):
     import importlib.util
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from tegaki import spec as S
+from tegaki.arrays import InputError
 from tegaki.errors import TegakiError
 
 __all__ = ["NumpyNet", "gradcheck"]
@@ -49,21 +50,40 @@ class NumpyNet:
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         """Logits (N, K) for inputs x (N, C, H, W); the layers keep what backward needs."""
-        return self.engine.forward(np.asarray(x, np.float64))
+        x = np.asarray(x)
+        want = tuple(self.spec.input_shape)
+        if x.dtype.kind != "f" or x.shape[1:] != want or len(x) == 0:
+            raise InputError(f"forward takes normalised float inputs of shape (N, {', '.join(map(str, want))}), got "
+                             f"{x.dtype} {x.shape}; turn images into them with net.inputs(images)")
+        self._n = len(x)
+        return self.engine.forward(x.astype(np.float64, copy=False))
 
     @staticmethod
     def loss(logits: np.ndarray, labels) -> tuple[float, np.ndarray]:
         """Mean softmax cross-entropy, and its gradient with respect to the logits: (softmax - onehot) / N."""
+        from tegaki.arrays import as_labels
         from tegaki.engines.numpy_layers import cross_entropy
 
-        return cross_entropy(np.asarray(logits, np.float64), np.asarray(labels, np.int64))
+        z = np.asarray(logits)
+        if z.ndim != 2 or z.dtype.kind not in "fiu" or len(z) == 0:
+            raise InputError(f"loss takes the logits forward returned, (N, classes), got {z.dtype} {z.shape}")
+        return cross_entropy(z.astype(np.float64, copy=False), as_labels(labels, len(z), z.shape[1], "labels"))
 
     def backward(self, dlogits: np.ndarray) -> np.ndarray:
         """Backpropagate dL/dlogits through every layer (each fills .grads); returns dL/dinput."""
-        return self.engine.backward(np.asarray(dlogits, np.float64), need_input_grad=True)
+        d = np.asarray(dlogits)
+        want = (getattr(self, "_n", None), self.spec.num_classes)
+        if want[0] is None:
+            raise InputError("backward needs a forward first (the layers keep what it computed)")
+        if d.shape != want or d.dtype.kind != "f":
+            raise InputError(f"backward takes dL/dlogits shaped like the last forward's logits {want}, got "
+                             f"{d.dtype} {d.shape}; pass the gradient loss returned")
+        return self.engine.backward(d.astype(np.float64, copy=False), need_input_grad=True)
 
     def step(self, lr: float) -> None:
         """One plain gradient-descent step on every parameter: p <- p - lr * dL/dp."""
+        if isinstance(lr, bool) or not isinstance(lr, (int, float, np.floating)) or not 0 < lr < float("inf"):
+            raise InputError(f"step takes a positive learning rate such as 0.1, got {lr!r}")
         for layer in self.layers:
             for k, p in layer.params.items():
                 p -= lr * layer.grads[k]
