@@ -405,3 +405,21 @@ def test_a_training_batch_too_large_for_memory_is_refused_with_the_batch_that_fi
     fails(cli("train", "--spec", f, "--batch-size", "128", "--out", tmp_path / "r"),
           f"needs about {128 * 12 * acts / 2**30:.0f} GiB to train", f"--batch-size {8 * 2**30 // (12 * acts)} or less")
     assert not (tmp_path / "r").exists()
+
+
+def test_an_output_that_cannot_be_written_is_refused_before_the_work(cli, lenet_run, tmp_path, monkeypatch):
+    """A read-only place for evaluate, inspect and report: one line before anything is measured or printed (was:
+    the whole evaluation printed, then an error naming a temporary file). os.access stands in for a read-only
+    mount, which root's tests cannot make."""
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    real = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode, *a, **k: Path(p) != locked and real(p, mode, *a, **k))
+    for args in (("evaluate", lenet_run, "--out", locked / "ev"), ("inspect", lenet_run, "--out", locked / "pics"),
+                 ("report", lenet_run, "--out", locked / "r.html")):
+        r = cli(*args)
+        fails(r, f"{locked} is not writable here (read-only?); choose another folder with --out")
+        assert r.out == "", (args, r.out)
+    assert list(locked.iterdir()) == []
+    (tmp_path / "a-file").write_text("x")
+    fails(cli("evaluate", lenet_run, "--out", tmp_path / "a-file"), "is a file; give a folder")

@@ -125,6 +125,18 @@ def _same_folder(a: str, b: str) -> bool:
         return a == b
 
 
+def check_writable(out: Path, what: str = "--out") -> None:
+    """Refuse, before any work, an output place that cannot be written (its nearest existing folder is read-only
+    or not ours): the work would be done, printed, then lost."""
+    p = Path(out).absolute()
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    folder = p if p.is_dir() else p.parent
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise TegakiError(f"cannot write {out}: {folder} is not writable here (read-only?); choose another folder "
+                          f"with {what}")
+
+
 def trained_dataset(run) -> str | None:
     """The name of the dataset the run was trained on (None for arrays given to Sequential.fit)."""
     name = run.meta.get("config", {}).get("dataset")

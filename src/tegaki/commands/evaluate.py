@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tegaki.commands.common import apply_threads, default_out, load_test_data, slug, trained_dataset
+from tegaki.commands.common import (apply_threads, check_writable, default_out, load_test_data, slug,
+                                    trained_dataset)
+from tegaki.errors import TegakiError
 
 
 def register(subparsers) -> None:
@@ -32,9 +34,12 @@ def cmd_evaluate(args) -> int:
     run = pred.run
     name = args.dataset or trained_dataset(run) or "mnist"
     ds = load_test_data(args, run, name)
-    ev = evaluate(pred, ds.test_images, ds.test_labels, run.classes)
     same = name == trained_dataset(run)
     out = Path(args.out) if args.out else default_out(run, "eval", None if same else f"eval-{slug(ds.name)}")
+    if out.exists() and not out.is_dir():
+        raise TegakiError(f"--out {out} is a file; give a folder for the evaluation's files")
+    check_writable(out)
+    ev = evaluate(pred, ds.test_images, ds.test_labels, run.classes)
     print(f"{run.spec.name} on {ds.name} ({len(ds.test_labels):,} test images, engine {args.engine})")
     print(f"accuracy {ev.accuracy:.2%}   error {1 - ev.accuracy:.2%}\n")
     print(report_text(ev.cm, run.classes))

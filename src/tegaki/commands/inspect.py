@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from tegaki.commands.common import add_data_engine_args, load_predictor, load_test_data
+from tegaki.commands.common import add_data_engine_args, check_writable, load_predictor, load_test_data
 from tegaki.errors import TegakiError
 
 PARTS = ("diagram", "filters", "maps", "activations", "saliency", "embedding")
@@ -104,6 +104,7 @@ def cmd_inspect(args) -> int:
     ds = load_test_data(args, run) if need_data else None
     image, label, what = pick_input(args, ds) if need_input else (None, None, "")
     out = Path(args.out) if args.out else default_out(run)
+    check_writable(out)
     t0 = time.perf_counter()
     files = draw_parts(pred, parts, out, image, label, what, ds, args.tsne_sample)
     print(f"wrote {len(files)} pictures in {time.perf_counter() - t0:.1f} s:")

@@ -53,7 +53,7 @@ def _is_report(path: Path) -> bool:
 
 
 def cmd_report(args) -> int:
-    from tegaki.commands.common import load_predictor, load_test_data
+    from tegaki.commands.common import check_writable, load_predictor, load_test_data
     from tegaki.report import build_report
 
     if args.tsne_sample < 10:
@@ -77,6 +77,7 @@ def cmd_report(args) -> int:
     if not 0 <= args.index < n:
         raise TegakiError(f"--index {args.index} is out of range: the {ds.name} test set has {n:,} digits (0 to {n - 1})")
     out = out or default_out(pred.run)
+    check_writable(out)
     log = (lambda m: print(m, file=sys.stderr)) if args.verbose else (lambda m: None)
     r = build_report(pred, ds, out, index=args.index, gallery_limit=args.mistakes, tsne_sample=args.tsne_sample,
                      log=log)
