@@ -238,6 +238,17 @@ def test_pictures_are_figures_from_the_model(trained, mnist, tmp_path):
     assert not np.array_equal(m.initial_weights()["conv1.weight"], m.weights["conv1.weight"])
     with pytest.raises(TegakiError, match="no conv layers"):
         tg.Sequential([tg.Flatten(), tg.Dense(10), tg.Softmax()]).plot_filters()
+    # a picture's path is preprocessed as predict_image does: the maps are those of that 28x28 digit
+    from PIL import Image
+
+    big = Image.fromarray(img).resize((140, 140))
+    big.save(tmp_path / "seven.png")
+    pre = m.predictor.preprocess(tmp_path / "seven.png").image
+    assert np.array_equal(m._one_image(str(tmp_path / "seven.png")), pre)
+    assert isinstance(m.plot_feature_maps(tmp_path / "seven.png"), Figure)
+    Image.new("L", (50, 50)).save(tmp_path / "blank.png")
+    with pytest.raises(InputError, match="blank.png: no digit found"):
+        m.plot_saliency(tmp_path / "blank.png")
 
 
 def test_the_glass_box_loop_and_gradcheck(mnist):

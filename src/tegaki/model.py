@@ -16,6 +16,7 @@ implementation: each method is a few lines over the library's stages.
 
 from __future__ import annotations
 
+import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -299,11 +300,12 @@ class Sequential:
         return figures.filters(self.initial_weights(), self.weights, name)
 
     def plot_feature_maps(self, image):
-        """The maps the first conv layers make of one image (28x28, as for predict)."""
+        """The maps the first conv layers make of one image (28x28, as for predict; or a picture's path, bytes or PIL
+        image, preprocessed as predict_image does)."""
         from tegaki import figures
         from tegaki.inspect import layer_shapes
 
-        img = as_images(image, self.spec.input_shape, "image")[0]
+        img = self._one_image(image)
         return figures.feature_maps(img, self._inspector().feature_maps(img), layer_shapes(self.spec),
                                     "feature maps")
 
@@ -311,18 +313,31 @@ class Sequential:
         """The hidden dense layers' and the output's activations for one image."""
         from tegaki import figures
 
-        img = as_images(image, self.spec.input_shape, "image")[0]
+        img = self._one_image(image)
         return figures.activations(self._inspector().dense_activations(img), self.classes, "activations")
 
     def plot_saliency(self, image):
         """Which pixels decide the predicted class: input gradient and occlusion, side by side."""
         from tegaki import figures
 
-        img = as_images(image, self.spec.input_shape, "image")[0]
+        img = self._one_image(image)
         look = self._inspector()
         top = int(look.probabilities(img)[0].argmax())
         return figures.attribution(img, look.saliency(img, top)[0, 0], look.occlusion(img, top),
                                    f"why {self.classes[top]}?", figures.OCCLUSION_NOTE)
+
+    def _one_image(self, image) -> np.ndarray:
+        """One 28x28 digit: an array as predict takes it, or a picture (path, bytes, PIL image) preprocessed the
+        MNIST way, as predict_image and `tegaki inspect --image` do."""
+        from PIL import Image
+
+        if isinstance(image, (str, os.PathLike, bytes, Image.Image)):
+            pre = self.predictor.preprocess(image)
+            if pre.empty:
+                raise InputError(f"{image if isinstance(image, (str, os.PathLike)) else 'the picture'}: no digit "
+                                 "found (no ink); give a picture with a digit in it")
+            return pre.image
+        return as_images(image, self.spec.input_shape, "image")[0]
 
     def _history_rows(self) -> list[dict]:
         if self._rows:
