@@ -98,17 +98,7 @@ def load_image(source, max_pixels: int = MAX_PIXELS, formats: tuple[str, ...] | 
             raise TegakiError(f"{name}: empty file; send a PNG or JPEG image")
         fp = io.BytesIO(source)
     else:
-        try:
-            mode = os.stat(source).st_mode
-            if stat.S_ISDIR(mode):
-                raise TegakiError(f"{name}: is a folder, not an image")
-            if not stat.S_ISREG(mode):  # a pipe or a device would block, or never end
-                raise TegakiError(f"{name}: not a regular file (a pipe or a device?); give an image file")
-            fp = open(source, "rb")
-        except IsADirectoryError:
-            raise TegakiError(f"{name}: is a folder, not an image") from None
-        except OSError as e:
-            raise TegakiError(f"{name}: cannot open ({e.strerror or e})") from None
+        fp = _open_file(source, name)
     with fp:
         try:
             with Image.open(fp, formats=formats) as im:
@@ -179,6 +169,19 @@ def array_to_grey(a: np.ndarray) -> np.ndarray:
             raise TegakiError(f"image values must be in 0..1 or 0..255, found {a.max():g}")
         a = a / 255.0
     return a.astype(np.float32)
+
+
+def _open_file(path, name: str):
+    """An image file opened for reading; a folder, a pipe, a device or a missing file is one TegakiError."""
+    try:
+        mode = os.stat(path).st_mode
+        if stat.S_ISDIR(mode):
+            raise TegakiError(f"{name}: is a folder, not an image")
+        if not stat.S_ISREG(mode):  # a pipe or a device would block, or never end
+            raise TegakiError(f"{name}: not a regular file (a pipe or a device?); give an image file")
+        return open(path, "rb")
+    except OSError as e:
+        raise TegakiError(f"{name}: cannot open ({e.strerror or e})") from None
 
 
 def _check_aspect(name: str, w: int, h: int) -> None:
