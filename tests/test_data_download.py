@@ -241,3 +241,17 @@ def test_unverified_still_refuses_a_truncated_gzip(server, tmp_path):
     server.routes["/raw"] = raw  # not gzip: nothing to check it by, accepted as asked
     download([server.url + "/raw"], tmp_path / "raw", allow_unverified=True)
     assert hashlib.sha256((tmp_path / "raw").read_bytes()).hexdigest() == hashlib.sha256(raw).hexdigest()
+
+
+def test_a_redirect_loop_is_one_line(server, tmp_path):
+    """urllib gives up on an endless redirect with a message of several lines; the error stays one line."""
+    def loop(h):
+        h.send_response(302)
+        h.send_header("Location", "/loop")
+        h.send_header("Content-Length", "0")
+        h.end_headers()
+    server.routes["/loop"] = loop
+    with pytest.raises(TegakiError) as e:
+        download([server.url + "/loop"], tmp_path / "x.gz", {"sha256": "0" * 64}, retries=0, backoff=0)
+    assert "HTTP 302" in one_line(e) and "redirect" in one_line(e)
+    assert debris(tmp_path) == []

@@ -188,8 +188,10 @@ def test_inspect_bad_input_is_one_line(cli, lenet_run, ffnn_run, tmp_path):
             else cli("inspect", lenet_run, *extra)
         assert r.code == 2, (extra, r.out, r.err)
         assert msg in r.err and len(r.err.strip().splitlines()) == 1, r.err
-    r = cli("inspect", ffnn_run, "--only", "filters")
-    assert r.code == 2 and "no conv layers" in r.err and len(r.err.strip().splitlines()) == 1
+    for only in ("filters", "filters,maps", "maps"):  # nothing would be left to draw: an error, not "wrote 0"
+        r = cli("inspect", ffnn_run, "--only", only, "--out", tmp_path / "none")
+        assert r.code == 2 and "no conv layers" in r.err and len(r.err.strip().splitlines()) == 1, (only, r.err)
+        assert r.out == "" and not (tmp_path / "none").exists()
     (tmp_path / "afile").write_text("x")
     r = cli("inspect", lenet_run, "--out", tmp_path / "afile", "--only", "diagram")
     assert r.code == 2 and "is a file" in r.err and len(r.err.strip().splitlines()) == 1

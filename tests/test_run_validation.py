@@ -125,6 +125,15 @@ def test_a_file_larger_than_its_header_is_refused_unread(tmp_path):
     assert time.perf_counter() - t < 1.0
 
 
+def test_weights_of_another_network_say_so(tmp_path):
+    folder = make_run(tmp_path / "r")
+    other = S.Spec(layers=[S.Flatten(), S.Dense(7), S.ReLU(), S.Dense(10), S.Softmax()]).init_weights(0)
+    save_file(other, str(folder / "model.safetensors"))
+    with pytest.raises(TegakiError, match=r"do not fit the spec: missing \[\], unexpected \['dense2.bias', "
+                                          r"'dense2.weight'\]; they are another network's weights"):
+        load_run(folder)
+
+
 @pytest.mark.parametrize("header", [b"[]", b"null", b'"abc"', b'{"w": [1, 2]}'])
 def test_a_header_that_is_json_but_not_an_object_of_tensors_is_refused(tmp_path, header):
     folder = make_run(tmp_path / "r")

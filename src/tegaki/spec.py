@@ -780,7 +780,8 @@ class Spec:
         missing = sorted(set(want) - set(weights))
         extra = sorted(set(weights) - set(want))
         if missing or extra:
-            raise TegakiError(f"{where} do not fit the spec: missing {missing[:4]}, unexpected {extra[:4]}")
+            raise TegakiError(f"{where} do not fit the spec: missing {missing[:4]}, unexpected {extra[:4]}; they are "
+                              "another network's weights: keep each model.safetensors with its own model.json")
         for k, s in want.items():
             if tuple(weights[k].shape) != tuple(s):
                 raise TegakiError(f"{where}: {k} has shape {tuple(weights[k].shape)}, the spec needs {tuple(s)}")

@@ -83,8 +83,8 @@ def check_args(args) -> list[str]:
 def drop_conv_parts(spec, parts: list[str], convs: list[str]) -> list[str]:
     if convs:
         return parts
-    if parts == ["filters"]:
-        raise TegakiError(f"{spec.name} has no conv layers, so it has no filters to show; "
+    if set(parts) <= {"filters", "maps"}:  # nothing would be left to draw
+        raise TegakiError(f"{spec.name} has no conv layers, so it has no {' or '.join(parts)} to show; "
                           "try --only activations,saliency,embedding")
     if "filters" in parts or "maps" in parts:
         print(f"note: {spec.name} has no conv layers: no filters or feature maps; writing the rest")

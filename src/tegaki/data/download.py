@@ -131,11 +131,14 @@ def _retryable(e: Exception) -> bool:
 
 
 def _reason(e: Exception) -> str:
+    """Why a try failed, on one line (urllib's redirect-loop message spans several)."""
     if isinstance(e, urllib.error.HTTPError):
-        return f"HTTP {e.code} {e.reason}"
-    if isinstance(e, http.client.IncompleteRead):
-        return f"interrupted: the connection closed after {len(e.partial):,} bytes"
-    return str(getattr(e, "reason", None) or e) or type(e).__name__
+        text = f"HTTP {e.code} {e.reason}"
+    elif isinstance(e, http.client.IncompleteRead):
+        text = f"interrupted: the connection closed after {len(e.partial):,} bytes"
+    else:
+        text = str(getattr(e, "reason", None) or e) or type(e).__name__
+    return " ".join(text.split())
 
 
 def _fetch(url: str, tmp: Path, timeout: float, t_end: float, max_bytes: int, bar_name: str, stream) -> None:
