@@ -75,3 +75,14 @@ def test_omp_num_threads_is_honoured_below_tegaki_threads(monkeypatch):
     assert seen[-1] == 2  # tegaki's own variable first
     common.apply_threads(1)
     assert seen[-1] == 1  # and --threads before both
+
+
+def test_the_busy_cores_note_leaves_an_error_its_one_line(cli, tmp_path, monkeypatch):
+    """On a busy machine the thread count is said on stdout, so a bad input after it is still one stderr line."""
+    monkeypatch.delenv("TEGAKI_THREADS", raising=False)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(threads, "use", lambda n: n or 1)
+    monkeypatch.setattr(threads, "cores", lambda: 2)
+    r = cli("train", "--preset", "ffnn", "--dataset", f"folder:{tmp_path / 'nothing'}", "--out", tmp_path / "r")
+    assert r.code == 2 and len(r.err.strip().splitlines()) == 1 and "no such folder" in r.err, r.err
+    assert "threads: 1 of 2 cores (the others are busy" in r.out

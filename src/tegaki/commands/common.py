@@ -57,8 +57,8 @@ def apply_threads(n: int | None) -> int:
     if n is None and os.environ.get("OMP_NUM_THREADS", "").strip().isdigit():
         n = int(os.environ["OMP_NUM_THREADS"]) or None  # the OpenMP convention, as torch reads it
     used = threads.use(n)
-    if n is None and used < threads.cores():
-        err(f"threads: {used} of {threads.cores()} cores (the others are busy; --threads N to choose)")
+    if n is None and used < threads.cores():  # on stdout: information, so that an error stays stderr's one line
+        print(f"threads: {used} of {threads.cores()} cores (the others are busy; --threads N to choose)", flush=True)
     return used
 
 
