@@ -156,6 +156,7 @@ def test_ctrl_c_keeps_the_model_usable(mnist, monkeypatch):
     (np.zeros((0, 28, 28), np.uint8), "empty"),
     (np.full((2, 28, 28), np.nan), "NaN"),
     (np.full((2, 28, 28), 200.0), "float pixels must be in 0..1"),
+    (-np.ones((2, 28, 28)), "go from -1 to -1; pass raw pixels, not normalised ones: rescale to 0..1"),
     (np.full((2, 28, 28), 300, np.int64), "integer pixels must be in 0..255"),
     (np.array([["a"] * 784]), "holds <U1 values"),
 ])

@@ -72,7 +72,8 @@ def _to_uint8(a: np.ndarray, what: str) -> np.ndarray:
             raise InputError(f"{what} holds NaN or infinite values; every pixel must be a number in 0..1")
         lo, hi = float(a.min()), float(a.max())
         if lo < 0 or hi > 1:
-            hint = "; divide by 255 (or pass the uint8 array)" if hi <= 255 and lo >= 0 else ""
+            hint = ("; divide by 255 (or pass the uint8 array)" if hi <= 255 and lo >= 0 else
+                    "; pass raw pixels, not normalised ones: rescale to 0..1 (or uint8 0..255)")
             raise InputError(f"{what}: float pixels must be in 0..1, these go from {lo:g} to {hi:g}{hint}")
         return np.rint(a * 255).astype(np.uint8)
     lo, hi = int(a.min()), int(a.max())
