@@ -150,6 +150,11 @@ def test_ensemble_cli(cli, tmp_path, mnist):
     assert "ensemble of 3" in r4.out and "different splits" not in r4.out
     one = cli("ensemble", tmp_path / "m3")
     assert one.code == 2 and "two or more runs" in one.err
+    twice = cli("ensemble", tmp_path / "m3", tmp_path / "m3" / ".")  # one run named twice is one run
+    assert twice.code == 2 and "two or more different runs" in twice.err and "named more than once" in twice.out
+    dup = cli("ensemble", *members, members[0], "--out", tmp_path / "dup.json")
+    assert dup.code == 0 and "1 run(s) named more than once; each is counted once" in dup.out
+    assert "ensemble of 2" in dup.out
     r5 = cli("train", "--dataset", f"idx:{d}", "--valid-size", "500", "--epochs", "1", "--seed", "6",
              "--out", tmp_path / "m4")  # its own split (seed 6)
     mixed = cli("ensemble", tmp_path / "m3", tmp_path / "m4")
