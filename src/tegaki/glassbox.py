@@ -35,6 +35,7 @@ class NumpyNet:
         self.engine = NumpyEngine(spec, {k: np.asarray(v, np.float64) for k, v in w.items()}, dtype=np.float64,
                                   reference=True)
         self.layers = self.engine.layers  # each with .params, .grads, .forward, .backward
+        self._n: int | None = None  # examples in the last forward: backward's dL/dlogits must match them
         self.train(True)
 
     def inputs(self, images) -> np.ndarray:
@@ -72,7 +73,7 @@ class NumpyNet:
     def backward(self, dlogits: np.ndarray) -> np.ndarray:
         """Backpropagate dL/dlogits through every layer (each fills .grads); returns dL/dinput."""
         d = np.asarray(dlogits)
-        want = (getattr(self, "_n", None), self.spec.num_classes)
+        want = (self._n, self.spec.num_classes)
         if want[0] is None:
             raise InputError("backward needs a forward first (the layers keep what it computed)")
         if d.shape != want or d.dtype.kind != "f":
