@@ -321,3 +321,27 @@ def test_probe_from_python(trained, mnist):
     with pytest.raises(TegakiError, match="unknown classifier"):
         tg.probe(m, mnist.train_images[:10], mnist.train_labels[:10], mnist.test_images[:10],
                  mnist.test_labels[:10], classifiers=("forest",))
+
+
+def test_wrong_kinds_of_argument_are_one_line(mnist):
+    """An unknown fit option, a load of something that is not a path, and an int as a picture (which open()
+    would take as a file descriptor)."""
+    m = small_net()
+    with pytest.raises(TegakiError, match="^unknown training option 'bogus'; choose from epochs, batch_size"):
+        m.fit(mnist.train_images[:100], mnist.train_labels[:100], epochs=1, verbose=0, bogus=3)
+    for ref in (None, 3):
+        with pytest.raises(TegakiError, match="give a run folder \\(a path\\) or 'bundled'"):
+            tg.load(ref)
+    with pytest.raises(TegakiError, match="cannot read an image from int '3'"):
+        tg.load("bundled").predict_image(3)
+
+
+def test_figures_with_names_the_font_lacks_draw_without_warnings(recwarn):
+    from matplotlib.figure import Figure
+
+    from tegaki import figures
+
+    fig = Figure()
+    fig.add_subplot().set_title("私の数字 ユニコード")
+    assert figures.to_png(fig)[:4] == b"\x89PNG"
+    assert not [w for w in recwarn if "missing from font" in str(w.message)]

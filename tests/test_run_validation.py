@@ -125,6 +125,13 @@ def test_a_file_larger_than_its_header_is_refused_unread(tmp_path):
     assert time.perf_counter() - t < 1.0
 
 
+def test_a_run_of_another_format_is_refused(tmp_path):
+    folder = make_run(tmp_path / "r")
+    edit_json(folder / "model.json", lambda d: d.update(format="tegaki-run/9"))
+    with pytest.raises(TegakiError, match="format 'tegaki-run/9' is not one this tegaki reads \\(tegaki-run/1\\)"):
+        load_run(folder)
+
+
 def test_weights_of_another_network_say_so(tmp_path):
     folder = make_run(tmp_path / "r")
     other = S.Spec(layers=[S.Flatten(), S.Dense(7), S.ReLU(), S.Dense(10), S.Softmax()]).init_weights(0)
