@@ -7,9 +7,20 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 from pathlib import Path
 from typing import Any
+
+
+TMP_GLOB = ".*.tmp"  # the temporary files atomic_write_bytes makes (and a killed process may leave)
+_TMP = re.compile(r"^\.(.+)\.\d+\.[0-9a-f]+\.tmp$")
+
+
+def meant_file(path: Path) -> Path:
+    """The file a temporary name stands for (.model.json.123.ab12cd34.tmp -> model.json); others unchanged."""
+    m = _TMP.match(path.name)
+    return path.parent / m.group(1) if m else path
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:

@@ -626,6 +626,13 @@ class Spec:
             raise SpecError(f"spec {self.name!r}: its layers output {acts:,} numbers per example, more than the "
                             f"{MAX_ACTIVATIONS:,} tegaki allows; use a smaller input, fewer filters or more pooling")
 
+    def takes_images(self, size: tuple[int, ...]) -> bool:
+        """Whether images of `size` (height, width) fit the input: the same height and width, or as many pixels
+        as a flat input has features."""
+        size = tuple(size)
+        return size == tuple(self.input_shape[-2:]) or (len(self.input_shape) == 1 and
+                                                          math.prod(size) == self.input_shape[0])
+
     def activations_per_example(self) -> int:
         """The numbers the input and every layer's output hold for one example, added up."""
         return sum(math.prod(s) for s in self.shapes()) + math.prod(self.input_shape)

@@ -28,8 +28,9 @@ from tegaki import calibration
 from tegaki.data.dataset import Dataset, validation_split
 from tegaki.engines import ENGINES, TRAINABLE, make_engine
 from tegaki.errors import TegakiError
+from tegaki.fileio import TMP_GLOB
 from tegaki.run import load_weights, make_meta, norm_for, save_run, save_weights
-from tegaki.spec import Spec
+from tegaki.spec import TRAINING_BYTES, Spec
 
 OPTIMIZERS = ("sgd", "momentum", "adam", "adamw", "adadelta")
 SCHEDULES = ("constant", "step", "cosine", "onecycle")
@@ -368,21 +369,18 @@ def _setup(spec, ds, cfg, out, log, command, bar_stream, dist, resume, split=Non
     if spec.num_classes != len(ds.classes):
         raise TegakiError(f"the network has {spec.num_classes} outputs but {ds.name} has {len(ds.classes)} classes; "
                           "change the last dense layer's units")
-    from tegaki import spec as S
-
     need = 3 * 4 * spec.activations_per_example()  # forward outputs, their gradients and the layers' scratch
-    if cfg.batch_size * need > S.TRAINING_BYTES:
+    if cfg.batch_size * need > TRAINING_BYTES:
         raise TegakiError(f"a batch of {cfg.batch_size:,} examples of this network needs about "
                           f"{cfg.batch_size * need / 2**30:.0f} GiB to train, more than the "
-                          f"{S.TRAINING_BYTES / 2**30:.0f} GiB tegaki allows; use --batch-size "
-                          f"{max(1, S.TRAINING_BYTES // need)} or less, or a network with smaller maps")
+                          f"{TRAINING_BYTES / 2**30:.0f} GiB tegaki allows; use --batch-size "
+                          f"{max(1, TRAINING_BYTES // need)} or less, or a network with smaller maps")
     if len(spec.input_shape) == 3 and spec.input_shape[0] != 1:
         raise TegakiError(f"{ds.name} images have one (grey) channel, the network expects {spec.input_shape[0]}; "
                           f"give its input as [1, {spec.input_shape[1]}, {spec.input_shape[2]}]")
-    expect = tuple(spec.input_shape[-2:])
-    got = tuple(ds.train_images.shape[1:])
-    if got != expect and not (len(spec.input_shape) == 1 and math.prod(got) == spec.input_shape[0]):
-        raise TegakiError(f"{ds.name} images are {ds.train_images.shape[1:]}, the network expects {expect}")
+    if not spec.takes_images(ds.train_images.shape[1:]):
+        raise TegakiError(f"{ds.name} images are {ds.train_images.shape[1:]}, the network expects "
+                          f"{tuple(spec.input_shape[-2:])}")
     if split is None and cfg.valid_size >= len(ds.train_labels) and cfg.valid_size != DEFAULT_VALID:  # the default shrinks
         raise TegakiError(f"--valid-size {cfg.valid_size:,} leaves nothing to train on: {ds.name} has "
                           f"{len(ds.train_labels):,} training images; choose a smaller --valid-size")
@@ -427,7 +425,7 @@ def _resume_state(run: _Run, resume: dict) -> LoopState:
     # a run that had stopped early has only its final evaluation left
     state = LoopState(resume["history"], resume["best"], best_weights, ema=ema,
                       start=run.cfg.epochs + 1 if stopped else resume["epoch"] + 1, stopped_early=stopped)
-    for tmp in run.out.glob(".*.tmp"):  # a temporary file left by a process killed mid-write
+    for tmp in run.out.glob(TMP_GLOB):  # a temporary file left by a process killed mid-write
         tmp.unlink()
     run.log(f"resuming {run.out} after epoch {resume['epoch']}")
     return state

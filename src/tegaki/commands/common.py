@@ -100,9 +100,9 @@ def load_test_data(args, run, name: str | None = None):
         except TegakiError:
             pass  # moved or changed since: look where the dataset is usually found
         else:
-            return _same_classes(ds, run)
+            return _measurable(ds, run)
     if not name.startswith("folder:"):
-        return _same_classes(load_data(args, name), run)
+        return _measurable(load_data(args, name), run)
     if trained_on is not None and _same_folder(name, trained_on):
         # the folder the run learned from: measure only the images its training held out (training's split,
         # seeded by the run's seed), never the ones it was trained on
@@ -112,7 +112,7 @@ def load_test_data(args, run, name: str | None = None):
             "its training held out")
     else:
         ds = load_data(args, name, all_test=True)  # a folder of new images: all of them
-    return _same_classes(ds, run)
+    return _measurable(ds, run)
 
 
 def _same_folder(a: str, b: str) -> bool:
@@ -143,17 +143,15 @@ def trained_dataset(run) -> str | None:
     return None if name == "arrays" or not isinstance(name, str) else name
 
 
-def _same_classes(ds, run):
+def _measurable(ds, run):
     """The test set, if the run can be measured on it: the same classes, images of the network's size, some."""
-    import math
-
     if len(ds.classes) != len(run.classes):
         raise TegakiError(f"{ds.name} has {len(ds.classes)} classes, the model {len(run.classes)}; "
                           "choose a dataset with the run's classes")
-    shape, got = tuple(run.spec.input_shape), tuple(ds.test_images.shape[1:])
-    if got != shape[-2:] and not (len(shape) == 1 and math.prod(got) == shape[0]):
-        raise TegakiError(f"{ds.name} images are {'x'.join(map(str, got))}, the model takes "
-                          f"{'x'.join(map(str, shape[-2:]))}; choose a dataset of the images it was trained on")
+    if not run.spec.takes_images(ds.test_images.shape[1:]):
+        raise TegakiError(f"{ds.name} images are {'x'.join(map(str, ds.test_images.shape[1:]))}, the model takes "
+                          f"{'x'.join(map(str, run.spec.input_shape[-2:]))}; choose a dataset of the images it was "
+                          "trained on")
     if len(ds.test_labels) == 0:
         raise TegakiError(f"{ds.name} has no test images; choose a dataset with some")
     return ds
