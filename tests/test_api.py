@@ -329,6 +329,10 @@ def test_wrong_kinds_of_argument_are_one_line(mnist):
     m = small_net()
     with pytest.raises(TegakiError, match="^unknown training option 'bogus'; choose from epochs, batch_size"):
         m.fit(mnist.train_images[:100], mnist.train_labels[:100], epochs=1, verbose=0, bogus=3)
+    with pytest.raises(TegakiError, match="^epochs must be at least 1, got 0$"):  # the keyword, not --epochs
+        m.fit(mnist.train_images[:100], mnist.train_labels[:100], epochs=0, verbose=0)
+    with pytest.raises(TegakiError, match="^label_smoothing must be a number in"):
+        m.compile("adam", label_smoothing=1.5)
     for ref in (None, 3):
         with pytest.raises(TegakiError, match="give a run folder \\(a path\\) or 'bundled'"):
             tg.load(ref)

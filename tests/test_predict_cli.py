@@ -84,6 +84,26 @@ def test_table_for_a_folder_with_the_right_labels(cli, model, images):
         assert int(label) == p.predict_image(f).label  # the same door as the library
 
 
+def test_table_columns_line_up_for_names_in_any_script(cli, model, images, tmp_path):
+    """Wide characters take two terminal columns and combining marks none: the label column starts in the same
+    column on every row, counted as a terminal shows it."""
+    from tegaki.commands.common import columns
+
+    src = next(iter(images[1]))
+    names = ["手書き数字.png", "e\u0301te\u0301.png", "plain-ascii-name.png"]  # CJK, combining accents, ASCII
+    for n in names:
+        (tmp_path / n).write_bytes(Path(src).read_bytes())
+    r = cli("predict", "--model", model, *[tmp_path / n for n in names])
+    assert r.code == 0, r.err
+    header, *rows = r.out.splitlines()
+    starts = set()
+    for line in rows:  # the terminal column where the label begins, after the file name and its padding
+        end = max(line.index(str(tmp_path / n)) + len(str(tmp_path / n)) for n in names if str(tmp_path / n) in line)
+        starts.add(columns(line[:end]) + len(line[end:]) - len(line[end:].lstrip(" ")))
+    assert len(rows) == 3 and starts == {header.index("label")}, r.out
+    assert columns("手書き") == 6 and columns("e\u0301") == 1 and columns("abc") == 3
+
+
 def test_json_csv_top_k_and_globs(cli, model, images):
     root, labels = images
     r = cli("predict", "--model", model, "--format", "json", "--top", "4", str(root / "a" / "*.png"))

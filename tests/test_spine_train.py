@@ -223,17 +223,30 @@ def test_schedule_is_what_the_loop_uses(small, tmp_path):
 
 
 @pytest.mark.parametrize("bad, message", [
-    (dict(epochs=0), "--epochs must be at least 1"),
-    (dict(lr=-1.0), "--lr must be a positive number"),
+    (dict(epochs=0), "^epochs must be at least 1"),
+    (dict(lr=-1.0), "^lr must be a positive number"),
     (dict(optimizer="rmsprop"), "unknown optimizer 'rmsprop'"),
     (dict(schedule="linear"), "unknown schedule 'linear'"),
-    (dict(patience=0), "--patience must be at least 1"),
+    (dict(patience=0), "^patience must be at least 1"),
     (dict(monitor="f1"), "unknown monitor 'f1'; choose one of loss, accuracy"),
     (dict(lr="fast"), "training option lr must be float"),
 ])
 def test_bad_training_options(bad, message):
     with pytest.raises(TegakiError, match=message):
         TrainConfig.for_spec(load_preset("ffnn"), **bad)
+
+
+def test_options_are_named_as_their_writer_spelled_them():
+    """Python's keywords by their names, the command line's flags as flags, a spec file's key as its key."""
+    with pytest.raises(TegakiError, match=r"^batch_size must be at least 1, got 0$"):
+        TrainConfig.for_spec(load_preset("ffnn"), batch_size=0)
+    with pytest.raises(TegakiError, match=r"^--batch-size must be at least 1, got 0$"):
+        TrainConfig.for_spec(load_preset("ffnn"), cli=True, batch_size=0)
+    spec = Spec.from_dict({"base": "ffnn", "name": "mine", "train": {"weight_decay": 2.0}})
+    with pytest.raises(TegakiError, match=r"^spec 'mine': training option weight_decay must be a number in \[0, 1\]"):
+        TrainConfig.for_spec(spec, cli=True, epochs=3)
+    with pytest.raises(TegakiError, match=r"^weight_decay must be"):
+        TrainConfig.for_spec(spec, epochs=3)
 
 
 def test_network_and_data_must_fit(small, tmp_path):

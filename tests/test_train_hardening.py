@@ -122,7 +122,7 @@ def test_train_keys_are_the_train_configs_fields():
 
 
 def test_config_is_checked_when_made_and_augment_parsed_once():
-    with pytest.raises(TegakiError, match="--momentum"):
+    with pytest.raises(TegakiError, match=r"^momentum must be a number in \[0, 1\), got 1.5$"):
         TrainConfig(momentum=1.5)
     assert TrainConfig(augment="affine+elastic").augment_kinds == ("affine", "elastic")
 

@@ -89,32 +89,32 @@ class TrainConfig:
 
     def check(self) -> None:
         """Every option's range, once, when the config is made (one line per bad value)."""
-        _check_int("--epochs", self.epochs, 1, MAX_EPOCHS)
-        _check_int("--batch-size", self.batch_size, 1, MAX_BATCH)
-        _check_int("--seed", self.seed, 0, SEED_LIMIT)
+        _check_int("epochs", self.epochs, 1, MAX_EPOCHS)
+        _check_int("batch_size", self.batch_size, 1, MAX_BATCH)
+        _check_int("seed", self.seed, 0, SEED_LIMIT)
         if self.split_seed is not None:
-            _check_int("--split-seed", self.split_seed, 0, SEED_LIMIT)
-        _check_int("--valid-size", self.valid_size, 0, MAX_BATCH * 1000)
+            _check_int("split_seed", self.split_seed, 0, SEED_LIMIT)
+        _check_int("valid_size", self.valid_size, 0, MAX_BATCH * 1000)
         if self.patience is not None:
-            _check_int("--patience", self.patience, 1, MAX_EPOCHS)
-        _check_float("--lr", self.lr, 0.0, LR_MAX, low_open=True)
-        _check_float("--momentum", self.momentum, 0.0, 1.0, high_open=True)
-        _check_float("--weight-decay", self.weight_decay, 0.0, 1.0)
-        _check_float("--label-smoothing", self.label_smoothing, 0.0, 1.0, high_open=True)
-        _check_float("--augment-strength", self.augment_strength, 0.0, 10.0)
-        _check_float("--ema", self.ema, 0.0, 1.0, high_open=True)
+            _check_int("patience", self.patience, 1, MAX_EPOCHS)
+        _check_float("lr", self.lr, 0.0, LR_MAX, low_open=True)
+        _check_float("momentum", self.momentum, 0.0, 1.0, high_open=True)
+        _check_float("weight_decay", self.weight_decay, 0.0, 1.0)
+        _check_float("label_smoothing", self.label_smoothing, 0.0, 1.0, high_open=True)
+        _check_float("augment_strength", self.augment_strength, 0.0, 10.0)
+        _check_float("ema", self.ema, 0.0, 1.0, high_open=True)
         for name, value, choices in (("optimizer", self.optimizer, OPTIMIZERS), ("schedule", self.schedule, SCHEDULES),
                                      ("monitor", self.monitor, MONITORS), ("engine", self.engine, ENGINES),
                                      ("precision", self.precision, PRECISIONS), ("device", self.device, DEVICES)):
             if value not in choices:
                 raise TegakiError(f"unknown {name} {value!r}; choose one of {', '.join(choices)}")
         if self.engine not in TRAINABLE:
-            raise TegakiError(f"the {self.engine} engine runs trained models only; train with --engine "
-                              f"{' or '.join(TRAINABLE)}")
+            raise TegakiError(f"the {self.engine} engine runs trained models only; train with the "
+                              f"{' or '.join(TRAINABLE)} engine")
         self.augment_kinds  # noqa: B018 - raises on a bad --augment
         if self.engine != "torch" and (self.precision == "bf16" or self.compile):
             raise TegakiError("bf16 precision and compile are torch engine options; "
-                              f"drop them for --engine {self.engine}")
+                              f"drop them for the {self.engine} engine")
 
     @property
     def augment_kinds(self) -> tuple[str, ...]:
@@ -124,8 +124,9 @@ class TrainConfig:
         return parse_kinds(self.augment)
 
     @classmethod
-    def for_spec(cls, spec: Spec, **overrides) -> "TrainConfig":
-        """The spec's recipe (its `train` table, checked when the spec was made), then any non-None overrides."""
+    def for_spec(cls, spec: Spec, *, cli: bool = False, **overrides) -> "TrainConfig":
+        """The spec's recipe (its `train` table, checked when the spec was made), then any non-None overrides.
+        With `cli`, an option out of range is named as the command line's flag, or as the spec's key."""
         values = dict(spec.train)
         values.update({k: v for k, v in overrides.items() if v is not None})
         from tegaki.spec import type_ok
@@ -139,7 +140,23 @@ class TrainConfig:
             if f.name in values and not type_ok(values[f.name], str(f.type)):
                 raise TegakiError(f"spec {spec.name!r}: training option {f.name} must be "
                                   f"{str(f.type).replace(' | ', ' or ')}, got {values[f.name]!r}")
-        return cls(**values)
+        try:
+            return cls(**values)
+        except OptionError as e:  # name the option as the user wrote it: a CLI flag, a spec's key, a keyword
+            if not cli:
+                raise
+            given = overrides.get(e.option) is not None
+            where = f"--{e.option.replace('_', '-')}" if given else f"spec {spec.name!r}: training option {e.option}"
+            raise OptionError(e.option, e.problem, where) from None
+
+
+class OptionError(TegakiError):
+    """A training option out of range. `option` is its field name; the message names it as `label`
+    (the field name, as Python's keywords and a spec's `train` table spell it, unless told otherwise)."""
+
+    def __init__(self, option: str, problem: str, label: str | None = None):
+        self.option, self.problem = option, problem
+        super().__init__(f"{label or option} {problem}")
 
 
 def plural(n: int, word: str) -> str:
@@ -149,11 +166,11 @@ def plural(n: int, word: str) -> str:
 
 def _check_int(option: str, value, low: int, high: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise TegakiError(f"{option} must be a whole number, got {value!r}")
+        raise OptionError(option, f"must be a whole number, got {value!r}")
     if value < low:
-        raise TegakiError(f"{option} must be at least {low}, got {value}")
+        raise OptionError(option, f"must be at least {low}, got {value}")
     if value > high:
-        raise TegakiError(f"{option} must be at most {high:,}, got {value:,}")
+        raise OptionError(option, f"must be at most {high:,}, got {value:,}")
 
 
 def _check_float(option: str, value, low: float, high: float, low_open=False, high_open=False) -> None:
@@ -162,7 +179,7 @@ def _check_float(option: str, value, low: float, high: float, low_open=False, hi
     if not ok:
         what = f"a positive number up to {high:g}" if low_open and low == 0 else (
             f"a number in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}")
-        raise TegakiError(f"{option} must be {what}, got {value!r}")
+        raise OptionError(option, f"must be {what}, got {value!r}")
 
 
 class Terminated(BaseException):
@@ -461,7 +478,7 @@ def _epoch(run: _Run, state: LoopState, epoch: int) -> bool:
             valid_loss, valid_acc, _ = engine.evaluate(run.valid_data)
         snapshot = engine.get_weights() if cfg.patience else None
     if not math.isfinite(train_loss):
-        raise TegakiError(f"training diverged in epoch {epoch} (loss {train_loss}); lower --lr")
+        raise TegakiError(f"training diverged in epoch {epoch} (loss {train_loss}); lower the learning rate (lr)")
     run.prog.clear()
     row = {"epoch": epoch, "train_loss": train_loss, "valid_loss": valid_loss, "train_acc": train_acc,
            "valid_acc": valid_acc, "lr": lr, "seconds": time.perf_counter() - t0}
@@ -671,6 +688,9 @@ def resume_config(out: Path, epochs: int | None = None, device: str | None = Non
         values["device"] = device
     try:
         return spec, TrainConfig(**values), state
+    except OptionError as e:  # only --epochs and --device come from the command line; the rest is the run's
+        label = "--epochs" if e.option == "epochs" and epochs else f"{out}: the checkpoint's {e.option}"
+        raise OptionError(e.option, e.problem, label) from None
     except TypeError as e:
         raise TegakiError(f"{out}: checkpoint written by another version of tegaki ({e}); start a new run") from None
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
+import unicodedata
 from pathlib import Path
 
 from tegaki.errors import TegakiError
@@ -169,3 +170,14 @@ def default_out(run, kind: str, name: str | None = None) -> Path:
 
 def slug(s: str) -> str:
     return "".join(c if c.isalnum() or c in "-_" else "_" for c in s).strip("_")[:60]
+
+
+def pad(text: str, width: int) -> str:
+    """`text` left-aligned in `width` terminal columns: wide characters (CJK, most emoji) take two columns and
+    combining marks none, so a table of file names lines up whatever script they are in."""
+    return text + " " * max(0, width - columns(text))
+
+
+def columns(text: str) -> int:
+    """How many terminal columns `text` takes."""
+    return sum(0 if unicodedata.combining(c) else 2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)

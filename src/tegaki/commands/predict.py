@@ -24,6 +24,7 @@ import json
 import sys
 from pathlib import Path
 
+from tegaki.commands.common import columns, pad
 from tegaki.errors import TegakiError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
@@ -154,25 +155,25 @@ def write_csv(rows: list[dict], k: int, out) -> None:
 
 
 def write_table(rows: list[dict], k: int, out) -> None:
-    width = max([len(r["file"]) for r in rows] + [4])
+    width = max([columns(r["file"]) for r in rows] + [4])
     print(f"{'file':<{width}}  label  confidence  top {k}", file=out)
     for r in rows:
         if r["error"]:
-            print(f"{r['file']:<{width}}  error: {r['error']}", file=out)
+            print(f"{pad(r['file'], width)}  error: {r['error']}", file=out)
         elif "number" in r:  # several digits: the number, the least sure digit, each digit
             n = r["number"]
             least = min(d["confidence"] for d in n["digits"])
             each = "  ".join(f"{d['name']} {d['confidence']:.1%}"
                              + ("" if d["status"] == "digit" else f" ({d['status']})") for d in n["digits"])
             note = f"  ({n['note']})" if n["note"] else ""
-            print(f"{r['file']:<{width}}  {n['text']:<5}  {least:>9.2%}  {len(n['digits'])} digits: {each}{note}",
+            print(f"{pad(r['file'], width)}  {n['text']:<5}  {least:>9.2%}  {len(n['digits'])} digits: {each}{note}",
                   file=out)
         elif r.get("no_digit"):
-            print(f"{r['file']:<{width}}  -      no digit (nothing stands out from the background)", file=out)
+            print(f"{pad(r['file'], width)}  -      no digit (nothing stands out from the background)", file=out)
         else:
             tops = "  ".join(f"{t['name']} {t['probability']:.1%}" for t in r["top"])
             doubt = "" if r["status"] == "digit" else f"  ({r['status']})"
-            print(f"{r['file']:<{width}}  {r['name']:<5}  {r['confidence']:>9.2%}  {tops}{doubt}", file=out)
+            print(f"{pad(r['file'], width)}  {r['name']:<5}  {r['confidence']:>9.2%}  {tops}{doubt}", file=out)
 
 
 EPILOG = """exit status:

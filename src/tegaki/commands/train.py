@@ -121,7 +121,7 @@ def _fresh(args):
     spec = Spec.from_file(args.spec) if args.spec else load_preset(args.preset or DEFAULT_PRESET)
     lr, note = lr_for(spec.train, args.optimizer, args.lr)
     cfg = TrainConfig.for_spec(
-        spec, epochs=args.epochs, batch_size=args.batch_size, lr=lr, optimizer=args.optimizer,
+        spec, cli=True, epochs=args.epochs, batch_size=args.batch_size, lr=lr, optimizer=args.optimizer,
         schedule=args.schedule, seed=args.seed, device=args.device, patience=args.patience,
         monitor=args.monitor, split_seed=args.split_seed, valid_size=args.valid_size, engine=args.engine,
         weight_decay=args.weight_decay, label_smoothing=args.label_smoothing, dataset=args.dataset,

@@ -46,7 +46,7 @@ def parse_kinds(text: str | None) -> tuple[str, ...]:
     kinds = tuple(k.strip().lower() for k in str(text).split("+"))
     bad = [k for k in kinds if k not in KINDS]
     if bad or len(set(kinds)) != len(kinds):
-        raise TegakiError(f"--augment {text!r}: use one or more of {', '.join(KINDS)} joined by '+' "
+        raise TegakiError(f"unknown augmentation {text!r}; use one or more of {', '.join(KINDS)} joined by '+' "
                           "(for example affine+elastic), or none")
     return kinds
 
@@ -153,7 +153,7 @@ class Augmenter:
     def __init__(self, kinds: tuple[str, ...], background: float = 0.0, strength: float = 1.0,
                  ranges: Ranges | None = None):
         if not (strength >= 0 and math.isfinite(strength)):
-            raise TegakiError(f"--augment-strength must be a number >= 0, got {strength}")
+            raise TegakiError(f"augmentation strength must be a number >= 0, got {strength}")
         self.kinds = tuple(kinds)
         self.background = float(background)
         self.strength = float(strength)
