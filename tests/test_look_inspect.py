@@ -182,6 +182,8 @@ def test_inspect_bad_input_is_one_line(cli, lenet_run, ffnn_run, tmp_path):
         (("--index", "10000"), "out of range"),
         (("--index", "-1"), "out of range"),
         (("--only", "filters,colours"), "unknown part"),
+        (("--tsne-sample", "5"), "--tsne-sample must be 0 (no t-SNE map) or at least 10, got 5"),  # as report
+        (("--tsne-sample", "-1"), "--tsne-sample must be 0"),
     ]
     for extra, msg in cases:
         r = cli("inspect", lenet_run, "--out", tmp_path / "x", "--only", "maps", *extra) if extra[0] != "--only" \

@@ -154,6 +154,7 @@ def test_no_readable_image_is_one_line_and_exit_2(cli, model, tmp_path):
         r = cli("predict", "--model", model, "--format", fmt, notes)
         assert r.code == 2 and r.out == "", (fmt, r.out)
         assert r.err.count("\n") == 1 and f"{notes}: not an image" in r.err
+        assert r.err.count("; ") == 1 and r.err.strip().endswith("; use a PNG or JPEG")  # one remedy, not two
     r = cli("predict", "--model", model, notes, tmp_path / "gone.png", str(tmp_path / "none-*.png"))
     assert r.code == 2 and r.out == "" and r.err.count("\n") == 1 and "none of the 3 files" in r.err
     r = cli("predict", "--help")

@@ -238,10 +238,15 @@ def test_train_evaluate_and_run_folder_problems(cli, subset, tmp_path):
     fails(cli("evaluate", out), "model.safetensors", "not a valid safetensors file")
     (out / "model.safetensors").unlink()
     fails(cli("evaluate", out), "model.safetensors: missing")
+    (out / "model.safetensors").mkdir()  # a folder by the weights' name is not "missing"
+    fails(cli("evaluate", out), "model.safetensors: a folder (or other non-file) where the weights file should be")
+    (out / "model.safetensors").rmdir()
     (out / "model.json").write_text("{")
     fails(cli("evaluate", out), "model.json: corrupt run description")
     (out / "model.json").unlink()
     fails(cli("evaluate", out), "not a complete run folder: model.json is missing")
+    (out / "model.json").mkdir()
+    fails(cli("evaluate", out), "model.json: a folder (or other non-file) where the run's description should be")
     fails(cli("evaluate", out / "metrics.json"), "a run is a folder")
 
 

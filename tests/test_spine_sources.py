@@ -104,6 +104,10 @@ def test_data_dir_missing_files_are_named(toy, tmp_path):
     assert "missing t10k-labels-idx1-ubyte[.gz]" in str(e.value)
     with pytest.raises(TegakiError, match="no such folder"):
         load_dataset("toy", data_dir=tmp_path / "nowhere")
+    # found through $TEGAKI_DATA_DIR but incomplete: the folder and what it lacks are named
+    d.rename(tmp_path / "toy")
+    with pytest.raises(DataNotFound, match=rf"; {tmp_path / 'toy'} lacks t10k-labels-idx1-ubyte\[\.gz\]\)"):
+        load_dataset("toy", env_dir=tmp_path, cache_dir=tmp_path / "cache", fetch=False)
 
 
 def test_download_into_the_cache_from_a_local_mirror(toy, tmp_path, monkeypatch):

@@ -206,7 +206,9 @@ def test_base_fills_in_the_preset_and_overrides_train_options_one_by_one(tmp_pat
     f = tmp_path / "mine.toml"
     f.write_text('base = "deep"\n[train]\nepochs = 3\naugment = "affine+thickness"\n')
     mine = Spec.from_file(f)
-    assert mine.name == "mine" and mine.description == deep.description  # the base's name is not inherited
+    assert mine.name == "mine"  # the base's name is not inherited; its description says what this one changed
+    assert mine.description == f"deep with epochs, augment changed: {deep.description}"
+    assert Spec.from_dict({"base": "deep"}).description == deep.description  # nothing changed: the same words
     assert mine.layers == deep.layers and mine.input_shape == deep.input_shape
     assert mine.train == {**deep.train, "epochs": 3, "augment": "affine+thickness"}
     assert deep.train["epochs"] == 30 and deep.train["augment"] == "affine"  # the preset itself is untouched

@@ -133,6 +133,11 @@ def test_one_epoch_is_singular_and_the_table_is_explained(cli, bars, tmp_path):
     assert r.code == 0, r.err
     assert "; 1 epoch," in r.out and "1 epochs" not in r.out
     assert "train/valid: training loss over validation loss" in r.out
+    r = cli("train", "--preset", "ffnn", "--dataset", f"idx:{bars}", "--epochs", "1", "--valid-size", "0",
+            "--patience", "3", "--out", tmp_path / "n")
+    assert r.code == 0, r.err  # no validation split: no word of one, and the best epoch is the training set's
+    assert "train/valid:" not in r.out and "-: no validation split, so no validation figures" in r.out
+    assert "*: the best training score so far" in r.out
 
 
 def test_sigterm_stops_cleanly_and_resume_keeps_threads(bars, tmp_path):

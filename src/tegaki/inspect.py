@@ -306,6 +306,9 @@ def pca_2d(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return z, pca.explained_variance_ratio_
 
 
+TSNE_MIN = 10  # the fewest digits a t-SNE map is drawn from: fewer make a map of nothing, perplexity or not
+
+
 def tsne_2d(features: np.ndarray, seed: int = 0, iterations: int = 500) -> np.ndarray:
     """(N, F) -> (N, 2) t-SNE map (first reduced to 50 dimensions by PCA, as is usual).
 

@@ -75,6 +75,9 @@ def load_weights(path: Path) -> dict[str, np.ndarray]:
     """A safetensors file -> arrays. The header is read and checked first, so a file larger than its
     declared tensors (or a huge sparse file behind a symlink) is refused before it is read."""
     path = Path(path)
+    if path.exists() and not path.is_file():
+        raise TegakiError(f"{path}: a folder (or other non-file) where the weights file should be; "
+                          "move it away, or retrain")
     if not path.is_file():
         raise TegakiError(f"{path}: missing; the run folder is incomplete (was training interrupted?)")
     try:
@@ -238,6 +241,9 @@ def load_run(ref: str | Path) -> Run:
     if not path.is_dir():
         raise TegakiError(f"{path}: a run is a folder (with model.json and model.safetensors), not a file")
     mj = path / "model.json"
+    if mj.exists() and not mj.is_file():
+        raise TegakiError(f"{mj}: a folder (or other non-file) where the run's description should be; "
+                          "move it away, or retrain")
     if not mj.is_file():
         hint = " (training may still be running or was interrupted; try --resume)" if (
             path / "checkpoint.safetensors").is_file() else ""

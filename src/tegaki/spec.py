@@ -903,7 +903,8 @@ def _preset_dict(name: str, where: str = "") -> dict:
 def with_base(d: dict, where: str, chain: tuple[str, ...] = ()) -> dict:
     """The spec `d` with its `base` preset filled in (recursively): `train` options override the
     base's one by one, every other key given (`layers` as a whole list) replaces the base's, and the
-    base's name is not inherited. A spec without `base` comes back unchanged."""
+    base's name is not inherited. Without a description of its own, a spec that changes something keeps
+    the base's, prefixed with what it changed. A spec without `base` comes back unchanged."""
     if "base" not in d:
         return d
     base = d["base"]
@@ -918,6 +919,11 @@ def with_base(d: dict, where: str, chain: tuple[str, ...] = ()) -> dict:
             merged["train"] = {**merged["train"], **value}
         elif key != "base":
             merged[key] = value
+    changed = [*(d["train"] if isinstance(d.get("train"), dict) else ()), *(k for k in d if k not in
+                                                                           ("base", "name", "train", "description"))]
+    if changed and "description" not in d and isinstance(merged.get("description"), str):
+        # the base's words would describe a network or recipe this spec is not: say what differs
+        merged["description"] = f"{base} with {', '.join(changed)} changed: {merged['description']}"
     return merged
 
 

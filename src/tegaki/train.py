@@ -208,8 +208,16 @@ class Progress:
 
     HEAD = (" epoch | train loss | valid loss | train/valid | valid acc |  train acc |   lr      | seconds\n"
             "-------|------------|------------|-------------|-----------|------------|-----------|--------")
-    LEGEND = ("train/valid: training loss over validation loss (well below 1: the network fits the training "
-              "set better than new data); *: the best validation score so far, whose weights the run keeps")
+    @staticmethod
+    def legend(validating: bool, keeps_best: bool) -> str:
+        """What the table's marks mean, for this run: a run without a validation split has no valid columns, and
+        its best epoch is judged on the training set."""
+        parts = [("train/valid: training loss over validation loss (well below 1: the network fits the training "
+                  "set better than new data)") if validating else "-: no validation split, so no validation figures"]
+        if keeps_best:
+            parts.append(f"*: the best {'validation' if validating else 'training'} score so far, "
+                         "whose weights the run keeps")
+        return "; ".join(parts)
 
     def __init__(self, out: Callable[[str], None], bar_stream=None):
         self.out = out
@@ -365,7 +373,7 @@ def train(spec: Spec, ds: Dataset, cfg: TrainConfig, out: Path | None, log: Call
         for epoch in range(state.start, cfg.epochs + 1):
             if _epoch(run, state, epoch):
                 break
-        run.log(Progress.LEGEND if cfg.patience else Progress.LEGEND.split("; *")[0])
+        run.log(Progress.legend(run.valid_data is not None, bool(cfg.patience)))
         if run.dist is not None and not run.dist.is_main:
             return TrainResult(run.out, {}, state.history)  # rank 0 measures the test set and writes the run
         return _finish(run, state)

@@ -27,7 +27,7 @@ def register(subparsers) -> None:
     p.add_argument("--out", metavar="DIR", help="where to write the pictures (default RUN/inspect; ./inspect-bundled for the bundled model)")
     p.add_argument("--only", metavar="PARTS", help=f"comma-separated subset of: {', '.join(PARTS)} (default all)")
     p.add_argument("--tsne-sample", type=int, default=3000, metavar="N",
-                   help="test digits in the t-SNE map (default 3000; 0 skips t-SNE)")
+                   help="test digits in the t-SNE map, at least 10 (default 3000; 0 skips t-SNE)")
     add_data_engine_args(p)
     p.set_defaults(func=cmd_inspect)
 
@@ -71,8 +71,10 @@ def default_out(run) -> Path:
 def check_args(args) -> list[str]:
     """The parts to draw, after the checks that need no model."""
     parts = parse_parts(args.only)
-    if args.tsne_sample < 0:
-        raise TegakiError(f"--tsne-sample must be >= 0, got {args.tsne_sample}")
+    from tegaki.inspect import TSNE_MIN
+
+    if args.tsne_sample != 0 and args.tsne_sample < TSNE_MIN:
+        raise TegakiError(f"--tsne-sample must be 0 (no t-SNE map) or at least {TSNE_MIN}, got {args.tsne_sample}")
     if args.out and Path(args.out).exists() and not Path(args.out).is_dir():
         raise TegakiError(f"--out {args.out} is a file; give a folder for the pictures")
     if args.image and not Path(args.image).is_file():

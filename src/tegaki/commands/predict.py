@@ -103,11 +103,12 @@ def cmd_predict(args) -> int:
     rows = predict_rows(predictor, items, k)
     failed = [r for r in rows if r["error"]]
     if len(failed) == len(rows):  # nothing to show: one line, like every other bad input
-        first = f"{failed[0]['file']}: {failed[0]['error']}"
+        what, _, remedy = failed[0]["error"].partition("; ")  # the reason and, for most, what to do about it
+        usual = "give PNG, JPEG ... images, folders of them, or quoted globs"
         if len(failed) == 1:
-            raise TegakiError(f"{first}; give PNG, JPEG ... images, folders of them, or quoted globs")
-        raise TegakiError(f"none of the {len(failed)} files is a readable image ({first}; ...); "
-                          "give PNG, JPEG ... images, folders of them, or quoted globs")
+            raise TegakiError(f"{failed[0]['file']}: {what}; {remedy or usual}")
+        raise TegakiError(f"none of the {len(failed)} files is a readable image ({failed[0]['file']}: {what}; ...); "
+                          f"{usual}")
     {"json": write_json, "csv": write_csv}.get(args.format, write_table)(rows, k, sys.stdout)
     for r in failed:
         print(f"tegaki: {r['file']}: {r['error']}", file=sys.stderr)

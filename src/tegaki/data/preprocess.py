@@ -95,7 +95,7 @@ def load_image(source, max_pixels: int = MAX_PIXELS, formats: tuple[str, ...] | 
     name = "upload" if isinstance(source, (bytes, bytearray, memoryview)) else str(source)
     if isinstance(source, (bytes, bytearray, memoryview)):
         if len(source) == 0:
-            raise TegakiError(f"{name}: empty file; send a PNG or JPEG image")
+            raise TegakiError(f"{name}: empty file; use a PNG or JPEG image")
         fp = io.BytesIO(source)
     else:
         fp = _open_file(source, name)
@@ -122,7 +122,7 @@ def load_image(source, max_pixels: int = MAX_PIXELS, formats: tuple[str, ...] | 
         except UnidentifiedImageError:
             allowed = ", ".join(formats or ("any format Pillow reads",))
             raise TegakiError(f"{name}: not an image, or not one of the formats read here ({allowed}); "
-                              "send a PNG or JPEG") from None
+                              "use a PNG or JPEG") from None
         except Exception as e:  # a damaged file can make a decoder fail in many ways; all mean the same here
             msg = str(e).splitlines()[0][:120] if str(e) else type(e).__name__
             raise TegakiError(f"{name}: corrupt or truncated image ({msg}); save it again and retry") from None

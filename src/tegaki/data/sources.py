@@ -130,6 +130,11 @@ def list_datasets() -> list[dict]:
     return rows
 
 
+def _missing(folder: Path) -> list[str]:
+    """The IDX files (gzipped or not) that `folder` lacks, by name."""
+    return [_filename(p) + "[.gz]" for p in PARTS if not find_part(folder, p)]
+
+
 def locate(name: str, data_dir: str | os.PathLike | None = None, env_dir: str | os.PathLike | None = None,
            cache_dir: str | os.PathLike | None = None, fetch: bool = True,
            log: Callable[[str], None] = lambda m: None, progress_stream=None) -> tuple[dict[str, Path], str]:
@@ -144,7 +149,7 @@ def locate(name: str, data_dir: str | os.PathLike | None = None, env_dir: str | 
             raise TegakiError(f"--data-dir {d}: no such folder")
         files = _complete(d) or _complete(d / name)
         if not files:
-            missing = [_filename(p) + "[.gz]" for p in PARTS if not find_part(d, p)]
+            missing = _missing(d)
             raise TegakiError(f"--data-dir {d}: missing {', '.join(missing)}; point it at the folder "
                               f"holding the four {name} IDX files")
         return files, f"data dir {d}"
@@ -159,6 +164,9 @@ def locate(name: str, data_dir: str | os.PathLike | None = None, env_dir: str | 
         if files:
             return files, where
     looked = ", ".join(str(f) for f, _ in candidates)
+    partial = [f"{f} lacks {', '.join(_missing(f))}" for f, _ in candidates
+               if f.is_dir() and len(_missing(f)) < len(PARTS)]  # a folder with some of the files: say which are not
+    looked += "".join(f"; {p}" for p in partial)
     if not fetch:
         raise DataNotFound(f"{name} not found (looked in {looked}); "
                            f"run 'tegaki data fetch {name}' or pass --data-dir")
