@@ -218,6 +218,11 @@ def test_bad_query_and_routes(server):
     assert sorted(server.drawings.rglob("*")) == before  # nothing written, not even half a file
     assert server.get("/api/predict").status_code == 405
     assert server.get("/api/nothing").status_code == 404
+    for path in ("/", "/api/health"):  # HEAD, as link checkers and uptime monitors ask: the GET's answer, no body
+        head, get = server.head(path), server.get(path)
+        assert head.status_code == 200 and head.content == b"", path
+        assert head.headers["content-type"] == get.headers["content-type"], path
+    assert server.head("/api/predict").status_code == 405
 
 
 def test_upload_limit_and_no_mnist_no_saving(predictor):

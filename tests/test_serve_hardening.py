@@ -321,3 +321,48 @@ def test_a_body_that_stalls_is_answered_408_and_let_go(predictor):
             assert answer.startswith("HTTP/1.1 408"), (path, answer[:200])
             assert "did not arrive within 1 s; send it again" in answer and 0.9 < waited < 5
         assert httpx.get(url + "/api/health").status_code == 200
+
+
+def _held(port: int, first: bytes) -> tuple[str, float]:
+    """Open a connection, send `first` (maybe nothing), wait: what came back before it closed, and when."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=30)
+    t0 = time.monotonic()
+    if first:
+        s.sendall(first)
+    answer = b""
+    while chunk := s.recv(4096):
+        answer += chunk
+    s.close()
+    return answer.decode("latin-1"), time.monotonic() - t0
+
+
+def test_headers_that_never_end_are_let_go(predictor):
+    """Slowloris: a connection that sends nothing, or headers that never end, would hold a socket for ever.
+    After the header deadline the first is closed without a word and the second gets a 408; a kept-alive
+    connection's next request has its own deadline; a request sent in time is untouched."""
+    with serving(create_app(predictor), header_seconds=1.0) as url:
+        port = int(url.rsplit(":", 1)[1])
+        answer, waited = _held(port, b"")
+        assert answer == "" and 0.9 < waited < 5
+        answer, waited = _held(port, b"GET /api/health HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nX-Slow: " % port)
+        assert answer.startswith("HTTP/1.1 408") and "headers did not arrive in time" in answer and 0.9 < waited < 5
+        s = socket.create_connection(("127.0.0.1", port), timeout=30)  # kept alive: an answer, then slow headers
+        time.sleep(0.7)
+        s.sendall(b"GET /api/health HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n\r\n" % port)
+        assert s.recv(4096).startswith(b"HTTP/1.1 200")  # headers in time: answered
+        time.sleep(0.7)  # 1.4 s since the connection opened, 0.7 s since the answer
+        t0 = time.monotonic()
+        s.sendall(b"GET /api/health HTTP/1.1\r\n")
+        assert s.recv(4096).startswith(b"HTTP/1.1 408") and time.monotonic() - t0 < 1.0  # clock from the answer
+        s.close()
+        answer, _ = _held(port, b"GET /api/health HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nConnection: close\r\n\r\n" % port)
+        assert answer.startswith("HTTP/1.1 200")
+
+
+def test_tegaki_serve_has_the_header_deadline(process_server):
+    """The real `tegaki serve` runs the protocol with the deadline (10 s), not uvicorn's bare one."""
+    from tegaki.serve.limits import HEADER_SECONDS
+
+    url, _, _ = process_server
+    answer, waited = _held(int(url.rsplit(":", 1)[1]), b"GET / HTTP/1.1\r\nHost: x\r\n")
+    assert answer.startswith("HTTP/1.1 408") and HEADER_SECONDS - 0.5 < waited < HEADER_SECONDS + 5

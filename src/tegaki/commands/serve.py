@@ -73,6 +73,7 @@ def cmd_serve(args) -> int:
     from tegaki.run import load_run
     from tegaki.serve.app import ENV, Limits, create_app
     from tegaki.serve.batch import Batcher
+    from tegaki.serve.protocol import HeaderDeadline
     from tegaki.serve.workers import run_workers
 
     if args.threads < 1:
@@ -107,7 +108,7 @@ def cmd_serve(args) -> int:
         print(f"  {args.workers} worker processes, each with the model and {args.threads} torch thread(s)")
     sys.stdout.flush()
     if args.workers == 1:
-        uvicorn.run(create_app(run, mnist=mnist, drawings=drawings, limits=limits, **kw),
+        uvicorn.run(create_app(run, mnist=mnist, drawings=drawings, limits=limits, **kw), http=HeaderDeadline,
                     host=args.host, port=args.port, log_level=args.log_level, access_log=args.access_log)
         return 0
     # several processes, each with its own socket on the port (serve/workers.py); each builds its

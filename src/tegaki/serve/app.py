@@ -64,7 +64,7 @@ from tegaki.run import Run
 from tegaki.serve.batch import Batcher
 from tegaki.serve.docs import add_docs
 from tegaki.serve.fast import FastPredict
-from tegaki.serve.limits import MAX_BATCH, WAIT_MS, Limits
+from tegaki.serve.limits import HEADER_SECONDS, MAX_BATCH, WAIT_MS, Limits
 from tegaki.serve.requests import ApiError
 from tegaki.serve.routes import STATIC, folder_names, router
 
@@ -277,7 +277,8 @@ class ProcessTime:
 
 
 @contextmanager
-def serving(app: FastAPI, host: str = "127.0.0.1", port: int = 0, timeout: float = 60.0):
+def serving(app: FastAPI, host: str = "127.0.0.1", port: int = 0, timeout: float = 60.0,
+            header_seconds: float = HEADER_SECONDS):
     """Run `app` with uvicorn in a background thread (for tests and notebooks); yields its base URL.
 
         with serving(create_app()) as url:
@@ -293,7 +294,10 @@ def serving(app: FastAPI, host: str = "127.0.0.1", port: int = 0, timeout: float
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
+    from tegaki.serve.protocol import with_deadline
+
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False,
+                                           http=with_deadline(header_seconds)))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True, name="tegaki-serve")
     thread.start()
     t0 = time.monotonic()

@@ -12,6 +12,8 @@ the CLI reads them for its --help).
   WAIT_MS     how long a batch may wait for photos still being decoded (in the pool)
   BODY_SECONDS  how long a request body may take to arrive (a client that stalls mid-upload would hold
               its part of the body for ever; it gets 408 instead)
+  HEADER_SECONDS  how long a request's headers may take (serve/protocol.py: a connection that sends nothing,
+              or its headers a byte at a time, would hold a socket for ever)
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ DECODES = 2
 MAX_BATCH = 8
 WAIT_MS = 2.0
 BODY_SECONDS = 30.0
+HEADER_SECONDS = 10.0
 
 
 @dataclass

@@ -78,12 +78,12 @@ IMAGE_BODY = {"requestBody": {"required": True, "content": {
 
 
 # routes ----------------------------------------------------------------------------------------
-@router.get("/", include_in_schema=False)
+@router.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)  # HEAD: what link checkers send
 def page():
     return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
 
 
-@router.get("/api/health", summary="Is the server up?")
+@router.api_route("/api/health", methods=["GET", "HEAD"], summary="Is the server up?")  # HEAD: uptime monitors
 def health(st=Depends(state)):
     return JSONResponse({"status": "ok", "model": st.predictor.spec.name, "mnist": st.mnist is not None,
                          "saving": st.drawings is not None})

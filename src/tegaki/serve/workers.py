@@ -23,6 +23,7 @@ import sys
 import time
 
 from tegaki.errors import TegakiError
+from tegaki.serve.protocol import HeaderDeadline
 
 APP = "tegaki.serve.app:app_from_env"
 QUICK_DEATHS = 3  # workers dying within RESTART_S of starting, in a row, before giving up
@@ -46,7 +47,7 @@ def _worker(host: str, port: int, options: dict) -> None:
     import uvicorn
 
     # uvicorn handles SIGINT (Ctrl-C reaches the whole process group) and the parent's SIGTERM alike
-    server = uvicorn.Server(uvicorn.Config(APP, factory=True, host=host, port=port, **options))
+    server = uvicorn.Server(uvicorn.Config(APP, factory=True, host=host, port=port, http=HeaderDeadline, **options))
     server.run(sockets=[_socket(host, port)])
 
 
@@ -55,7 +56,7 @@ def run_workers(n: int, host: str, port: int, options: dict) -> None:
     if not reuse_port_supported():
         import uvicorn
 
-        uvicorn.run(APP, factory=True, workers=n, host=host, port=port, **options)
+        uvicorn.run(APP, factory=True, workers=n, host=host, port=port, http=HeaderDeadline, **options)
         return
     ctx = mp.get_context("spawn")
     stopping = False

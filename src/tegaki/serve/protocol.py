@@ -1,0 +1,70 @@
+"""The HTTP protocol `tegaki serve` runs: uvicorn's own (httptools where installed, else h11) with a
+deadline for a request's headers.
+
+uvicorn waits for ever on a connection that opens and sends nothing, or sends its headers a byte at a
+time ("slowloris"): each holds a socket and a file descriptor, and a few hundred of them use up the
+process's. Here a request's headers must arrive within HEADER_SECONDS of the connection opening, or
+of the previous answer on a kept-alive connection. A connection that sent part of its headers gets a
+408 and is closed; one that sent nothing is closed without a word, as browsers' idle pre-opened
+connections expect. The body has its own deadline (Limits.body_seconds, serve/requests.py).
+"""
+
+from __future__ import annotations
+
+import json
+
+from uvicorn.protocols.http.auto import AutoHTTPProtocol
+
+from tegaki.serve.limits import HEADER_SECONDS
+
+_DETAIL = json.dumps({"detail": "the request's headers did not arrive in time; send them whole"}).encode()
+_ANSWER = (b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
+           b"content-length: %d\r\nconnection: close\r\n\r\n" % len(_DETAIL)) + _DETAIL
+
+
+class HeaderDeadline(AutoHTTPProtocol):  # type: ignore[misc, valid-type]
+    header_seconds: float = HEADER_SECONDS
+
+    def connection_made(self, transport) -> None:
+        super().connection_made(transport)
+        self._deadline, self._seen, self._heard = None, self.cycle, False
+        self._arm()
+
+    def data_received(self, data: bytes) -> None:
+        self._heard = True
+        super().data_received(data)
+        if self.cycle is not self._seen:  # a new request: its headers have all arrived
+            self._seen = self.cycle
+            self._disarm()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if not self.transport.is_closing():  # kept alive: the next request's headers start their own clock
+            self._heard = False
+            self._arm()
+
+    def connection_lost(self, exc) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def _arm(self) -> None:
+        self._disarm()
+        self._deadline = self.loop.call_later(self.header_seconds, self._expired)
+
+    def _disarm(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+
+    def _expired(self) -> None:
+        self._deadline = None
+        if self.transport.is_closing() or (self.cycle is not None and not self.cycle.response_complete):
+            return  # closed already, or a request is being answered (pipelined headers wait their turn)
+        if self._heard:
+            self.transport.write(_ANSWER)
+        self.transport.close()
+
+
+def with_deadline(seconds: float) -> type:
+    """HeaderDeadline with another deadline (tests; `serving` in notebooks)."""
+    return type("HeaderDeadline", (HeaderDeadline,), {"header_seconds": float(seconds)})
