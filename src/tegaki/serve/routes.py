@@ -83,7 +83,8 @@ def page():
     return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
 
 
-@router.api_route("/api/health", methods=["GET", "HEAD"], summary="Is the server up?")  # HEAD: uptime monitors
+@router.head("/api/health", include_in_schema=False)  # HEAD: what uptime monitors send
+@router.get("/api/health", summary="Is the server up?")
 def health(st=Depends(state)):
     return JSONResponse({"status": "ok", "model": st.predictor.spec.name, "mnist": st.mnist is not None,
                          "saving": st.drawings is not None})
