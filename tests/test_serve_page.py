@@ -1,8 +1,10 @@
 """The drawing page in a real browser (headless Debian chromium, Playwright): how fast the answer
 comes after a finger lifts (touch emulation, CDP touch events) and after a mouse button is released,
-that an answer for an older drawing is never shown, that "save as" waits for the current drawing's
-own prediction, that /docs renders with no network, and how the page shows a number (boxes over
-the drawing) and "not sure" / "not a digit" (canned answers from a Playwright route).
+that an answer for an older drawing is never shown (nor one for a drawing the server refused or could
+not answer), that "save as" waits for the current drawing's own prediction, that /docs renders with
+no network, how the page shows a number (boxes over the drawing) and "not sure" / "not a digit"
+(canned answers from a Playwright route), a second finger, the keyboard's way to the photo chooser,
+and a random digit that arrives after a drawing.
 """
 
 from __future__ import annotations
@@ -227,9 +229,105 @@ def test_number_boxes_and_status(browser, site):
         flag = pg.locator("#prediction-status")
         if shown:
             assert flag.is_visible() and flag.inner_text() == shown
-            assert pg.locator("#prediction-text").inner_text() == "41.0% sure"
+            # the confidence is among the classes; the badge says the drawing is unlike a digit: no "41% sure"
+            assert pg.locator("#prediction-text").inner_text() == "if it is a digit: 41.0% a 3"
         else:
             assert not flag.is_visible()
             assert pg.locator("#prediction-text").inner_text() == "99.5% sure"
         assert pg.locator("#boxes").get_attribute("data-boxes") == ""  # no number: no boxes
     close(pg)
+
+
+def test_a_refused_or_unanswered_drawing_shows_no_answer(browser, site):
+    """A drawing the server refuses (422) or cannot answer (down) has no answer: the previous drawing's
+    digit, bars and boxes are cleared, not left on show beside the error."""
+    url, _ = site
+    pg = open_page(browser, url, viewport={"width": 1000, "height": 900})
+    answers = [canned(NUMBER)]
+    pg.route("**/api/predict*", lambda route: route.fulfill(status=200, content_type="application/json",
+                                                            body=json.dumps(answers[-1])))
+    draw(pg, STROKES[7])
+    pg.wait_for_function("document.getElementById('prediction-label').dataset.number === '2026'")
+    pg.unroute("**/api/predict*")
+    refused = {"detail": "upload: not an image, or not one of the formats read here (PNG, JPEG); use a PNG or JPEG"}
+    pg.route("**/api/predict*", lambda route: route.fulfill(status=422, content_type="application/json",
+                                                            body=json.dumps(refused)))
+    draw(pg, [[(140, 200), (141, 201)]])
+    pg.wait_for_function(SETTLED)
+    label_becomes(pg, "")
+    assert pg.locator("#prediction-label").inner_text() == "?" and pg.locator("#prediction-text").inner_text() == "no answer"
+    assert pg.locator("#boxes").get_attribute("data-boxes") == ""  # the number's boxes went with it
+    assert pg.locator("#status").inner_text() == refused["detail"]
+    assert pg.locator("#bars li >> nth=7 >> .pct").inner_text() == "–"
+    pg.unroute("**/api/predict*")
+    pg.click("#clear")
+    draw(pg, STROKES[1])  # the server answers again
+    label_becomes(pg, "1")
+    pg.route("**/api/predict*", lambda route: route.abort())  # and now cannot be reached
+    draw(pg, [[(60, 200), (61, 201)]])
+    pg.wait_for_function(SETTLED)
+    label_becomes(pg, "")
+    assert "cannot reach the server" in pg.locator("#status").inner_text()
+    close(pg)
+
+
+def test_a_second_finger_does_not_spoil_the_stroke(browser, site):
+    """A palm or a second finger that lands while a stroke is drawn is ignored: the stroke keeps its start and
+    its end, and nothing joins it to the second finger."""
+    url, _ = site
+    pg = open_page(browser, url, **PHONE)
+    cdp = pg.context.new_cdp_session(pg)
+    pg.locator("#pad").scroll_into_view_if_needed()
+    box = pg.locator("#pad").bounding_box()
+    s = box["width"] / 280
+
+    def points(*xy):
+        return [{"x": box["x"] + x * s, "y": box["y"] + y * s, "id": i + 1} for i, (x, y) in enumerate(xy)]
+
+    cdp.send("Input.dispatchTouchEvent", {"type": "touchStart", "touchPoints": points((80, 30))})
+    for y in range(40, 150, 10):
+        cdp.send("Input.dispatchTouchEvent", {"type": "touchMove", "touchPoints": points((80, y))})
+    cdp.send("Input.dispatchTouchEvent", {"type": "touchStart", "touchPoints": points((80, 140), (220, 140))})
+    for y in range(150, 260, 10):
+        cdp.send("Input.dispatchTouchEvent", {"type": "touchMove", "touchPoints": points((80, y), (220, 140))})
+    cdp.send("Input.dispatchTouchEvent", {"type": "touchEnd", "touchPoints": []})
+    pg.wait_for_function("state.strokes.length >= 1 && !state.current")
+    strokes = pg.evaluate("state.strokes.map((s) => s.points)")
+    assert len(strokes) == 1, strokes
+    xs, ys = [p[0] for p in strokes[0]], [p[1] for p in strokes[0]]
+    assert abs(ys[0] - 30) < 3 and abs(ys[-1] - 250) < 3 and max(xs) - min(xs) < 3  # one straight line, whole
+    close(pg)
+
+
+def test_the_photo_chooser_opens_from_the_keyboard(browser, site):
+    """Tab reaches the photo input (hidden from sight, not from the keyboard) and Space opens the chooser."""
+    url, _ = site
+    pg = open_page(browser, url, viewport={"width": 1000, "height": 900})
+    for _ in range(40):
+        pg.keyboard.press("Tab")
+        if pg.evaluate("document.activeElement.id") == "photo":
+            break
+    assert pg.evaluate("document.activeElement.id") == "photo"
+    with pg.expect_file_chooser(timeout=5_000) as chooser:
+        pg.keyboard.press("Space")
+    assert not chooser.value.is_multiple()
+    close(pg)
+
+
+def test_a_random_digit_that_comes_after_a_drawing_is_dropped(browser, site):
+    """The person asked for a random test digit, then drew before it came: the drawing stays, and is read."""
+    url, _ = site
+    pg = open_page(browser, url, viewport={"width": 1000, "height": 900})
+    held = []
+    pg.route("**/api/random*", lambda route: held.append(route))
+    pg.click("#random")
+    while not held:
+        pg.wait_for_timeout(20)
+    draw(pg, STROKES[7])
+    label_becomes(pg, "7")
+    held[0].continue_()
+    pg.wait_for_function("document.querySelector('#status').textContent.includes('random digit dropped')")
+    assert pg.evaluate("state.strokes.length") == 1 and pg.evaluate("state.base") is None
+    assert pg.locator("#prediction-label").get_attribute("data-label") == "7"
+    close(pg)
+

@@ -170,7 +170,7 @@ def write_table(rows: list[dict], k: int, out) -> None:
             print(f"{pad(r['file'], width)}  {n['text']:<5}  {least:>9.2%}  {len(n['digits'])} digits: {each}{note}",
                   file=out)
         elif r.get("no_digit"):
-            print(f"{pad(r['file'], width)}  -      no digit (nothing stands out from the background)", file=out)
+            print(f"{pad(r['file'], width)}  -      no digit (no strokes stand out from the background)", file=out)
         else:
             tops = "  ".join(f"{t['name']} {t['probability']:.1%}" for t in r["top"])
             doubt = "" if r["status"] == "digit" else f"  ({r['status']})"

@@ -33,7 +33,7 @@ from tegaki.serve.limits import DECODES, Limits
 JSON_LIMIT = 1024 * 1024  # 784 numbers need a few KB
 IMAGE_TYPES = {"image/png", "image/jpeg", "image/jpg", "image/gif", "image/bmp", "image/webp", "image/tiff",
                "image/x-portable-graymap", "application/octet-stream"}  # PGM: what the page sends
-NO_DIGIT = ("no digit: nothing in the image stands out from the background as ink; "
+NO_DIGIT = ("no digit: no strokes stand out from the background (the image is blank, or ink covers it evenly); "
             "draw or upload a digit (dark on light, or light on dark)")
 
 INLINE_PIXELS = 320 * 320  # images up to this size are decoded on the event loop (preprocess_async)

@@ -21,6 +21,7 @@ const state = {
   pad: null, ctx: null,  // the drawing canvas and its 2-D context
   strokes: [],           // [{size, points: [[x, y], ...]}] in canvas pixels
   current: null,         // the stroke being drawn
+  pointer: null,         // the pointer drawing it: a second finger or a palm meanwhile is ignored
   base: null,            // shown under the strokes: a random MNIST test digit {pixels, index, label},
                          // or a photo the person chose {photo: HTMLImageElement or null, file: Blob}
   classes: ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"],
@@ -100,29 +101,32 @@ function point(ev) {
 function startStroke(ev) {
   if (ev.button !== undefined && ev.button > 0) return;
   ev.preventDefault();
+  if (state.current) return;               // another finger is drawing: this one is a palm or a slip
   state.pad.setPointerCapture(ev.pointerId);
+  state.pointer = ev.pointerId;
   state.current = { size: brush(), points: [point(ev)] };
   changed();
 }
 
 function extendStroke(ev) {
-  if (!state.current) return;
+  if (!state.current || ev.pointerId !== state.pointer) return;
   ev.preventDefault();
   const evs = ev.getCoalescedEvents ? ev.getCoalescedEvents() : [ev];
   for (const e of (evs.length ? evs : [ev])) state.current.points.push(point(e));
   changed();
 }
 
-function endStroke() {
-  if (!state.current) return;
+function endStroke(ev) {
+  if (!state.current || ev.pointerId !== state.pointer) return;
   state.strokes.push(state.current);
   state.current = null;
+  state.pointer = null;
   changed(0);
 }
 
 function setBase(base) {
   // a new picture under the (cleared) strokes; null clears everything
-  state.strokes = []; state.current = null; state.base = base;
+  state.strokes = []; state.current = null; state.pointer = null; state.base = base;
   changed(null);
 }
 
@@ -235,6 +239,7 @@ async function send() {
     const answer = await call(url, { method: "POST", ...init });
     if (seq !== state.version) return;     // an older drawing's answer: dropped
     if (answer) showAnswer(answer, frame);
+    else showEmpty("no answer");           // the server is down: the last answer was another drawing's
     settle(seq);
   } finally {
     state.inFlight = false;
@@ -250,7 +255,8 @@ function showAnswer({ res, data }, frame) {
   } else if (data.no_digit) {
     showEmpty("no digit");
     setStatus(data.detail);
-  } else {
+  } else {                                 // refused (not an image, too large ...): no answer for this drawing,
+    showEmpty("no answer");               // so none is shown, least of all the previous drawing's
     setStatus(data.detail || `error ${res.status}`, true);
   }
 }
@@ -273,7 +279,9 @@ function settled() {
 
 async function randomDigit() {
   setStatus("fetching a random MNIST test digit…");
+  const asked = state.version;
   const answer = await call("/api/random");
+  if (asked !== state.version) { setStatus("random digit dropped: the drawing changed while it came"); return; }
   if (!answer) return;
   const { res, data } = answer;
   if (!res.ok) { setStatus(data.detail, true); return; }
@@ -361,7 +369,7 @@ function showPrediction(p, frame) {
   lab.dataset.number = digits ? p.number.text : "";
   lab.dataset.status = digits ? "number" : status;
   lab.classList.toggle("number", !!digits);
-  $("prediction-text").textContent = digits ? numberText(p.number) : `${(100 * p.confidence).toFixed(1)}% sure`;
+  $("prediction-text").textContent = digits ? numberText(p.number) : confidenceText(p, status);
   const flag = $("prediction-status");
   flag.textContent = digits ? "" : STATUS_TEXT[status] || "";
   flag.dataset.status = status;
@@ -373,6 +381,13 @@ function showPrediction(p, frame) {
   showSeen(p.input);
   showSteps(p.steps, p.info);
   showBoxes(digits, frame);
+}
+
+function confidenceText(p, status) {
+  // the calibrated confidence is a probability among the classes; under "not sure" or "not a digit"
+  // (the drawing is unlike the digits the network learned) it holds only if it is a digit at all
+  const pct = `${(100 * p.confidence).toFixed(1)}%`;
+  return status === "digit" ? `${pct} sure` : `if it is a digit: ${pct} a ${p.name}`;
 }
 
 function numberText(number) {
