@@ -6,6 +6,7 @@ request costs (decodes, forward passes). Each test makes its own small reproduci
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 import time
 from dataclasses import replace
@@ -357,6 +358,21 @@ def test_headers_that_never_end_are_let_go(predictor):
         s.close()
         answer, _ = _held(port, b"GET /api/health HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nConnection: close\r\n\r\n" % port)
         assert answer.startswith("HTTP/1.1 200")
+
+
+def test_requests_the_parser_cannot_read_get_one_line_of_json(predictor):
+    """A malformed Content-Length or request line is refused by the HTTP parser, before the app: still one line
+    of JSON (uvicorn's own answer is plain text), and the server goes on."""
+    with serving(create_app(predictor)) as url:
+        port = int(url.rsplit(":", 1)[1])
+        for bad in (b"POST /api/predict HTTP/1.1\r\nHost: x\r\nContent-Length: -5\r\n\r\n",
+                    b"POST /api/predict HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n",
+                    b"GET / HTTP/1.1 extra\r\n\r\n", b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03"):  # last: TLS
+            answer, _ = _held(port, bad)
+            head, _, body = answer.partition("\r\n\r\n")
+            assert head.startswith("HTTP/1.1 400") and "content-type: application/json" in head.lower(), answer
+            assert json.loads(body)["detail"].startswith("malformed HTTP request") and "\n" not in body
+        assert httpx.get(url + "/api/health").status_code == 200
 
 
 def test_tegaki_serve_has_the_header_deadline(process_server):

@@ -1,5 +1,5 @@
 """The HTTP protocol `tegaki serve` runs: uvicorn's own (httptools where installed, else h11) with a
-deadline for a request's headers.
+deadline for a request's headers, and one line of JSON for a request it cannot parse.
 
 uvicorn waits for ever on a connection that opens and sends nothing, or sends its headers a byte at a
 time ("slowloris"): each holds a socket and a file descriptor, and a few hundred of them use up the
@@ -17,9 +17,17 @@ from uvicorn.protocols.http.auto import AutoHTTPProtocol
 
 from tegaki.serve.limits import HEADER_SECONDS
 
-_DETAIL = json.dumps({"detail": "the request's headers did not arrive in time; send them whole"}).encode()
-_ANSWER = (b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
-           b"content-length: %d\r\nconnection: close\r\n\r\n" % len(_DETAIL)) + _DETAIL
+
+def _answer(status: bytes, detail: str) -> bytes:
+    """A whole HTTP/1.1 answer with one line of JSON, as every other refusal of the server has."""
+    body = json.dumps({"detail": detail}).encode()
+    return (b"HTTP/1.1 %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
+            b"connection: close\r\n\r\n" % (status, len(body))) + body
+
+
+_LATE = _answer(b"408 Request Timeout", "the request's headers did not arrive in time; send them whole")
+_MALFORMED = _answer(b"400 Bad Request", "malformed HTTP request: its request line, headers or framing (such as "
+                                         "Content-Length) could not be read; send a well-formed HTTP/1.1 request")
 
 
 class HeaderDeadline(AutoHTTPProtocol):  # type: ignore[misc, valid-type]
@@ -61,7 +69,12 @@ class HeaderDeadline(AutoHTTPProtocol):  # type: ignore[misc, valid-type]
         if self.transport.is_closing() or (self.cycle is not None and not self.cycle.response_complete):
             return  # closed already, or a request is being answered (pipelined headers wait their turn)
         if self._heard:
-            self.transport.write(_ANSWER)
+            self.transport.write(_LATE)
+        self.transport.close()
+
+    def send_400_response(self, msg: str) -> None:  # uvicorn's answer when its parser fails is plain text
+        self._disarm()
+        self.transport.write(_MALFORMED)
         self.transport.close()
 
 
