@@ -225,6 +225,22 @@ def test_bad_query_and_routes(server):
     assert server.head("/api/predict").status_code == 405
 
 
+def test_a_part_without_a_filename_is_named_as_the_problem(server):
+    """curl -F 'file=<x.png' sends the image as a text field (no filename): the answer says so and how to send a
+    file, small or over the 64 KB a text field may hold, and with only RFC 5987's filename* too."""
+    def send(data: bytes, disposition: str = 'name="file"'):
+        body = (b"--XX\r\nContent-Disposition: form-data; " + disposition.encode() +
+                b"\r\nContent-Type: image/png\r\n\r\n" + data + b"\r\n--XX--\r\n")
+        return server.post("/api/predict", content=body, headers={"Content-Type": "multipart/form-data; boundary=XX"})
+
+    small, big = drawing(DIGITS[3]), drawing(DIGITS[3], canvas=600, fmt="BMP")
+    assert len(small) < 64 * 1024 < len(big)
+    for r, status in ((send(small), 422), (send(big), 400), (send(small, "name=\"file\"; filename*=UTF-8''d%C3%A9.png"), 422)):
+        assert r.status_code == status, r.text
+        assert "without a filename was read as a text field" in r.json()["detail"] and "-F file=@PATH" in r.json()["detail"]
+    assert send(small, 'name="file"; filename="d.png"').json()["label"] == 3  # with a filename: read
+
+
 def test_upload_limit_and_no_mnist_no_saving(predictor):
     app = create_app(predictor, limits=Limits(max_upload=100_000))
     big = drawing(DIGITS[7], canvas=2000, fmt="BMP")  # a few MB, uncompressed

@@ -36,6 +36,10 @@ IMAGE_TYPES = {"image/png", "image/jpeg", "image/jpg", "image/gif", "image/bmp",
 NO_DIGIT = ("no digit: no strokes stand out from the background (the image is blank, or ink covers it evenly); "
             "draw or upload a digit (dark on light, or light on dark)")
 
+# a part without a (plain) filename is a text field to the multipart parser: curl -F 'file=<x.png' sends one
+NOT_A_FILE = "a multipart part without a filename was read as a text field, not a file"
+AS_FILE = "send the image as a file part with a filename (with curl: -F file=@PATH)"
+
 INLINE_PIXELS = 320 * 320  # images up to this size are decoded on the event loop (preprocess_async)
 
 log = logging.getLogger("tegaki.serve")
@@ -124,9 +128,13 @@ async def _read_form(request: Request, limits: Limits) -> Payload:
                                  max_part_size=64 * 1024)
         form = await parser.parse()
     except MultiPartException as e:
+        if "exceeded maximum size" in e.message:  # a large part without a filename is read as a text field
+            raise ApiError(400, f"{NOT_A_FILE}, and is too large for one ({e.message.rstrip('.')}); {AS_FILE}")
         raise ApiError(400, f"malformed multipart body ({e.message}); send one image in a field named 'file'")
     try:
         files = [v for k, v in form.multi_items() if not isinstance(v, str)]
+        if not files and "file" in form:
+            raise ApiError(422, f"{NOT_A_FILE}; {AS_FILE}")
         if not files:
             raise ApiError(422, "the multipart body has no file; send the image in a field named 'file'")
         data = await files[0].read()
