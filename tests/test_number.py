@@ -88,6 +88,41 @@ def test_a_single_digit_is_one_digit(mnist, predictor):
     assert np.mean(geometric == 1) >= 0.95
 
 
+def _seven(scale: float, width: int, side: int = 140) -> np.ndarray:
+    """A 7 as the page's pad draws it, small and bold: dark on white, `scale` of the pad's side."""
+    from PIL import ImageDraw
+
+    im = Image.new("L", (side, side), 255)
+    pts = [(5 + x * scale * side, 5 + y * scale * side) for x, y in ((0.3, 0.25), (0.7, 0.25), (0.45, 0.8))]
+    ImageDraw.Draw(im).line(pts, fill=0, width=width, joint="curve")
+    for x, y in (pts[0], pts[-1]):
+        ImageDraw.Draw(im).ellipse([x - width / 2, y - width / 2, x + width / 2, y + width / 2], fill=0)
+    return np.asarray(im)
+
+
+def test_a_small_bold_digit_is_not_cut_in_two(predictor):
+    """A small digit in a bold pen can read as unsure; its best cut then went through a column with more ink
+    than the average one (the 7's bar and stroke), and two sure parts made it "81". One piece with no thin
+    column is one digit, however unsure (the unsure read is flagged)."""
+    for scale in (0.12, 0.15, 0.2, 0.25, 0.3):
+        for width in (7, 9, 11):
+            num = predictor.read_number(_seven(scale, width))
+            assert len(num.digits) == 1, (scale, width, num.text)
+
+
+def test_two_lines_of_digits_get_a_note(mnist, predictor):
+    """Digits in two lines merge into one column each (one line is read); the answer says so. One line: no note."""
+    rng = np.random.default_rng(3)
+    top, _ = R.number(mnist.test_images[:2], rng, gap=(20, 20))
+    bottom, _ = R.number(mnist.test_images[2:4], rng, gap=(20, 20))
+    w = max(top.shape[1], bottom.shape[1])
+    stacked = np.vstack([np.pad(a, ((0, 0), (0, w - a.shape[1]))) for a in (top, bottom)])
+    num = predictor.read_number(R.drawing(stacked))
+    assert num.note and "more than one line" in num.note, (num.text, num.note)
+    one = predictor.read_number(R.drawing(top))
+    assert one.note is None and one.text == "".join(str(v) for v in mnist.test_labels[:2])
+
+
 def test_many_marks_are_bounded_with_a_note(mnist, predictor):
     rng = np.random.default_rng(0)
     canvas, _ = R.number(mnist.test_images[:40], rng, scale=2)

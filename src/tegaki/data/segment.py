@@ -22,6 +22,7 @@ The steps:
   checked     (by the reader) a group wider than MAYBE times the height whose read is unsure is cut
               at one of its thinnest middle columns when the network reads both parts as sure digits
   bounded     at most `max_digits` groups are read, the leftmost ones, with a note saying so
+  lines       a group whose pieces lie in two bands, one above the other, gets a note: one line is read
 """
 
 from __future__ import annotations
@@ -43,6 +44,8 @@ WIDE = 1.6
 MAYBE = 0.85
 #: a cut goes through a column with at most this share of the group's mean ink per column
 THIN_CUT = 0.45
+#: a checked cut goes through a column with at most this share of the group's mean ink per column
+CHECK_CUT = 1.0
 #: a piece flatter than this share of the digits' median height is part of a digit beside it
 FLAT = 0.45
 #: a piece with less ink than this share of the median group's, close beside a group, is part of it
@@ -122,6 +125,22 @@ def _merge(boxes: list[list]) -> list[tuple[list, set[int]]]:
     return groups
 
 
+def _stacked(members: set[int], boxes: list[list]) -> bool:
+    """Whether a group's pieces lie in two bands, one above the other with empty rows between, each
+    with a quarter of the ink at least and a third of the group's height: digits written in two lines,
+    which the merge (by horizontal overlap) made one column each."""
+    spans = sorted((boxes[m - 1][1], boxes[m - 1][3], boxes[m - 1][4]) for m in members)
+    top, bottom = spans[0][0], max(y1 for _, y1, _ in spans)
+    total = sum(mass for *_, mass in spans)
+    end, above = spans[0][1], spans[0][2]
+    for y0, y1, mass in spans[1:]:
+        if y0 > end and min(above, total - above) >= 0.25 * total and \
+                min(end - top, bottom - y0) >= (bottom - top) / 3:
+            return True
+        end, above = max(end, y1), above + mass
+    return False
+
+
 def _join(a: tuple[list, set[int]], b: tuple[list, set[int]]) -> tuple[list, set[int]]:
     (x, m), (y, n) = a, b
     return [min(x[0], y[0]), min(x[1], y[1]), max(x[2], y[2]), max(x[3], y[3]), x[4] + y[4]], m | n
@@ -190,6 +209,8 @@ def cut_candidates(g: Group, height: float, count: int = 3) -> list[tuple[Group,
     lo, hi = w // 4, w - w // 4
     cuts: list[int] = []
     for c in lo + np.argsort(cols[lo:hi], kind="stable"):
+        if cols[c] > CHECK_CUT * float(cols.mean()):  # no column this thin: one digit, however unsure its read
+            break
         if all(abs(int(c) - k) >= max(2, w // 10) for k in cuts):
             cuts.append(int(c))
         if len(cuts) == count:
@@ -240,6 +261,8 @@ def find_digits(ink: np.ndarray, max_digits: int = MAX_DIGITS) -> tuple[list[Gro
                 part.whole = g
             found += parts
     found.sort(key=lambda g: g.box[0])
+    if any(_stacked(members, boxes) for _, members in groups):
+        note = "the ink seems to be in more than one line; only one line of digits is read, left to right"
     if len(found) > max_digits:
         note = f"too many marks ({len(found)}): read the first {max_digits}"
         found = found[:max_digits]
