@@ -283,3 +283,15 @@ def test_fine_pen_lines_in_big_images_need_thickening(model):
         assert p.classify(to_mnist(a)).label == digit
         without.append(p.classify(to_mnist(a, strokes=False)).label)
     assert without != list(digits)  # the thin version is misread
+
+
+def test_logits_in_chunks_are_the_logits(model, mnist, monkeypatch):
+    """Predictor.logits makes a large set float a chunk at a time: the same numbers as in one go."""
+    from tegaki import predict
+
+    p = Predictor.load(model)
+    x = mnist.test_images[:300]
+    whole = p.logits(x)
+    monkeypatch.setattr(predict, "CHUNK", 64)
+    np.testing.assert_allclose(p.logits(x), whole, atol=1e-5)  # batch sizes may pick other kernels
+    assert p.logits(x[:0]).shape == (0, 10)

@@ -151,6 +151,9 @@ def _checked(groups: list, cands: list, reads: dict) -> list:
     return out
 
 
+CHUNK = 32768  # images made float at a time by Predictor.logits (100 MB for MNIST's size)
+
+
 class Predictor:
     """A trained run, ready to classify: uint8 MNIST-style images, or any picture after preprocessing."""
 
@@ -180,8 +183,12 @@ class Predictor:
         return normalise(images, self.norm, self.spec.input_shape)
 
     def logits(self, images: np.ndarray) -> np.ndarray:
-        """The network's raw logits (before the temperature)."""
-        return self.engine.logits(self.prepare(images))
+        """The network's raw logits (before the temperature). Images are made float CHUNK at a time: a
+        large test set (a million digits) costs its own uint8 bytes, not four times them again."""
+        if len(images) <= CHUNK:
+            return self.engine.logits(self.prepare(images))
+        return np.concatenate([self.engine.logits(self.prepare(images[i:i + CHUNK]))
+                               for i in range(0, len(images), CHUNK)])
 
     @property
     def calibration(self) -> dict | None:
