@@ -4,6 +4,7 @@ form (tg.Input, tg.Model), both engines (the fan-out rule in the NumPy backward)
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 from dataclasses import replace
 
@@ -16,7 +17,7 @@ import tegaki as tg
 from tegaki import spec as S
 from tegaki.engines.numpy_engine import NumpyEngine
 from tegaki.engines.numpy_layers import build_layer, cross_entropy
-from tegaki.engines.torch_engine import TorchEngine, TorchNet
+from tegaki.engines.torch_engine import TorchEngine, TorchNet, _key
 from tegaki.errors import TegakiError
 from tegaki.glassbox import NumpyNet, gradcheck
 from tegaki.spec import Spec, SpecError, load_preset
@@ -210,6 +211,51 @@ def test_functional_mistakes_are_tegaki_errors():
     with pytest.raises(TegakiError, match=r"add1 \(add\) cannot add conv1's output \(4, 26, 26\) and conv2's"):
         tg.Model(x, tg.Add()([a, b]))
     assert conv.name == "" and conv.inputs is None  # the user's layers are not changed
+    with pytest.raises(TegakiError, match=r"in Python: tg.Add\(\)\(\[a, b\]\)"):  # Python words, not TOML only
+        tg.Model(x, tg.Add()(a))
+
+
+def test_a_name_a_layer_was_given_is_skipped_by_automatic_names():
+    """As Keras does: the first conv, unnamed, is not called conv1 when a later layer was named conv1."""
+    spec = spec_of([CONV, {**CONV, "name": "conv1"}, {"type": "flatten"}, {"type": "dense", "units": 10}])
+    assert [l.name for l in spec.layers] == ["conv2", "conv1", "flatten1", "dense1"]
+    x = tg.Input((1, 28, 28))
+    y = tg.Conv2d(4, 3)(tg.Conv2d(4, 3, name="conv2")(x))  # the user's conv2 first, an unnamed conv after it
+    assert [l.name for l in tg.Model(x, tg.Dense(10)(tg.Flatten()(y))).spec.layers][:2] == ["conv2", "conv1"]
+
+
+@pytest.mark.parametrize("name", ["update", "train", "to", "keys", "forward", "training"])
+def test_any_layer_name_the_spec_takes_the_torch_engine_takes(name):
+    """ModuleDict refuses keys that are its own attributes ("update", "train" ...): the engine keys its layers
+    otherwise, and weights keep the spec's names."""
+    spec = spec_of([{**CONV, "name": name}, {"type": "relu"}, {"type": "flatten"}, {"type": "dense", "units": 10}])
+    w = random_weights(spec, dtype=np.float32)
+    t = TorchEngine(spec, w)
+    assert set(t.get_weights()) == set(w) and f"{name}.weight" in w
+    x = np.random.default_rng(0).standard_normal((3, 1, 28, 28)).astype(np.float32)
+    np.testing.assert_allclose(t.logits(x), NumpyEngine(spec, w).logits(x), atol=1e-5, rtol=0)
+    assert list(t.activations(x))[0] == name
+
+
+@pytest.mark.parametrize("name", ["logits", "probabilities", "scaled", "temperature"])
+def test_onnx_export_takes_layers_named_like_its_own_outputs(name):
+    """A last dense named "logits" (as Keras users name it), or a layer named after the graph's other tensors:
+    the export is valid, and its outputs are the network's, calibrated."""
+    ort = pytest.importorskip("onnxruntime")
+    from tegaki.export import to_onnx
+
+    inner = spec_of([CONV, {"type": "relu", "name": name}, {"type": "flatten"}, {"type": "dense", "units": 10},
+                     {"type": "softmax"}])
+    last = spec_of([CONV, {"type": "relu"}, {"type": "flatten"}, {"type": "dense", "units": 10, "name": name}])
+    x = np.random.default_rng(1).standard_normal((4, 1, 28, 28)).astype(np.float32)
+    for last in (inner, last):
+        ww = random_weights(last, dtype=np.float32)
+        sess = ort.InferenceSession(to_onnx(last, ww, temperature=2.0).SerializeToString(),
+                                    providers=["CPUExecutionProvider"])
+        logits, probs = sess.run(["logits", "probabilities"], {"input": x})
+        ref = TorchEngine(last, ww).logits(x)
+        np.testing.assert_allclose(logits, ref, atol=1e-4, rtol=0)
+        np.testing.assert_allclose(probs, torch.softmax(torch.from_numpy(ref) / 2.0, 1).numpy(), atol=1e-5)
 
 
 # bad wiring: one SpecError naming both layers, before anything is built --------------------------------
@@ -312,7 +358,7 @@ def test_branched_backward_accumulates_like_autograd(training):
     net = TorchNet(spec).double()
     sd = net.state_dict()
     for k in sd:
-        name = f"{k.split('.')[1]}.{k.split('.')[-1]}"
+        name = _key(k)  # the engine's key -> the weights' name
         if name in w:
             sd[k] = torch.from_numpy(w[name].copy())
     net.load_state_dict(sd)
@@ -330,8 +376,8 @@ def test_branched_backward_accumulates_like_autograd(training):
     assert rel_err(dx, xt.grad.numpy()) < 1e-6  # the input feeds conv1 and conv3: two gradients summed
     layers = {l.name: l for l in ne.layers}
     for k, p in net.named_parameters():
-        parts = k.split(".")
-        mine, ref = layers[parts[1]].grads[parts[-1]], p.grad.numpy()
+        layer, param = _key(k).split(".")
+        mine, ref = layers[layer].grads[param], p.grad.numpy()
         # (a conv bias before a batch norm in training gets a zero gradient, up to rounding)
         assert rel_err(mine, ref) < 1e-6 or np.abs(mine - ref).max() < 1e-12, k
 
@@ -396,6 +442,21 @@ def test_diagram_draws_an_arc_per_branch():
 
 def test_inspection_follows_the_wiring():
     from tegaki import inspect as I
+    from tegaki.predict import Predictor
+
+    # two convs read the input; conv_a's relu comes after conv_b (the functional form's order): conv_b's maps
+    # are its own, not conv_a's relu
+    parallel = spec_of([{**CONV, "name": "conv_a", "padding": "same"},
+                        {**CONV, "name": "conv_b", "padding": "same", "inputs": ["input"]},
+                        {"type": "relu", "name": "relu_a", "inputs": ["conv_a"]},
+                        {"type": "concat", "inputs": ["relu_a", "conv_b"]}, {"type": "flatten"},
+                        {"type": "dense", "units": 10}])
+    assert I.block_end(parallel, "conv_a") == "conv_a" and I.block_end(parallel, "conv_b") == "conv_b"
+    assert Predictor.conv_blocks(SimpleNamespace(spec=parallel)) == [("conv_a", "conv_a"), ("conv_b", "conv_b")]
+    # explicit inputs that name the previous layer mean the same as none
+    same = spec_of([{**CONV, "name": "c"}, {"type": "relu", "inputs": ["c"]}, {"type": "flatten"},
+                    {"type": "dense", "units": 10}])
+    assert I.block_end(same, "c") == "relu1"
 
     spec = load_preset("resnet-small")
     assert I.block_end(spec, "conv3") == "bn3"  # add1 reads relu1 and bn3: not the conv's tail

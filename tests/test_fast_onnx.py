@@ -95,3 +95,17 @@ def test_export_bad_input(lenet_run, cli, tmp_path):
     assert not list(tmp_path.glob("*.onnx")) and not list(tmp_path.glob("*.txt"))
     r = cli("train", "--engine", "onnx", "--out", tmp_path / "r")
     assert r.code == 2 and not (tmp_path / "r").exists()
+
+
+def test_a_check_that_fails_names_the_tolerance_that_would_pass(lenet_run, cli, tmp_path):
+    """A tolerance below float32's rounding (1e-12 here; a very deep residual net reaches 1e-3 at the default)
+    refuses the export and names the --tolerance above the difference; that tolerance then exports it."""
+    import re
+
+    out = tmp_path / "m.onnx"
+    r = cli("export", lenet_run, "--onnx", out, "--tolerance", "1e-12")
+    assert r.code == 2 and r.err.count("\n") == 1 and not out.exists(), r.err
+    assert "on logits up to" in r.err and "Float32 rounding grows with a network's depth" in r.err
+    suggested = re.search(r"export with --tolerance (\S+);", r.err).group(1)
+    r = cli("export", lenet_run, "--onnx", out, "--tolerance", suggested)
+    assert r.code == 0 and out.exists(), r.err

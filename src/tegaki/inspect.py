@@ -51,10 +51,10 @@ def logits_layer(spec: S.Spec) -> str:
 
 def block_end(spec: S.Spec, name: str) -> str:
     """The last layer of the block a conv or dense layer starts (its pooling, activation ...)."""
-    i = [l.name for l in spec.layers].index(name)
+    i, src = [l.name for l in spec.layers].index(name), spec.sources()
     while i + 1 < len(spec.layers) and isinstance(spec.layers[i + 1], _BLOCK_TAIL) \
-            and not isinstance(spec.layers[i + 1], S.Softmax) and spec.layers[i + 1].inputs is None:
-        i += 1  # (inputs None: it reads layer i; a branch's layer reads something else)
+            and not isinstance(spec.layers[i + 1], S.Softmax) and src[i + 1] == (spec.layers[i].name,):
+        i += 1  # (it reads layer i alone; in a network with branches a layer may read another)
     return spec.layers[i].name
 
 

@@ -321,14 +321,14 @@ class Predictor:
     def conv_blocks(self, limit: int = 2) -> list[tuple[str, str]]:
         """The first `limit` conv layers, each with the layer whose output shows its maps best:
         the conv's output after its batch norm and activation, before any pooling."""
-        layers = self.spec.layers
+        layers, src = self.spec.layers, self.spec.sources()
         out = []
         for i, layer in enumerate(layers):
             if isinstance(layer, S.Conv2d):
                 j = i
                 while j + 1 < len(layers) and isinstance(layers[j + 1], (S.BatchNorm, S.Activation)) \
-                        and not isinstance(layers[j + 1], S.Softmax):
-                    j += 1
+                        and not isinstance(layers[j + 1], S.Softmax) and src[j + 1] == (layers[j].name,):
+                    j += 1  # (the next layer reads this one: in a network with branches it may read another)
                 out.append((layer.name, layers[j].name))
                 if len(out) == limit:
                     break

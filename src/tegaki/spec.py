@@ -350,7 +350,8 @@ class Softmax(Activation):
 def _need_two(layer: Layer, names: list[str]) -> None:
     if len(names) < 2:
         raise SpecError(f"{layer.name} ({layer.type}) joins two or more layers but is given only "
-                        f"{' '.join(names)}; name them: inputs = [\"conv1\", \"relu2\"]")
+                        f"{' '.join(names)}; give it two or more (in a spec: inputs = [\"a\", \"b\"]; in Python: "
+                        f"tg.{type(layer).__name__}()([a, b]))")
 
 
 @dataclass
@@ -570,6 +571,7 @@ def name_layers(layers: list[Layer]) -> None:
     """Give every unnamed layer its name (conv1, pool1, relu1, relu2 ...); names are unique."""
     counts: dict[str, int] = {}
     seen = set()
+    given = {layer.name for layer in layers if layer.name}  # a name a layer was given is skipped, as Keras does
     for layer in layers:
         if layer.name and (not _NAME_OK.match(layer.name) or layer.name == "input"):
             raise SpecError(f"layer name {layer.name!r}: use letters, digits and underscores only "
@@ -577,6 +579,8 @@ def name_layers(layers: list[Layer]) -> None:
         if not layer.name:
             p = layer.prefix if not isinstance(layer, Activation) else layer.type
             counts[p] = counts.get(p, 0) + 1
+            while f"{p}{counts[p]}" in given:
+                counts[p] += 1
             layer.name = f"{p}{counts[p]}"
         if layer.name in seen:
             raise SpecError(f"two layers are named {layer.name!r}; layer names must be unique")

@@ -100,6 +100,9 @@ def build_module(layer: S.Layer, in_shape) -> nn.Module:
     return make(layer, in_shape)
 
 
+KEY = "layer_"  # a layer's key in TorchNet.layers: KEY + its spec name
+
+
 class TorchNet(nn.Module):
     """The spec's layers in order; forward returns logits (the input of the final softmax).
 
@@ -109,7 +112,10 @@ class TorchNet(nn.Module):
     def __init__(self, spec: S.Spec):
         super().__init__()
         self.spec = spec
-        self.layers = nn.ModuleDict({l.name: build_module(l, s) for l, s in zip(spec.layers, spec.in_shapes())})
+        self.names = [l.name for l in spec.layers]
+        # keyed "layer_NAME": a spec name may be any identifier, and one such as "update", "train" or "to" is
+        # already an attribute of ModuleDict, which refuses it as a key
+        self.layers = nn.ModuleDict({KEY + l.name: build_module(l, s) for l, s in zip(spec.layers, spec.in_shapes())})
         self.wiring = None if not spec.branched else [(l.name, src) for l, src in zip(spec.layers, spec.sources())]
 
     def forward(self, x):
@@ -121,7 +127,7 @@ class TorchNet(nn.Module):
 
     def forward_all(self, x) -> dict[str, torch.Tensor]:
         out, prev = {"input": x}, "input"
-        for i, (name, m) in enumerate(self.layers.items()):
+        for i, (name, m) in enumerate(zip(self.names, self.layers.values())):
             src = self.wiring[i][1] if self.wiring else (prev,)
             out[name] = m(*(out[n] for n in src))
             prev = name
@@ -130,11 +136,11 @@ class TorchNet(nn.Module):
 
 
 def _key(torch_key: str) -> str | None:
-    # "layers.conv1.conv.weight" -> "conv1.weight"; batchnorm's counter is not kept
+    # "layers.layer_conv1.conv.weight" -> "conv1.weight"; batchnorm's counter is not kept
     parts = torch_key.split(".")
     if parts[-1] == "num_batches_tracked":
         return None
-    return f"{parts[1]}.{parts[-1]}"
+    return f"{parts[1][len(KEY):]}.{parts[-1]}"
 
 
 def pick_device(device: str = "auto") -> torch.device:
