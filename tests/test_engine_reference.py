@@ -14,7 +14,7 @@ from tegaki.engines.numpy_engine import NumpyEngine
 from tegaki.engines.numpy_layers import (Conv2d, Conv2dReference, MaxPool, MaxPoolReference, build_layer,
                                          cross_entropy)
 from tegaki.engines.numpy_optim import make_optimizer
-from tegaki.engines.torch_engine import TorchNet, build_module
+from tegaki.engines.torch_engine import TorchNet, build_module, _key
 from tegaki.errors import TegakiError
 
 TOL = 1e-10  # float64 throughout: the same sums in another order
@@ -151,7 +151,7 @@ def test_input_gradient_after_training_steps_matches_autograd():
     assert eng.layers[eng.first].need_dx is False
     g = eng.input_gradient(x, target)
     net = TorchNet(spec).double()
-    net.load_state_dict({k: torch.from_numpy(w[f"{k.split('.')[1]}.{k.split('.')[-1]}"]) for k in net.state_dict()})
+    net.load_state_dict({k: torch.from_numpy(w[_key(k)]) for k in net.state_dict()})
     xt = torch.from_numpy(x).requires_grad_(True)
     net(xt).gather(1, torch.from_numpy(target).view(-1, 1)).sum().backward()
     assert rel_err(g, xt.grad.numpy()) <= 1e-10

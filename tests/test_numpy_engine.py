@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from tegaki import spec as S
 from tegaki.engines import make_engine
 from tegaki.engines.numpy_engine import NumpyEngine
-from tegaki.engines.torch_engine import TorchEngine, TorchNet
+from tegaki.engines.torch_engine import TorchEngine, TorchNet, _key
 from tegaki.errors import TegakiError
 from tegaki.spec import load_preset, preset_names
 
@@ -120,7 +120,7 @@ def train_both(spec, w, optimizer, lr, steps, dtype=np.float32):
         net = t.net
     else:
         net = TorchNet(spec).double()
-        net.load_state_dict({k: torch.from_numpy(w[f"{k.split('.')[1]}.{k.split('.')[-1]}"])
+        net.load_state_dict({k: torch.from_numpy(w[_key(k)])
                              for k in net.state_dict() if not k.endswith("num_batches_tracked")}, strict=False)
         opt = torch_optimizer(optimizer, net.parameters(), lr)
     for step in range(steps):
@@ -141,9 +141,9 @@ def train_both(spec, w, optimizer, lr, steps, dtype=np.float32):
             opt.step()
     if dtype == np.float32:
         assert abs(t.read_stats()[0] - n.read_stats()[0]) <= 1e-5 and t.read_stats()[1] == n.read_stats()[1]
-    wt = {f"{k.split('.')[1]}.{k.split('.')[-1]}": v.detach().double().numpy().copy()
+    wt = {_key(k): v.detach().double().numpy().copy()
           for k, v in net.state_dict().items() if not k.endswith("num_batches_tracked")}
-    grads_t = {f"{k.split('.')[1]}.{k.split('.')[-1]}": p.grad.double().numpy() for k, p in net.named_parameters()}
+    grads_t = {_key(k): p.grad.double().numpy() for k, p in net.named_parameters()}
     return wt, n.get_weights(), grads_t
 
 

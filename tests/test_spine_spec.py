@@ -11,7 +11,7 @@ import torch
 
 from conftest import write_idx_subset
 from tegaki import spec as S
-from tegaki.engines.torch_engine import TorchNet
+from tegaki.engines.torch_engine import KEY, TorchNet
 from tegaki.errors import TegakiError
 from tegaki.spec import Spec, SpecError, load_preset, preset_names, resolve_spec
 
@@ -155,7 +155,7 @@ def test_parameter_counts_match_torch(name):
     text = spec.summary()
     assert f"Total params: {spec.num_params():,}" in text
     for layer in spec.layers:
-        torch_count = sum(p.numel() for p in net.layers[layer.name].parameters())
+        torch_count = sum(p.numel() for p in net.layers[KEY + layer.name].parameters())
         row = next(line for line in text.splitlines() if line.startswith(f"{layer.name} ({layer.type})"))
         assert row.split()[-1] == f"{torch_count:,}"
     # and the torch module's output has the inferred shape
