@@ -157,8 +157,8 @@ def _graph(spec: S.Spec, weights: dict[str, np.ndarray], temperature: float = 1.
         xs = [tensor[n] for n in src]
         tensor[layer.name] = x = translate(g, layer, xs if isinstance(layer, JOINS) else xs[0], s)
     for name in OWN & set(tensor):  # a layer named "logits" (Keras users name their last dense so): its
-        x = g.rename(name, f"{name}.out") if x == name else x  # tensor gets another name (none holds a dot)
-        g.rename(name, f"{name}.out")
+        new = g.rename(name, f"{name}.out")  # tensor gets another name (a layer's name holds no dot)
+        x = new if x == name else x
     g.node("Identity", [x], "logits")
     scaled = "logits"
     if temperature != 1.0:
