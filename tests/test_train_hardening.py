@@ -15,9 +15,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import tegaki as tg
 from tegaki.data.idx import write_idx
 from tegaki.errors import TegakiError
-from tegaki.spec import MAX_PARAMS, TRAIN_KEYS, Spec
+from tegaki.spec import MAX_PARAMS, TRAIN_KEYS, Spec, load_preset
 from tegaki.train import TrainConfig
 
 from conftest import digits_like
@@ -428,3 +429,24 @@ def test_an_output_that_cannot_be_written_is_refused_before_the_work(cli, lenet_
     assert list(locked.iterdir()) == []
     (tmp_path / "a-file").write_text("x")
     fails(cli("evaluate", lenet_run, "--out", tmp_path / "a-file"), "is a file; give a folder")
+
+
+def test_batch_norm_never_gets_a_last_batch_of_one(mnist):
+    """129 images in batches of 128 left one image alone in the last batch, which a batch norm after a dense
+    layer cannot normalise (PyTorch raised a ValueError): it joins the batch before. Too little data for any
+    batch statistics is one line."""
+    from tegaki.train import steps_per_epoch
+
+    bn = tg.Sequential([tg.Flatten(), tg.Dense(16), tg.BatchNorm(), tg.ReLU(), tg.Dense(10), tg.Softmax()])
+    plain = load_preset("ffnn")
+    assert steps_per_epoch(bn.spec, 129, 128) == 1 and steps_per_epoch(plain, 129, 128) == 2
+    assert steps_per_epoch(bn.spec, 130, 128) == 2 and steps_per_epoch(bn.spec, 1, 128) == 1
+    for engine in ("torch", "numpy"):
+        h = bn.fit(mnist.train_images[:129], mnist.train_labels[:129], epochs=1, batch_size=128, engine=engine,
+                   verbose=0)
+        assert len(h.rows) == 1 and np.isfinite(h.rows[0]["train_loss"])
+    fresh = tg.Sequential([tg.Flatten(), tg.Dense(16), tg.BatchNorm(), tg.Dense(10), tg.Softmax()])
+    with pytest.raises(TegakiError, match="^a network with batch norm needs at least 2 training images"):
+        fresh.fit(mnist.train_images[:1], mnist.train_labels[:1], epochs=1, verbose=0)
+    with pytest.raises(TegakiError, match="a batch of 1 has none; train with a batch size of 2 or more$"):
+        fresh.fit(mnist.train_images[:50], mnist.train_labels[:50], epochs=1, batch_size=1, verbose=0)

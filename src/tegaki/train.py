@@ -30,7 +30,7 @@ from tegaki.engines import ENGINES, TRAINABLE, make_engine
 from tegaki.errors import TegakiError
 from tegaki.fileio import TMP_GLOB
 from tegaki.run import load_weights, make_meta, norm_for, save_run, save_weights
-from tegaki.spec import TRAINING_BYTES, Spec
+from tegaki.spec import TRAINING_BYTES, BatchNorm, Spec
 
 OPTIMIZERS = ("sgd", "momentum", "adam", "adamw", "adadelta")
 SCHEDULES = ("constant", "step", "cosine", "onecycle")
@@ -414,6 +414,12 @@ def _setup(spec, ds, cfg, out, log, command, bar_stream, dist, resume, split=Non
     if split is None and len(va) < cfg.valid_size:
         log(f"validation split: {len(va):,} of {len(ds.train_labels):,} training images "
             f"(--valid-size {cfg.valid_size:,} would leave too few to train on)")
+    if len(tr) < 2 and any(isinstance(l, BatchNorm) for l in spec.layers):
+        raise TegakiError(f"a network with batch norm needs at least 2 training images (a batch's statistics), "
+                          f"and {ds.name} leaves {len(tr)} to train on; give more images")
+    if cfg.batch_size == 1 and any(isinstance(l, BatchNorm) and len(s) == 1 for l, s in zip(spec.layers, spec.in_shapes())):
+        raise TegakiError("a batch norm after a dense layer takes its statistics from the batch, and a batch of 1 "
+                          "has none; train with a batch size of 2 or more")
     norm = norm_for(spec, ds.train_images[tr])
     init = spec.init_weights(cfg.seed) if weights is None else weights
     from tegaki.data.augment import Augmenter
@@ -430,7 +436,7 @@ def _setup(spec, ds, cfg, out, log, command, bar_stream, dist, resume, split=Non
     return _Run(spec, ds, cfg, out, engine, norm, init, augment,
                 train_data=engine.prepare(ds.train_images[tr], ds.train_labels[tr], norm),
                 valid_data=engine.prepare(ds.train_images[va], ds.train_labels[va], norm) if len(va) else None,
-                n_train=len(tr), n_valid=int(len(va)), steps=math.ceil(len(tr) / cfg.batch_size), meta=meta,
+                n_train=len(tr), n_valid=int(len(va)), steps=steps_per_epoch(spec, len(tr), cfg.batch_size), meta=meta,
                 prog=Progress(log, bar_stream), log=log, dist=dist, setup_seconds=time.perf_counter() - t_setup,
                 valid_labels=np.asarray(ds.train_labels[va]) if len(va) else None)
 
@@ -456,6 +462,16 @@ def _resume_state(run: _Run, resume: dict) -> LoopState:
     return state
 
 
+def steps_per_epoch(spec: Spec, n: int, batch_size: int) -> int:
+    """Optimiser steps in one pass over n examples; the last batch takes the rest. A network with batch norm
+    never gets a last batch of one: a batch norm after a dense layer cannot take a batch's statistics from a
+    single example (PyTorch refuses it), so that example joins the batch before it."""
+    steps = math.ceil(n / batch_size)
+    if n % batch_size == 1 and steps > 1 and any(isinstance(l, BatchNorm) for l in spec.layers):
+        steps -= 1
+    return steps
+
+
 def _epoch(run: _Run, state: LoopState, epoch: int) -> bool:
     """One pass over the training split, then validation, the table row and a checkpoint.
     Returns whether early stopping ends the run here."""
@@ -470,7 +486,7 @@ def _epoch(run: _Run, state: LoopState, epoch: int) -> bool:
     for b in range(run.steps):
         lr = lr_at(cfg, (epoch - 1) * run.steps + b, run.steps * cfg.epochs, epoch - 1)
         engine.set_lr(lr)
-        idx = perm[b * cfg.batch_size:(b + 1) * cfg.batch_size]
+        idx = perm[b * cfg.batch_size:(b + 1) * cfg.batch_size if b + 1 < run.steps else None]  # the last: the rest
         x, y = engine.take(run.train_data, dist.shard(idx) if dist is not None else idx)
         engine.train_step(run.augment(x) if run.augment is not None else x, y)
         if state.ema is not None:
