@@ -128,7 +128,7 @@ class Sequential:
         patience, augment ...). Checked now, so a typo fails here rather than in fit."""
         from tegaki.train import TrainConfig
 
-        recipe = {**options, **({"optimizer": optimizer} if optimizer else {}), **({"lr": lr} if lr else {})}
+        recipe = {**options, **({"optimizer": optimizer} if optimizer else {}), **({"lr": lr} if lr is not None else {})}
         spec = S.Spec(input_shape=self.input_shape, layers=self._layers, name=self.name, normalize=self.normalize,
                       train={**self._recipe, **recipe})
         TrainConfig.for_spec(spec)

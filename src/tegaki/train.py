@@ -129,6 +129,8 @@ class TrainConfig:
         With `cli`, an option out of range is named as the command line's flag, or as the spec's key."""
         values = dict(spec.train)
         values.update({k: v for k, v in overrides.items() if v is not None})
+        if "lr" not in values:  # an optimiser named with no rate anywhere: its usual one, not Adam's 0.001
+            values["lr"] = USUAL_LR.get(values.get("optimizer", cls.optimizer), cls.lr)
         from tegaki.spec import type_ok
 
         known = [f.name for f in fields(cls)]
