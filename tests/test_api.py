@@ -273,6 +273,21 @@ def test_the_glass_box_loop_and_gradcheck(mnist):
     assert tg.gradcheck(net, x[:3], y[:3])["conv1.weight"] > 0.5
 
 
+@pytest.mark.parametrize("preset", ["ffnn", "resnet-small"])
+def test_gradcheck_keeps_its_documented_threshold_on_presets(mnist, preset):
+    """A right backward pass stays below 1e-6 (gradient entries of 1e-7 used to read 1e-3: the difference quotient's
+    rounding over a 1e-8 floor); a backward 1% off is still caught."""
+    from tegaki.glassbox import NumpyNet
+
+    net = NumpyNet(tg.load_preset(preset))
+    x, y = net.inputs(mnist.train_images[:5]), mnist.train_labels[:5]
+    errors = tg.gradcheck(net, x, y)
+    assert max(errors.values()) < 1e-6, errors
+    last = net.layers[-2] if preset == "ffnn" else net.layers[3]
+    last.backward = lambda dy, f=last.backward: f(dy) * 1.01
+    assert max(tg.gradcheck(net, x, y).values()) > 1e-3
+
+
 def test_the_glass_box_says_what_it_takes(mnist):
     """The natural mistakes with numpy_net (raw images to forward, labels of the wrong length, a gradient of the
     wrong shape, a learning rate that is not a number) are one-line InputErrors, not NumPy broadcasting errors."""
