@@ -336,6 +336,14 @@ def test_probe_from_python(trained, mnist):
     with pytest.raises(TegakiError, match="unknown classifier"):
         tg.probe(m, mnist.train_images[:10], mnist.train_labels[:10], mnist.test_images[:10],
                  mnist.test_labels[:10], classifiers=("forest",))
+    args = (m, mnist.train_images[:60], mnist.train_labels[:60], mnist.test_images[:20], mnist.test_labels[:20])
+    for bad in (-5, 0, 3, 2.5, True):  # -5 used to fit on all but 10 rows and call the row "(-5)"
+        with pytest.raises(TegakiError, match="^max_train must be a whole number of at least 10"):
+            tg.probe(*args, max_train=bad)
+    with pytest.raises(TegakiError, match="^y_train holds one class only"):
+        tg.probe(m, mnist.train_images[:60], np.full(60, 3), mnist.test_images[:20], mnist.test_labels[:20])
+    one = tg.probe(*args, classifiers="logreg", max_train=None)  # one name, not the letters l, o, g ...
+    assert {r.classifier for r in one.results} == {"logreg"} and all(r.train_size == 60 for r in one.results)
 
 
 def test_wrong_kinds_of_argument_are_one_line(mnist):

@@ -286,9 +286,15 @@ def probe(model, x_train, y_train, x_test, y_test, layers: list[str] | None = No
     xtr, xte = as_images(x_train, model.spec.input_shape, "x_train"), as_images(x_test, model.spec.input_shape, "x_test")
     ds = Dataset("arrays", xtr, as_labels(y_train, len(xtr), k, "y_train"), xte, as_labels(y_test, len(xte), k, "y_test"),
                  model.classes)
+    classifiers = (classifiers,) if isinstance(classifiers, str) else tuple(classifiers)  # "svm" is one, not 3
     for c in classifiers:
         if c not in CLASSIFIERS:
             raise TegakiError(f"unknown classifier {c!r}; choose from {', '.join(CLASSIFIERS)}")
+    if max_train is not None and (isinstance(max_train, bool) or not isinstance(max_train, (int, np.integer))
+                                  or max_train < 10):
+        raise TegakiError(f"max_train must be a whole number of at least 10 (or None: all), got {max_train!r}")
+    if len(np.unique(np.asarray(ds.train_labels)[train_order(len(ds.train_labels), seed)[:max_train]])) < 2:
+        raise TegakiError("y_train holds one class only (among the examples used); a classifier needs two or more")
     feats, net_acc = extract(model.predictor, ds, layers or default_layers(model.spec), max_train, seed)
     results = [fit(f, c, max_train, seed) for c in classifiers for f in feats.values()]
     return ProbeTable(results, net_acc, model.name)
