@@ -146,6 +146,25 @@ def test_dense_activations_end_with_probabilities(look, mnist):
     assert labels == ["dense1 + tanh3", "dense2 (logits)", "probabilities"]
     assert items[0][1].shape == (500,) and np.abs(items[0][1]).max() <= 1.0  # after tanh
     assert items[2][1].sum() == pytest.approx(1.0) and items[2][1].argmax() == items[1][1].argmax()
+    # the probabilities are the calibrated ones predict shows, softmax(logits / T), not the plain softmax
+    t = look.p.temperature
+    z = items[1][1].astype(np.float64) / t
+    np.testing.assert_allclose(items[2][1], np.exp(z - z.max()) / np.exp(z - z.max()).sum(), rtol=1e-6)
+    np.testing.assert_allclose(look.probabilities(mnist.test_images[2:3])[0], items[2][1], rtol=1e-5)
+
+
+def test_inspect_shows_the_calibrated_confidence_predict_shows(cli, mnist, tmp_path):
+    """The bundled model's temperature is far from 1: inspect's line (and its pictures) once said 91.0% where
+    predict says 99.9% for the same digit."""
+    from tegaki.predict import Predictor
+
+    p = Predictor.load(None)
+    assert abs(p.temperature - 1) > 0.2
+    r = cli("inspect", "bundled", "--only", "activations", "--out", tmp_path, "--index", "0")
+    assert r.code == 0, r.err
+    shown = float(r.out.split("predicted 7 (")[1].split("%")[0])
+    image = mnist.test_images[0]
+    assert shown == pytest.approx(100 * p.predict_proba(image[None])[0].max(), abs=0.051)
 
 
 def test_inspect_writes_every_picture(cli, lenet_run, tmp_path):

@@ -20,7 +20,6 @@ import numpy as np
 
 from tegaki import spec as S
 from tegaki.errors import TegakiError
-from tegaki.numerics import softmax
 
 OCCLUSION_MEASURES = ("margin", "logp", "p")
 
@@ -179,7 +178,8 @@ class Inspector:
         return self.engine.logits(self.input(images))
 
     def probabilities(self, images: np.ndarray) -> np.ndarray:
-        return softmax(self.logits(images).astype(np.float64))
+        """The calibrated probabilities, softmax(logits / T), as predict and every answer show them."""
+        return self.p.calibrated(self.logits(images))[0]
 
     def feature_maps(self, image: np.ndarray) -> dict[str, np.ndarray]:
         """Every conv and pool layer's output for one image: layer -> (C, H, W)."""
@@ -195,7 +195,7 @@ class Inspector:
             end = name if name == self.logits_name else block_end(self.spec, name)
             label = f"{name} (logits)" if name == self.logits_name else (name if end == name else f"{name} + {end}")
             out.append((label, acts[end][0].ravel()))
-        out.append(("probabilities", softmax(acts[self.logits_name][0].astype(np.float64).ravel())))
+        out.append(("probabilities", self.p.calibrated(acts[self.logits_name][:1].reshape(1, -1))[0][0]))
         return out
 
     def features(self, images: np.ndarray, layers: list[str], batch_size: int = 1000,
@@ -281,7 +281,7 @@ class Inspector:
             zmax = z.max(axis=1, keepdims=True)
             score = z[:, target] - (zmax[:, 0] + np.log(np.exp(z - zmax).sum(axis=1)))  # log softmax
         else:
-            score = softmax(z)[:, target]
+            score = self.p.calibrated(z)[0][:, target]
         drop = score[-1] - score[:-1]  # (K,)
         total = np.zeros((h, w), np.float64)
         count = np.zeros((h, w), np.float64)

@@ -24,6 +24,7 @@ import numpy as np
 from tegaki import figures
 from tegaki import inspect as I
 from tegaki.fileio import atomic_write_text
+from tegaki.numerics import softmax
 from tegaki.png import data_url, encode
 
 
@@ -251,7 +252,7 @@ def calibration_section(c: Context) -> str:
     rows = [("calibrated (shown everywhere)", f"ECE {_pct(after['ece'])}, NLL {after['nll']:.4f}, "
                                               f"Brier {after['brier']:.4f}")]
     if rec:
-        raw = calibration_metrics(I.softmax(c.feats["logits"].astype(np.float64)), c.labels)
+        raw = calibration_metrics(softmax(c.feats["logits"].astype(np.float64)), c.labels)
         rows.insert(0, ("plain softmax (T = 1)", f"ECE {_pct(raw['ece'])}, NLL {raw['nll']:.4f}, Brier {raw['brier']:.4f}"))
         rows.append(("temperature", f"{rec['temperature']:.4f}, fitted on the {rec.get('fitted_on', '?')} "
                                     f"({rec.get('n', '?')} images)" + ("" if rec.get("held_out", True) else
