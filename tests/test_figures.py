@@ -251,3 +251,26 @@ def test_report_bundled_writes_here(cli, mnist_dir, tmp_path, monkeypatch):
     assert os.listdir(tmp_path) == ["report-bundled.html"]
     assert "wrote report-bundled.html" in r.out and 'id="confusion"' in (tmp_path / "report-bundled.html").read_text()
     assert package_files() == before
+
+
+def test_pictures_say_what_they_show():
+    """From the figure review: a mistake at 0.9985 never reads 100%; long class names fit their caption; images
+    that are not digits are not called digits; a probe chart keeps the network's own line in view; a copied
+    "validation" history is no validation; confusion counts are white on the darkest cells of the log scale."""
+    assert figures.below_one(0.9985) == "99.8%" and figures.below_one(1.0) == "100%" and figures.below_one(0.42) == "42%"
+    assert figures.things([str(d) for d in range(10)]) == "digits" and figures.things(["T-shirt/top", "Bag"]) == "images"
+    fashion = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+    fig = figures.misclassified(np.zeros((2, 28, 28), np.uint8), np.array([0, 9]), np.array([9, 0]),
+                                np.array([[0.0] * 9 + [0.9985], [0.97] + [0.0] * 9]), fashion)
+    caps = [a.get_title() for a in fig.axes if a.get_title()]
+    assert caps[0] == "true T-shirt/t…\npred Ankle boot 99.8%" and "images" in fig._suptitle.get_text()
+    table = [SimpleNamespace(classifier="logreg", label="pixels", accuracy=0.90, train_size=100, dims=784)]
+    low, high = figures.probe_accuracy(table, 0.70).axes[0].get_ylim()
+    assert low <= 70 <= high  # the network below every probe: its line is drawn, not off the chart
+    copied = [{"epoch": e, "train_loss": 1.0 / e, "valid_loss": 1.0 / e, "train_acc": 0.9, "valid_acc": 0.9}
+              for e in (1, 2)]
+    assert not figures.has_validation(copied)
+    assert figures.has_validation([{**r, "valid_loss": 2.0 / r["epoch"]} for r in copied])
+    cm = np.array([[9000, 213, 0], [170, 40, 3], [0, 1, 50]])
+    texts = {t.get_text(): t.get_color() for t in figures.confusion_matrix(cm, ["a", "b", "c"]).axes[0].texts}
+    assert texts["213"] == "white" and texts["170"] == "white" and texts["3"] == "black"

@@ -187,3 +187,10 @@ def calibrate(run, images: np.ndarray, labels: np.ndarray, fitted_on: str, held_
 
         write_json(run.path / "model.json", run.meta)
     return record
+
+
+def fitted_on(record: dict) -> str:
+    """Where a calibration record's temperature was fitted, in words, saying so when the images were trained on
+    ("10,000 MNIST training images (...; none held out), so optimistic: the model trained on them")."""
+    where = str(record.get("fitted_on", "?"))
+    return where + ("" if record.get("held_out", True) else ", so optimistic: the model trained on them")

@@ -106,8 +106,10 @@ def _cmap(name: str):
 
 # training and evaluation -----------------------------------------------------------------------
 def has_validation(history: Sequence[dict]) -> bool:
-    """Whether every epoch of a history has validation figures (not so for --valid-size 0)."""
-    return bool(history) and all(r.get("valid_loss") is not None for r in history)
+    """Whether every epoch of a history has validation figures (not so for --valid-size 0; runs of an older
+    tegaki wrote the training figures there instead, which are no validation either)."""
+    return bool(history) and all(r.get("valid_loss") is not None for r in history) and not all(
+        r.get("valid_loss") == r.get("train_loss") and r.get("valid_acc") == r.get("train_acc") for r in history)
 
 
 def learning_curves(history: Sequence[dict], title: str = "") -> Figure:
@@ -148,12 +150,14 @@ def confusion_matrix(cm: np.ndarray, classes: Sequence[str], title: str = "confu
     names = [plain(c) for c in classes]
     fig = new_figure((0.55 * k + 2.5, 0.55 * k + 2))
     ax = fig.subplots()
-    im = ax.imshow(np.log10(cm + 1), cmap="Blues")
+    shade = np.log10(cm + 1)
+    im = ax.imshow(shade, cmap="Blues")
+    dark = 0.55 * float(shade.max())  # the text's colour follows the cell's, on the same log scale
     for i in range(k):
         for j in range(k):
             v = cm[i, j]
             ax.text(j, i, str(v), ha="center", va="center", fontsize=7,
-                    color="white" if v > cm.max() / 4 else ("black" if v else "#bbb"))
+                    color="white" if shade[i, j] > dark else ("black" if v else "#bbb"))
     ax.set_xticks(range(k), names, rotation=45 if max(map(len, classes), default=0) > 2 else 0)
     ax.set_yticks(range(k), names)
     ax.set_xlabel("predicted"), ax.set_ylabel("true"), ax.set_title(plain(title))
@@ -177,7 +181,7 @@ def reliability(data: dict, scores: dict | None = None, title: str = "") -> Figu
     a.bar(mids[full], acc[full], width[full], color="#4c72b0", edgecolor="white", label="accuracy in bin")
     a.bar(mids[full], np.abs(conf - acc)[full], width[full], bottom=np.minimum(acc, conf)[full], color="#dd8452",
           alpha=0.6, edgecolor="#dd8452", hatch="//", fill=False, label="gap to mean confidence")
-    a.set_xlim(0, 1), a.set_ylim(0, 1), a.set_ylabel("accuracy"), a.legend(loc="upper left"), a.grid(alpha=0.3)
+    a.set_xlim(0, 1), a.set_ylim(0, 1), a.set_ylabel("accuracy"), a.legend(loc="best"), a.grid(alpha=0.3)
     b.bar(mids[full], count[full], width[full], color="#55a868", edgecolor="white")
     b.set_yscale("log"), b.set_ylabel("examples"), b.set_xlabel("confidence (top probability)")
     head = plain(title) if title else "reliability diagram"
@@ -207,14 +211,33 @@ def gallery(images: np.ndarray, captions: Sequence[str], cols: int = 10, title: 
 def misclassified(images: np.ndarray, labels: np.ndarray, preds: np.ndarray, probs: np.ndarray,
                   classes: Sequence[str], limit: int = 40) -> Figure:
     """The first `limit` mistakes (pass them most confident first), with true and predicted class."""
-    caps = [f"true {classes[t]}\npred {classes[p]} {probs[i, p]:.0%}" for i, (t, p) in
+    caps = [f"true {_short(classes[t])}\npred {_short(classes[p])} {below_one(probs[i, p])}" for i, (t, p) in
             enumerate(zip(labels[:limit], preds[:limit]))]
-    return gallery(images[:limit], caps, title="misclassified test digits (most confident first)")
+    return gallery(images[:limit], caps, title=f"misclassified test {things(classes)} (most confident first)")
+
+
+def below_one(p: float) -> str:
+    """A probability as a percentage that never reads 100% unless it is 1: a wrong answer at 0.9985 shows
+    99.8%, not a certainty (one decimal from 99%, none below)."""
+    if p >= 1.0:
+        return "100%"
+    return f"{np.floor(p * 1000) / 10:.1f}%" if p >= 0.99 else f"{p:.0%}"
+
+
+def _short(name, width: int = 10) -> str:
+    """A class name short enough for a gallery caption (Fashion-MNIST's "T-shirt/top" -> "T-shirt/t…")."""
+    name = str(name)
+    return name if len(name) <= width else name[:width - 1] + "…"
+
+
+def things(classes: Sequence[str]) -> str:
+    """"digits" for digit classes, "images" for any other."""
+    return "digits" if all(str(c) in "0123456789" and len(str(c)) == 1 for c in classes) else "images"
 
 
 # inside the network ----------------------------------------------------------------------------
 def _imshow_mosaic(ax, m: np.ndarray, cmap: str, symmetric: bool = True):
-    cm = _cmap(cmap).with_extremes(bad="white")
+    cm = _cmap(cmap).with_extremes(bad="#d9d9d9")  # gutters: grey, a colour no weight or map value has
     if symmetric:
         v = float(np.nanmax(np.abs(m))) or 1.0
         im = ax.imshow(np.ma.masked_invalid(m), cmap=cm, vmin=-v, vmax=v, interpolation="nearest")
@@ -276,10 +299,13 @@ def feature_maps(image: np.ndarray, maps: dict[str, np.ndarray], shapes: dict[st
     for ax, name in zip(axes[1:], names):
         a = maps[name]  # (C, H, W)
         cols = int(np.ceil(np.sqrt(a.shape[0] * 1.25)))
-        _imshow_mosaic(ax, I.mosaic(a, cols, normalise="none"), MAP_CMAP, symmetric=False)
+        signed = float(np.min(a)) < 0  # a conv's raw output: zero in the middle of a diverging map
+        _imshow_mosaic(ax, I.mosaic(a, cols, normalise="none"), FILTER_CMAP if signed else MAP_CMAP, symmetric=signed)
         ax.set_title(plain(f"{name}: {'x'.join(map(str, shapes[name]))}"), fontsize=10)
     if title:
         fig.suptitle(plain(title), fontsize=11)
+    fig.supxlabel("maps with negative values: red positive, blue negative, white zero; maps without (after a ReLU or "
+                  "pooling of one): dark zero, yellow strongest; one scale per layer", fontsize=8, color="#555555")
     return fig
 
 
@@ -287,10 +313,11 @@ def _probability_bars(ax, v: np.ndarray, classes: Sequence[str]) -> None:
     top = int(v.argmax())
     ax.bar(range(len(v)), v, color=["#d62728" if i == top else "#1f77b4" for i in range(len(v))])
     ax.set_xticks(range(len(v)), [plain(c) for c in classes[:len(v)]], fontsize=8)
-    ax.set_ylim(0, 1.05)
+    ax.set_ylim(0, 1.15)  # room for the label of a bar at 100%
+    ax.set_yticks([0, 0.5, 1.0])
     for i, p in enumerate(v):
         if p >= 0.01:
-            ax.text(i, p + 0.02, f"{p:.0%}", ha="center", fontsize=7)
+            ax.text(i, p + 0.02, below_one(p), ha="center", fontsize=7)
     ax.set_title(plain(f"output probabilities (predicted {classes[top] if top < len(classes) else top})"),
                  fontsize=9, loc="left")
 
@@ -392,7 +419,7 @@ def probe_accuracy(results: Sequence, network_accuracy: float, title: str = "") 
                 ax.text(x, y + 0.15, f"{y:.1f}", ha="center", va="bottom", fontsize=7)
     ax.axhline(100 * network_accuracy, color="#d62728", linestyle="--", linewidth=1,
                label=f"the network's softmax ({network_accuracy:.2%})")
-    ax.set_ylim(max(0.0, min(100 * r.accuracy for r in results) - 3), 100.4)
+    ax.set_ylim(max(0.0, min([100 * r.accuracy for r in results] + [100 * network_accuracy]) - 3), 100.4)
     dims = {r.label: r.dims for r in results}
     ax.set_xticks(range(len(layers)), [plain(f"{l}\n({dims[l]:,} features)") for l in layers], fontsize=8)
     ax.set_ylabel("test accuracy (%)")

@@ -309,6 +309,11 @@ def pca_2d(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 TSNE_MIN = 10  # the fewest digits a t-SNE map is drawn from: fewer make a map of nothing, perplexity or not
 
 
+def tsne_perplexity(n: int) -> float:
+    """The perplexity t-SNE runs with for n points: the usual 30, less for a few points (it must stay below n)."""
+    return float(min(30, max(2, (n - 1) / 3)))
+
+
 def tsne_2d(features: np.ndarray, seed: int = 0, iterations: int = 500) -> np.ndarray:
     """(N, F) -> (N, 2) t-SNE map (first reduced to 50 dimensions by PCA, as is usual).
 
@@ -323,7 +328,7 @@ def tsne_2d(features: np.ndarray, seed: int = 0, iterations: int = 500) -> np.nd
     f = np.asarray(features, np.float32)
     if f.shape[1] > 50 and len(f) > 50:  # PCA to 50 needs at least 50 points
         f = PCA(n_components=50, random_state=seed).fit_transform(f)
-    perplexity = float(min(30, max(2, (len(f) - 1) / 3)))
+    perplexity = tsne_perplexity(len(f))
     steps = {"max_iter" if "max_iter" in TSNE().get_params() else "n_iter": iterations}  # renamed in 1.5
     with threadpool_limits(1):
         return TSNE(n_components=2, perplexity=perplexity, init="pca", learning_rate="auto",

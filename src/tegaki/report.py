@@ -23,6 +23,7 @@ import numpy as np
 
 from tegaki import figures
 from tegaki import inspect as I
+from tegaki.calibration import fitted_on
 from tegaki.fileio import atomic_write_text
 from tegaki.numerics import softmax
 from tegaki.png import data_url, encode
@@ -91,7 +92,7 @@ h1{font-size:1.6em;margin-bottom:.2em}h2{margin-top:1.8em;border-bottom:1px soli
 nav{font-size:.9em;color:#555}nav a{color:#1f5fa8;text-decoration:none}
 table{border-collapse:collapse;font-size:.9em;margin:.5em 0}td,th{padding:.25em .7em;border-bottom:1px solid #eee;
 text-align:right}th{background:#f5f5f5}td.l,th.l{text-align:left}
-table.kv td:first-child{text-align:left;color:#555;white-space:nowrap}table.kv td{text-align:left}
+table.kv td:first-child{text-align:left;color:#555;white-space:nowrap}table.kv td{text-align:left;overflow-wrap:anywhere}
 pre{background:#f7f7f7;padding:.7em;overflow-x:auto;font-size:.82em}
 img.fig{max-width:100%;height:auto}figure{margin:1em 0}figcaption{font-size:.85em;color:#555}
 .big{font-size:1.3em}.note{color:#666;font-size:.88em}
@@ -249,14 +250,12 @@ def calibration_section(c: Context) -> str:
     head = c.page.section("calibration", "Calibration")
     rec = c.predictor.calibration
     after = c.ev.calibration()
-    rows = [("calibrated (shown everywhere)", f"ECE {_pct(after['ece'])}, NLL {after['nll']:.4f}, "
-                                              f"Brier {after['brier']:.4f}")]
+    rows = [("calibrated (shown everywhere)", f"ECE {after['ece']:.2%}, NLL {after['nll']:.4f}, "
+                                              f"Brier {after['brier']:.4f}")]  # ECE as evaluate and the figure give it
     if rec:
         raw = calibration_metrics(softmax(c.feats["logits"].astype(np.float64)), c.labels)
-        rows.insert(0, ("plain softmax (T = 1)", f"ECE {_pct(raw['ece'])}, NLL {raw['nll']:.4f}, Brier {raw['brier']:.4f}"))
-        rows.append(("temperature", f"{rec['temperature']:.4f}, fitted on the {rec.get('fitted_on', '?')} "
-                                    f"({rec.get('n', '?')} images)" + ("" if rec.get("held_out", True) else
-                                                                       "; optimistic: the model trained on them")))
+        rows.insert(0, ("plain softmax (T = 1)", f"ECE {raw['ece']:.2%}, NLL {raw['nll']:.4f}, Brier {raw['brier']:.4f}"))
+        rows.append(("temperature", f"{rec['temperature']:.4f}, fitted on the {fitted_on(rec)}"))
         ood = rec.get("ood")
         if ood:
             rows.append(("'not a digit' below", f"score {ood['not_a_digit_below']:.3f}; 'not sure' below "
@@ -362,9 +361,10 @@ def pca_section(c: Context) -> str:
 def tsne_section(c: Context) -> str:
     f = c.feats[c.layer]
     sample = I.sample_indices(len(f), c.tsne_sample)
-    title = f"t-SNE of {c.layer}, a random sample of {len(sample):,} test digits"
+    title = f"t-SNE of {c.layer}, a random sample of {len(sample):,} test {figures.things(c.classes)}"
     return c.page.figure(figures.embedding(I.tsne_2d(f[sample]), c.labels[sample], c.classes, title),
-                         "t-SNE embedding", title + " (perplexity 30, 500 iterations); colour: true class")
+                         "t-SNE embedding", title + f" (perplexity {I.tsne_perplexity(len(sample)):g}, 500 iterations); "
+                                                    "colour: true class")
 
 
 # (name for the timings, section) in page order

@@ -64,6 +64,7 @@ def cmd_evaluate(args) -> int:
 
 def calibration_text(pred, ev) -> str:
     """ECE / NLL / Brier of the calibrated probabilities and, for a calibrated run, of the plain softmax."""
+    from tegaki.calibration import fitted_on
     from tegaki.evaluate import calibration_metrics
 
     after, rec = ev.calibration(), pred.calibration
@@ -71,8 +72,7 @@ def calibration_text(pred, ev) -> str:
     if not rec:
         return "calibration (no temperature in model.json: plain softmax)\n  " + line.format(**after)
     raw = calibration_metrics(_plain(ev.probabilities, pred.temperature), ev.labels)
-    where = rec.get("fitted_on", "?") + ("" if rec.get("held_out", True) else ", optimistic: trained on")
-    return (f"calibration (temperature {rec['temperature']:.4f}, fitted on the {where})\n"
+    return (f"calibration (temperature {rec['temperature']:.4f}, fitted on the {fitted_on(rec)})\n"
             f"  plain softmax  {line.format(**raw)}\n  calibrated     {line.format(**after)}")
 
 

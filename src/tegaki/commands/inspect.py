@@ -128,7 +128,7 @@ def draw_parts(pred, parts, out: Path, image, label, what: str, ds, tsne_sample:
         top = int(probs.argmax())
         truth = f", true {classes[label]}" if label is not None else ""
         print(f"{what}: predicted {classes[top]} ({probs[top]:.1%}){truth}")
-        name = f"{classes[top]} ({probs[top]:.0%}){truth}"
+        name = f"{classes[top]} ({figures.below_one(probs[top])}){truth}"
     if "diagram" in parts:
         files.append(figures.save(diagram.draw(spec, title=spec.name), out / "diagram.png"))
     if "filters" in parts:
