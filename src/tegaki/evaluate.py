@@ -2,8 +2,10 @@
 well its confidence matches its accuracy (expected calibration error over 15 bins, negative
 log-likelihood, Brier score, the reliability diagram's data).
 
-The per-class report reads like scikit-learn's `classification_report` (a test checks the two
-agree) and is computed here from the confusion matrix, in a few lines.
+The per-class report reads like scikit-learn's `classification_report` with `labels` = every class (a
+test checks the two agree) and is computed here from the confusion matrix, in a few lines. Its rows are
+every class of the model, so its macro average is over every class, a class absent from the test set
+counting 0; scikit-learn's default averages over the classes present only.
 """
 
 from __future__ import annotations
@@ -109,7 +111,8 @@ class Evaluation:
         return self.cm
 
     def report(self) -> str:
-        """Precision, recall and F1 per class, as text (like scikit-learn's classification_report)."""
+        """Precision, recall and F1 per class, as text (like scikit-learn's classification_report with every
+        class as a label: the macro average counts a class absent from the test set as 0)."""
         return report_text(self.cm, self.classes)
 
     def plot_confusion(self, title: str = ""):
