@@ -215,6 +215,7 @@ def test_number_boxes_and_status(browser, site):
     assert "4 digits" in text and "2 99.3%" in text and "2 62.0% (not sure)" in text
     boxes = json.loads(pg.locator("#boxes").get_attribute("data-boxes"))
     assert boxes == [[2 * x0, 80, 50, 120] for x0 in (5, 38, 71, 104)]  # canvas = 2 x image pixels
+    assert pg.locator("#whole-note").is_visible()  # the bars beside a number are the whole image's, and say so
     # the boxes are drawn: the overlay's pixels are lit along each box's left edge, and not inside it
     lit = pg.evaluate("""(boxes) => { const g = document.getElementById('boxes').getContext('2d');
       return boxes.map(([x, y, w, h]) => [g.getImageData(x, y + h / 2, 1, 1).data[3],
@@ -235,6 +236,7 @@ def test_number_boxes_and_status(browser, site):
             assert not flag.is_visible()
             assert pg.locator("#prediction-text").inner_text() == "99.5% sure"
         assert pg.locator("#boxes").get_attribute("data-boxes") == ""  # no number: no boxes
+        assert not pg.locator("#whole-note").is_visible()
     close(pg)
 
 

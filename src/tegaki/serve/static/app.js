@@ -377,6 +377,7 @@ function showPrediction(p, frame) {
   const { base } = state;
   if (!base || state.strokes.length) $("truth").textContent = "";
   else if (base.file && !$("truth").textContent) $("truth").textContent = "photo";
+  $("whole-note").hidden = !digits;         // a number: the bars, the 28x28 and the steps are the whole image's
   showBars(p.probabilities, p.label);
   showSeen(p.input);
   showSteps(p.steps, p.info);
@@ -430,6 +431,7 @@ function showEmpty(text) {
   $("prediction-text").textContent = text;
   $("prediction-status").hidden = true;
   $("truth").textContent = "";
+  $("whole-note").hidden = true;
   showBars(null, -1);
   showSeen(null);
   showBoxes(null, null);
