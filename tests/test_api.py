@@ -288,6 +288,35 @@ def test_gradcheck_keeps_its_documented_threshold_on_presets(mnist, preset):
     assert max(tg.gradcheck(net, x, y).values()) > 1e-3
 
 
+def test_more_wrong_kinds_of_argument_are_one_line(mnist):
+    """From the notebook probe: a layer for a list, a fraction as text, batch sizes below 1, gradcheck on the
+    Sequential or with eps 0 or no entries, NumpyNet of a name or a model, a dataset named by None."""
+    from tegaki.data.sources import load_dataset
+    from tegaki.glassbox import NumpyNet
+
+    x, y = mnist.train_images[:40], mnist.train_labels[:40]
+    with pytest.raises(TegakiError, match=r"^Sequential takes its layers as a list, got Dense"):
+        tg.Sequential(tg.Dense(10))
+    m = small_net()
+    with pytest.raises(TegakiError, match="^validation_split must be a fraction"):
+        m.fit(x, y, epochs=1, verbose=0, validation_split="0.1")
+    m.fit(x, y, epochs=1, verbose=0)
+    for bad in (0, -1, 2.5):
+        with pytest.raises(TegakiError, match="^batch_size must be a whole number of at least 1"):
+            m.predict_proba(x, batch_size=bad)
+    with pytest.raises(TegakiError, match=r"^gradcheck takes a NumpyNet, got Sequential; pass model.numpy_net\(\)"):
+        tg.gradcheck(m, x[:2], y[:2])
+    net = m.numpy_net()
+    for kw in ({"eps": 0}, {"per_param": 0}):
+        with pytest.raises(TegakiError, match="^gradcheck needs eps in"):
+            tg.gradcheck(net, net.inputs(x[:2]), y[:2], **kw)
+    assert NumpyNet("ffnn").spec.name == "ffnn"  # a preset's name, as the CLI takes it
+    with pytest.raises(TegakiError, match="^NumpyNet takes a Spec or a preset's name, got Sequential"):
+        NumpyNet(m)
+    with pytest.raises(TegakiError, match="^a dataset is named by a string"):
+        load_dataset(None)
+
+
 def test_the_glass_box_says_what_it_takes(mnist):
     """The natural mistakes with numpy_net (raw images to forward, labels of the wrong length, a gradient of the
     wrong shape, a learning rate that is not a number) are one-line InputErrors, not NumPy broadcasting errors."""

@@ -29,6 +29,11 @@ class NumpyNet:
     def __init__(self, spec: S.Spec, weights: dict | None = None, norm: dict | None = None, seed: int = 0):
         from tegaki.engines.numpy_engine import NumpyEngine
 
+        if isinstance(spec, str):  # a preset's name, as tegaki train --preset takes it
+            spec = S.load_preset(spec)
+        if not isinstance(spec, S.Spec):
+            raise TegakiError(f"NumpyNet takes a Spec or a preset's name, got {type(spec).__name__}; for a "
+                              "Sequential's own weights use model.numpy_net()")
         self.spec = spec
         self.norm = norm or {"mean": 0.0, "std": 1.0}
         w = weights if weights is not None else spec.init_weights(seed)
@@ -106,6 +111,12 @@ def gradcheck(net: NumpyNet, x, labels, eps: float = 1e-6, per_param: int = 6, s
     """Backpropagation's gradient against central finite differences, (L(p + eps) - L(p - eps)) / 2 eps, at
     `per_param` random entries of every parameter; returns the largest relative error per parameter
     (below 1e-6 means the backward pass is right). Runs in evaluation mode (no dropout)."""
+    if not isinstance(net, NumpyNet):
+        raise TegakiError(f"gradcheck takes a NumpyNet, got {type(net).__name__}; pass model.numpy_net() "
+                          "(or tg.NumpyNet(spec))")
+    if not (isinstance(eps, (int, float)) and 0 < eps < 1) or isinstance(per_param, bool) \
+            or not isinstance(per_param, int) or per_param < 1:
+        raise TegakiError(f"gradcheck needs eps in (0, 1) and per_param >= 1, got eps={eps!r}, per_param={per_param!r}")
     x = np.asarray(x, np.float64)
     if len(x) == 0:
         raise TegakiError("gradcheck needs at least one input")

@@ -70,6 +70,9 @@ class Sequential:
             spec = layers
             layers, input_shape, normalize, recipe = spec.layers, spec.input_shape, spec.normalize, dict(spec.train)
             name = spec.name if name == "model" else name
+        if isinstance(layers, S.Layer) or not isinstance(layers, (list, tuple)):
+            raise InputError(f"Sequential takes its layers as a list, got {type(layers).__name__}; "
+                             "write tg.Sequential([tg.Flatten(), tg.Dense(10), ...])")
         self._layers = list(layers)
         self.input_shape = tuple(input_shape)
         self.name = name
@@ -176,7 +179,8 @@ class Sequential:
             split = (np.arange(len(xs)), np.arange(len(xs), len(xs) + len(xv)))
             xs, ys = np.concatenate([xs, xv]), np.concatenate([ys, yv])
         elif validation_split:
-            if not 0 < validation_split < 1:
+            if isinstance(validation_split, bool) or not isinstance(validation_split, (int, float)) \
+                    or not 0 < validation_split < 1:
                 raise InputError(f"validation_split must be a fraction between 0 and 1, got {validation_split}")
             from tegaki.data.dataset import stratified_split
 
@@ -201,6 +205,7 @@ class Sequential:
     def predict_proba(self, x, batch_size: int = 2000) -> np.ndarray:
         """Class probabilities (N, K) for images x (uint8 0..255 or float 0..1, MNIST-style)."""
         xs = as_images(x, self.spec.input_shape, "x")
+        _check_batch(batch_size)
         return np.concatenate([self.predictor.predict_proba(xs[i:i + batch_size])
                                for i in range(0, len(xs), batch_size)])
 
@@ -235,6 +240,7 @@ class Sequential:
         name = check_layer(self.spec, layer) if layer else penultimate(self.spec)
         if name is None:
             raise TegakiError("this network has no hidden layer to take features from")
+        _check_batch(batch_size)
         return self._inspector().features(as_images(x, self.spec.input_shape, "x"), [name], batch_size)[name]
 
     @property
@@ -368,3 +374,8 @@ def load(ref="bundled") -> Sequential:
     m = Sequential(run.spec, classes=run.classes)
     m._spec, m.run = run.spec, run
     return m
+
+
+def _check_batch(batch_size) -> None:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise InputError(f"batch_size must be a whole number of at least 1, got {batch_size!r}")

@@ -270,6 +270,8 @@ def load_dataset(name: str, data_dir=None, env_dir=None, cache_dir=None, fetch: 
     installed, else by scikit-learn's bundled digits, with a loud message; the dataset actually
     used is `Dataset.name`, and its provenance keeps the reason.
     """
+    if not isinstance(name, str):
+        raise TegakiError(f"a dataset is named by a string (mnist, fashion-mnist, folder:PATH ...), got {name!r}")
     if name.startswith("folder:"):
         from tegaki.data.folder import load_folder
 
