@@ -4,6 +4,7 @@ loaded from Python, checked against the library it stands on (the Predictor, eva
 from __future__ import annotations
 
 import inspect
+import json
 import subprocess
 import sys
 import warnings
@@ -286,6 +287,25 @@ def test_gradcheck_keeps_its_documented_threshold_on_presets(mnist, preset):
     last = net.layers[-2] if preset == "ffnn" else net.layers[3]
     last.backward = lambda dy, f=last.backward: f(dy) * 1.01
     assert max(tg.gradcheck(net, x, y).values()) > 1e-3
+
+
+def test_a_second_fit_and_a_loaded_runs_fit_number_their_epochs_on(mnist, tmp_path):
+    """Two fits of 2 epochs save epochs 1..4 (not 1, 2, 1, 2); a loaded run's fit goes on from its last epoch."""
+    import csv
+
+    x, y = mnist.train_images[:200], mnist.train_labels[:200]
+    m = small_net()
+    m.fit(x, y, epochs=2, verbose=0)
+    h = m.fit(x, y, epochs=2, verbose=0)
+    assert [r["epoch"] for r in h.rows] == [1, 2]  # this fit's own table
+    m.save(tmp_path / "a")
+    rows = list(csv.DictReader(open(tmp_path / "a" / "history.csv")))
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3, 4]
+    assert json.loads((tmp_path / "a" / "metrics.json").read_text())["epochs"] == 4
+    again = tg.load(tmp_path / "a")
+    again.fit(x, y, epochs=1, verbose=0)
+    again.save(tmp_path / "b")
+    assert [int(r["epoch"]) for r in csv.DictReader(open(tmp_path / "b" / "history.csv"))] == [1, 2, 3, 4, 5]
 
 
 def test_more_wrong_kinds_of_argument_are_one_line(mnist):

@@ -155,12 +155,16 @@ class Sequential:
                                    valid_size=0 if split is None else len(split[1]), dataset="arrays", **options)
         log = print if verbose else (lambda m: None)
         weights_before = self.run is not None
+        earlier = self._history_rows() if weights_before else []  # a loaded run's epochs count too
         res = train(spec, ds, cfg, None, log=log, split=split, bar_stream=sys.stderr if verbose else _Null(),
                     weights=self.run.weights if self.run is not None else None)
         self.run, self._predictor = res.run, None
         if not weights_before:
             self._initial = res.initial
-        self._rows = self._rows + res.history if self._rows and weights_before else list(res.history)
+        start = int(earlier[-1]["epoch"]) if earlier and earlier[-1].get("epoch") is not None else 0
+        self._rows = earlier + [{**r, "epoch": start + r["epoch"]} for r in res.history]  # epochs go on, not 1, 2, 1
+        if start and "epochs" in self.run.metrics:
+            self.run.metrics = {**self.run.metrics, "epochs": start + int(self.run.metrics["epochs"])}
         return History(res.history, res.metrics, res.interrupted)
 
     def _fit_data(self, x, y, validation_data, validation_split, k):
