@@ -155,13 +155,14 @@ class Sequential:
                                    valid_size=0 if split is None else len(split[1]), dataset="arrays", **options)
         log = print if verbose else (lambda m: None)
         weights_before = self.run is not None
-        earlier = self._history_rows() if weights_before else []  # a loaded run's epochs count too
+        earlier = [{**r, "epoch": int(r["epoch"])} for r in (self._history_rows() if weights_before else [])
+                   if r.get("epoch") is not None]  # a loaded run's epochs count too (its CSV reads them as floats)
         res = train(spec, ds, cfg, None, log=log, split=split, bar_stream=sys.stderr if verbose else _Null(),
                     weights=self.run.weights if self.run is not None else None)
         self.run, self._predictor = res.run, None
         if not weights_before:
             self._initial = res.initial
-        start = int(earlier[-1]["epoch"]) if earlier and earlier[-1].get("epoch") is not None else 0
+        start = earlier[-1]["epoch"] if earlier else 0
         self._rows = earlier + [{**r, "epoch": start + r["epoch"]} for r in res.history]  # epochs go on, not 1, 2, 1
         if start and "epochs" in self.run.metrics:
             self.run.metrics = {**self.run.metrics, "epochs": start + int(self.run.metrics["epochs"])}
