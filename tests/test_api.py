@@ -97,8 +97,8 @@ def test_save_load_and_the_cli_reads_it(trained, mnist, tmp_path, cli):
     r = cli("evaluate", folder)
     assert r.code == 0, r.err
     assert "10,000 test images" in r.out
-    with pytest.raises(TegakiError, match="already holds a run"):
-        m.save(folder)
+    with pytest.raises(TegakiError, match=r"already exists and is not an empty folder; save to a new folder \(a run is never"):
+        m.save(folder)  # in Python's words: no --out or --resume to name
 
 
 def test_second_fit_continues(mnist):

@@ -278,6 +278,9 @@ class Sequential:
 
         run = self.predictor.run
         run.weights = self.predictor.engine.get_weights()  # what torch_module() users may have changed
+        if Path(path).exists() and not (Path(path).is_dir() and not any(Path(path).iterdir())):
+            raise TegakiError(f"{path} already exists and is not an empty folder; save to a new folder "
+                              "(a run is never overwritten)")
         try:
             out = prepare_out(Path(path), self.name, "")
             save_run(out, run.spec, run.weights, run.meta, self._history_rows(), run.metrics,
