@@ -271,3 +271,14 @@ def test_verbose_prints_the_epoch_table_and_quiet_prints_nothing(digits, capsys)
     CNNClassifier("fast", epochs=1, verbose=1).fit(X[:500], y[:500])
     out = capsys.readouterr().out
     assert "training fast" in out and "500 train, 0 valid, 0 test" in out and " epoch | train loss" in out
+
+
+def test_a_device_this_machine_lacks_is_a_bad_parameter():
+    """device="cuda" without a GPU is an InputError (a ValueError), like every other bad parameter."""
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA GPU")
+    with pytest.raises(InputError, match="no CUDA GPU") as e:
+        CNNClassifier(device="cuda", epochs=1).fit(_images(), np.arange(20) % 2)
+    assert isinstance(e.value, ValueError)

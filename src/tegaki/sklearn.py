@@ -260,6 +260,10 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
                                        optimizer=self.optimizer, engine=self.engine, seed=self.seed,
                                        device=self.device, valid_size=0)
             split = self._split(labels)
+            if cfg.engine == "torch":
+                from tegaki.engines.torch_engine import pick_device
+
+                pick_device(cfg.device)  # device="cuda" on a machine without one: a bad parameter like the others
         except InputError:
             raise
         except TegakiError as e:  # a SpecError, a bad training option: the same message, as a ValueError too
