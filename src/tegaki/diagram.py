@@ -67,6 +67,9 @@ def shape_text(shape) -> str:
     return "x".join(str(int(s)) for s in shape)
 
 
+ARC_Y = 1.85  # where skip arcs leave and land: above the tallest box's name (its top is at 1.25, its name to 1.6)
+
+
 def _arrows(ax, spec: S.Spec, step: float, width: float) -> int:
     """A straight arrow from the previous box, or an arc from an earlier one, into each layer's box;
     returns the height (in boxes skipped) of the tallest arc."""
@@ -81,7 +84,7 @@ def _arrows(ax, spec: S.Spec, step: float, width: float) -> int:
                 continue
             span = i - j
             tallest = max(tallest, min(span, 6))
-            ax.add_patch(FancyArrowPatch((j * step, 1.55), (i * step, 1.55),
+            ax.add_patch(FancyArrowPatch((j * step, ARC_Y), (i * step, ARC_Y),
                                          connectionstyle=f"arc3,rad={-min(0.45, 0.9 / span):.2f}",
                                          arrowstyle="-|>", mutation_scale=9, color="#2a7f6f", linewidth=0.9))
     return tallest
@@ -110,7 +113,7 @@ def draw(spec: S.Spec, title: str = "") -> Figure:
                 color="#333333" if n else "#999999")
     arcs = _arrows(ax, spec, step, width)
     ax.set_xlim(-step / 2 - 0.1, (len(boxes) - 0.5) * step + 0.1)
-    ax.set_ylim(-2.0, 1.95 + (0.35 + 0.25 * arcs if arcs else 0))
+    ax.set_ylim(-2.0, 1.95 + (ARC_Y - 1.55 + 0.35 + 0.25 * arcs if arcs else 0))
     ax.axis("off")
     total = spec.num_params()
     ax.set_title(plain(f"{title or spec.name}: {len(spec.layers)} layers, {total:,} parameters "
