@@ -359,6 +359,7 @@ def test_the_glass_box_says_what_it_takes(mnist):
             net.step(lr)
     net.backward(net.loss(z, y)[1])  # the right calls still work
     net.step(0.1)
+    net.step(np.float32(0.1)), net.step(np.int64(1))  # NumPy's numbers are numbers too
 
 
 def test_onnx_engine_without_the_extra_says_what_to_install(monkeypatch):

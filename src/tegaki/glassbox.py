@@ -88,7 +88,7 @@ class NumpyNet:
 
     def step(self, lr: float) -> None:
         """One plain gradient-descent step on every parameter: p <- p - lr * dL/dp."""
-        if isinstance(lr, bool) or not isinstance(lr, (int, float, np.floating)) or not 0 < lr < float("inf"):
+        if isinstance(lr, bool) or not isinstance(lr, (int, float, np.integer, np.floating)) or not 0 < lr < float("inf"):
             raise InputError(f"step takes a positive learning rate such as 0.1, got {lr!r}")
         for layer in self.layers:
             for k, p in layer.params.items():
