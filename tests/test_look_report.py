@@ -120,3 +120,40 @@ def test_report_of_a_model_saved_from_python(cli, mnist_small, tmp_path):
     assert r.code == 0, r.err
     html = (tmp_path / "mine" / "report.html").read_text(encoding="utf-8")
     assert "Test accuracy" in html and "when trained" not in html
+
+
+def test_wide_figures_scroll_at_a_readable_size_and_hashes_wrap():
+    """A figure far wider than the page (resnet-small's diagram is 2,818 px) keeps 80% of its size in a box that
+    scrolls sideways; a usual one fits the column. Provenance hashes may wrap, so a phone needs no sideways scroll."""
+    from tegaki import diagram, figures
+    from tegaki.report import CSS, Page
+    from tegaki.spec import load_preset
+
+    page = Page("t")
+    wide = page.figure(diagram.draw(load_preset("resnet-small")), "diagram")
+    assert '<div class="scroll">' in wide and 'class="fig wide"' in wide and "scroll sideways" in wide
+    width = int(wide.split('width="')[1].split('"')[0])
+    assert 2000 < width < 2818
+    narrow = page.figure(figures.new_figure((6, 3)), "small")
+    assert "scroll" not in narrow and "width=" not in narrow
+    assert "overflow-wrap:anywhere" in CSS
+
+
+def test_the_report_fits_a_phone(lenet_run, tmp_path):
+    """On a 390-px phone the page is 390 px wide: hashes wrap, wide tables and figures scroll in their own box."""
+    from test_serve_browser import ARGS, CHROMIUM
+
+    from tegaki.cli import main
+
+    if not CHROMIUM.exists():
+        pytest.skip("Debian's chromium is not installed")
+    from playwright.sync_api import sync_playwright
+
+    out = tmp_path / "r.html"
+    assert main(["report", str(lenet_run), "--out", str(out), "--tsne-sample", "100", "--mistakes", "4"]) == 0
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        pg = b.new_context(viewport={"width": 390, "height": 844}, is_mobile=True).new_page()
+        pg.goto(out.as_uri())
+        assert pg.evaluate("document.documentElement.scrollWidth") <= 390
+        b.close()

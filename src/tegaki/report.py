@@ -70,9 +70,16 @@ class Page:
         return f'<img class="{cls}" alt="{html.escape(alt)}"{w} src="{data_url(png)}">'
 
     def figure(self, fig, alt: str, caption: str = "", dpi: int = 100) -> str:
-        """A matplotlib Figure as an embedded PNG, with its caption."""
-        cap = f"<figcaption>{html.escape(caption)}</figcaption>" if caption else ""
-        return f"<figure>{self.img(figures.to_png(fig, dpi), alt)}{cap}</figure>"
+        """A matplotlib Figure as an embedded PNG, with its caption. A figure much wider than the page (a
+        deep network's diagram, many feature maps) keeps 80% of its size in a box that scrolls sideways,
+        instead of shrinking until its text cannot be read."""
+        png = figures.to_png(fig, dpi)
+        width = int.from_bytes(png[16:20], "big")  # the PNG header's width
+        if width <= WIDE_FIGURE:
+            cap = f"<figcaption>{html.escape(caption)}</figcaption>" if caption else ""
+            return f"<figure>{self.img(png, alt)}{cap}</figure>"
+        cap = f"<figcaption>{html.escape(caption + (' ' if caption else ''))}(wide: scroll sideways)</figcaption>"
+        return f'<figure><div class="scroll">{self.img(png, alt, "fig wide", int(0.8 * width))}</div>{cap}</figure>'
 
     def render(self, parts: list[str], footer: str) -> str:
         toc = " · ".join(f'<a href="#{a}">{html.escape(h)}</a>' for a, h in self.toc)
@@ -83,6 +90,7 @@ class Page:
                 + f"<footer>{html.escape(footer)}</footer></body></html>\n")
 
 
+WIDE_FIGURE = 1800  # pixels: a figure wider than this scrolls in the report rather than shrinking
 GENERATOR = '<meta name="generator" content="tegaki report">'  # how `report --out` knows a file it may replace
 
 CSS = """
@@ -94,7 +102,7 @@ table{border-collapse:collapse;font-size:.9em;margin:.5em 0}td,th{padding:.25em 
 text-align:right}th{background:#f5f5f5}td.l,th.l{text-align:left}
 table.kv td:first-child{text-align:left;color:#555;white-space:nowrap}table.kv td{text-align:left;overflow-wrap:anywhere}
 pre{background:#f7f7f7;padding:.7em;overflow-x:auto;font-size:.82em}
-img.fig{max-width:100%;height:auto}figure{margin:1em 0}figcaption{font-size:.85em;color:#555}
+img.fig{max-width:100%;height:auto}.scroll{overflow-x:auto}img.fig.wide{max-width:none}figure{margin:1em 0}figcaption{font-size:.85em;color:#555}
 .big{font-size:1.3em}.note{color:#666;font-size:.88em}
 .gallery{display:flex;flex-wrap:wrap;gap:8px}
 .nw{white-space:nowrap}
@@ -123,7 +131,7 @@ def _class_table(ev, classes: list[str]) -> str:
         avg = [np.average(m[k], weights=w) if w.sum() else 0.0 for k in ("precision", "recall", "f1")]
         rows.append(f"<tr><th class=l>{name}</th><th>{avg[0]:.4f}</th><th>{avg[1]:.4f}</th><th>{avg[2]:.4f}</th>"
                     f"<th>{int(sup.sum())}</th></tr>")
-    return "<table>" + head + "".join(rows) + "</table>"
+    return '<div class="scroll"><table>' + head + "".join(rows) + "</table></div>"  # wide on a phone: scrolls
 
 
 # what every section reads -------------------------------------------------------------------------
