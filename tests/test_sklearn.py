@@ -148,7 +148,7 @@ BAD = [  # (what, X, y, params, the message's gist)
     ("too few labels", _images(), np.arange(19) % 2, {}, r"X holds 20 images but y 19 labels"),
     ("labels as a column", _images(), (np.arange(20) % 2)[:, None], {}, r"y has shape \(20, 1\)"),
     ("NaN label", _images(), np.r_[np.zeros(19), np.nan], {}, r"label at index 19 is NaN"),
-    ("one class", _images(), np.zeros(20), {}, r"one class only"),
+    ("one class", _images(), np.zeros(20), {}, r"one class only \(0.0\); a classifier needs"),
     ("continuous labels", _images(), np.linspace(0, 1, 20), {}, r"regression target"),
     ("mixed labels", _images(), np.array([1, "a"] * 10, dtype=object), {}, r"cannot be sorted into classes"),
     ("negative lr", _images(), np.arange(20) % 2, {"lr": -1.0}, r"^lr must be a positive number"),

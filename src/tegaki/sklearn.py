@@ -146,7 +146,7 @@ def as_labels(y, n: int) -> tuple[np.ndarray, np.ndarray]:
     if kind == "continuous":
         _refuse("y holds fractional values, a regression target; a classifier needs class labels")
     if len(classes) < 2:
-        _refuse(f"y has one class only ({classes[0]!r}); a classifier needs examples of at least two classes")
+        _refuse(f"y has one class only ({_plain_value(classes[0])!r}); a classifier needs examples of at least two classes")
     if len(classes) > MAX_CLASSES:
         _refuse(f"y has {len(classes):,} classes, more than the {MAX_CLASSES:,} tegaki trains; check the labels")
     return classes, index.reshape(-1).astype(np.int64)
@@ -301,3 +301,8 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         """The logarithm of predict_proba (-inf where a probability is 0)."""
         with np.errstate(divide="ignore"):
             return np.log(self.predict_proba(X))
+
+
+def _plain_value(v):
+    """A NumPy scalar as the Python value it holds (so a message says 3, not np.int64(3))."""
+    return v.item() if isinstance(v, np.generic) else v
