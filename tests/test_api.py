@@ -422,3 +422,13 @@ def test_figures_with_names_the_font_lacks_draw_without_warnings(recwarn):
     fig.add_subplot().set_title("私の数字 ユニコード")
     assert figures.to_png(fig)[:4] == b"\x89PNG"
     assert not [w for w in recwarn if "missing from font" in str(w.message)]
+
+
+def test_one_image_plots_refuse_a_batch(mnist):
+    """plot_feature_maps takes one image: a batch used to draw its first image without a word."""
+    m = small_net()
+    m.fit(mnist.train_images[:100], mnist.train_labels[:100], epochs=1, verbose=0)
+    with pytest.raises(InputError, match="^give one image here, got 5; pick one"):
+        m.plot_feature_maps(mnist.test_images[:5])
+    m.plot_feature_maps(mnist.test_images[0])  # one image, as the docs say
+    m.plot_feature_maps(mnist.test_images[:1])

@@ -263,7 +263,7 @@ def test_batchnorm_with_a_batch_of_one_is_a_clear_error():
     images, labels = batch(BN_NET, 4)
     data = e.prepare(images, labels, NORM)
     e.train_step(*e.take(data, np.arange(2)))  # a conv batchnorm sees N*H*W values: fine
-    with pytest.raises(TegakiError, match="batch-size"):
+    with pytest.raises(TegakiError, match="train with a larger batch size"):
         e.train_step(*e.take(data, np.arange(1)))  # the dense batchnorm sees one value per feature
 
 

@@ -351,7 +351,10 @@ class Sequential:
                 raise InputError(f"{image if isinstance(image, (str, os.PathLike)) else 'the picture'}: no digit "
                                  "found (no ink); give a picture with a digit in it")
             return pre.image
-        return as_images(image, self.spec.input_shape, "image")[0]
+        images = as_images(image, self.spec.input_shape, "image")
+        if len(images) != 1:  # a batch: which one was meant? (the first was drawn without a word)
+            raise InputError(f"give one image here, got {len(images)}; pick one, e.g. x[0]")
+        return images[0]
 
     def _history_rows(self) -> list[dict]:
         if self._rows:

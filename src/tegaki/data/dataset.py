@@ -94,7 +94,7 @@ def stratified_split(labels: np.ndarray, n_valid: int, seed: int) -> tuple[np.nd
         return np.arange(n), np.arange(0)
     if n_valid >= n:
         raise TegakiError(f"validation split of {n_valid} leaves nothing to train on ({n} training items); "
-                          "lower --valid-size")
+                          "ask for a smaller validation split")
     rng = np.random.default_rng(seed)
     classes, counts = np.unique(labels, return_counts=True)
     quota = np.floor(counts * n_valid / n).astype(int)

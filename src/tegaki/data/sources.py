@@ -146,11 +146,11 @@ def locate(name: str, data_dir: str | os.PathLike | None = None, env_dir: str | 
     if data_dir is not None:
         d = Path(data_dir)
         if not d.is_dir():
-            raise TegakiError(f"--data-dir {d}: no such folder")
+            raise TegakiError(f"data folder {d}: no such folder")
         files = _complete(d) or _complete(d / name)
         if not files:
             missing = _missing(d)
-            raise TegakiError(f"--data-dir {d}: missing {', '.join(missing)}; point it at the folder "
+            raise TegakiError(f"data folder {d}: missing {', '.join(missing)}; point it at the folder "
                               f"holding the four {name} IDX files")
         return files, f"data dir {d}"
     candidates = []

@@ -233,7 +233,7 @@ class BatchNorm(Layer):
         if self.training:
             if m < 2:
                 raise TegakiError(f"{self.name}: batchnorm needs more than one value per channel while "
-                                  "training; use a larger --batch-size")
+                                  "training; train with a larger batch size")
             mean, var = x.mean(axis=self.axes), x.var(axis=self.axes)  # biased variance normalises
             mo = self.momentum
             self.buffers["running_mean"] *= 1 - mo
