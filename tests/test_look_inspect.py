@@ -247,3 +247,16 @@ def test_png_helpers_make_small_valid_pngs():
     for png in (array_png(np.arange(784).reshape(28, 28)), saliency_png(np.zeros((28, 28)), np.ones((28, 28)), 1.0)):
         with Image.open(io.BytesIO(png)) as im:
             assert im.size == (56, 56)
+
+
+def test_pictures_of_other_data_do_not_say_digit(mnist):
+    """Fashion-MNIST's pictures said "test digit #0": images that are not digits are images."""
+    from types import SimpleNamespace
+
+    from tegaki.commands.inspect import pick_input
+
+    args = SimpleNamespace(image=None, index=3)
+    digits = SimpleNamespace(test_images=mnist.test_images[:5], test_labels=mnist.test_labels[:5],
+                             classes=[str(d) for d in range(10)], name="mnist")
+    clothes = SimpleNamespace(**{**vars(digits), "classes": ["T-shirt/top", "Trouser"] + ["x"] * 8, "name": "f"})
+    assert pick_input(args, digits)[2] == "test digit #3" and pick_input(args, clothes)[2] == "test image #3"

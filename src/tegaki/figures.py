@@ -413,7 +413,7 @@ def probe_accuracy(results: Sequence, network_accuracy: float, title: str = "") 
     for j, c in enumerate(clfs):
         xs = [i + (j - (len(clfs) - 1) / 2) * width for i in range(len(layers))]
         ys = [100 * by[(c, l)].accuracy if (c, l) in by else np.nan for l in layers]
-        ax.bar(xs, ys, width * 0.92, label=plain(f"{c} ({first[c].train_size:,} digits)"))
+        ax.bar(xs, ys, width * 0.92, label=plain(f"{c} ({first[c].train_size:,} training examples)"))
         for x, y in zip(xs, ys):
             if np.isfinite(y):
                 ax.text(x, y + 0.15, f"{y:.1f}", ha="center", va="bottom", fontsize=7)

@@ -299,11 +299,11 @@ def _mistake_cards(c: Context, wrong: np.ndarray) -> tuple[list[str], list[str]]
 
 
 def mistakes_section(c: Context, cards: list[str]) -> str:
-    head = c.page.section("mistakes", "Misclassified test digits")
+    head = c.page.section("mistakes", f"Misclassified test {figures.things(c.classes)}")
     if not cards:
-        return head + c.page.p("No test digit is misclassified.", "note")
+        return head + c.page.p(f"No test {figures.things(c.classes)[:-1]} is misclassified.", "note")
     n_wrong = int((c.pred != c.labels).sum())
-    note = (f"{n_wrong} of {len(c.labels):,} test digits are misclassified; the {len(cards)} most confident "
+    note = (f"{n_wrong} of {len(c.labels):,} test {figures.things(c.classes)} are misclassified; the {len(cards)} most confident "
             "mistakes are shown. Each shows its true label and the two most probable classes; click one "
             "for its saliency maps.")
     return head + c.page.p(note, "note") + '<div class="gallery">' + "".join(cards) + "</div>"
@@ -342,7 +342,7 @@ def digit_section(c: Context) -> str:
     index = c.index if 0 <= c.index < len(c.images) else 0
     x, p_one, target = c.images[index], c.probs[index], int(c.probs[index].argmax())
     page, classes = c.page, c.classes
-    out = [page.section("digit", f"Inside the network: test digit #{index}"),
+    out = [page.section("digit", f"Inside the network: test {figures.things(c.classes)[:-1]} #{index}"),
            page.p(f"true {classes[c.labels[index]]}, predicted {classes[target]} ({p_one.max():.1%}).", "note")]
     maps = c.look.feature_maps(x)
     if maps:
@@ -359,7 +359,7 @@ def digit_section(c: Context) -> str:
 def pca_section(c: Context) -> str:
     f = c.feats[c.layer]
     z, ratio = I.pca_2d(f)
-    title = (f"PCA of {c.layer} ({f.shape[1]} features), {len(f):,} test digits; "
+    title = (f"PCA of {c.layer} ({f.shape[1]} features), {len(f):,} test {figures.things(c.classes)}; "
              f"axes explain {ratio[0]:.0%} + {ratio[1]:.0%}")
     return (c.page.section("embedding", "Embedding of the penultimate layer")
             + c.page.figure(figures.embedding(z, c.labels, c.classes, title), "PCA embedding",

@@ -46,6 +46,8 @@ def pick_input(args, ds):
     """(28x28 uint8 image, label or None, description) from --image or --index."""
     import numpy as np
 
+    from tegaki import figures
+
     if args.image:
         from tegaki.data.preprocess import to_mnist
 
@@ -58,7 +60,8 @@ def pick_input(args, ds):
     n = len(ds.test_labels)
     if not 0 <= index < n:
         raise TegakiError(f"--index {index} is out of range: the {ds.name} test set has {n:,} digits (0 to {n - 1})")
-    return np.asarray(ds.test_images[index]), int(ds.test_labels[index]), f"test digit #{index}"
+    return (np.asarray(ds.test_images[index]), int(ds.test_labels[index]),
+            f"test {figures.things(ds.classes)[:-1]} #{index}")
 
 
 def default_out(run) -> Path:
@@ -164,12 +167,12 @@ def draw_embeddings(look, spec, ds, classes, out: Path, tsne_sample: int) -> lis
     f = look.features(ds.test_images, [pen])[pen]
     labels = np.asarray(ds.test_labels)
     z, ratio = I.pca_2d(f)
-    title = (f"PCA of {pen} ({f.shape[1]} features), {len(f):,} {ds.name} test digits; "
+    title = (f"PCA of {pen} ({f.shape[1]} features), {len(f):,} {ds.name} test {figures.things(classes)}; "
              f"axes explain {ratio[0]:.0%} + {ratio[1]:.0%}")
     files = [figures.save(figures.embedding(z, labels, classes, title), out / "embedding_pca.png", dpi=100)]
     if tsne_sample:
         idx = I.sample_indices(len(f), tsne_sample)
-        title = f"t-SNE of {pen}, a random sample of {len(idx):,} test digits"
+        title = f"t-SNE of {pen}, a random sample of {len(idx):,} test {figures.things(classes)}"
         files.append(figures.save(figures.embedding(I.tsne_2d(f[idx]), labels[idx], classes, title),
                                   out / "embedding_tsne.png", dpi=100))
     return files
