@@ -140,8 +140,10 @@ class TrainConfig:
 
         for f in fields(cls):
             if f.name in values and not type_ok(values[f.name], str(f.type)):
-                raise TegakiError(f"spec {spec.name!r}: training option {f.name} must be "
-                                  f"{str(f.type).replace(' | ', ' or ')}, got {values[f.name]!r}")
+                given = overrides.get(f.name) is not None  # the caller's value, not the spec's
+                who = (f"--{f.name.replace('_', '-')}" if cli else f.name) if given else \
+                    f"spec {spec.name!r}: training option {f.name}"
+                raise TegakiError(f"{who} must be {str(f.type).replace(' | ', ' or ')}, got {values[f.name]!r}")
         try:
             return cls(**values)
         except OptionError as e:  # name the option as the user wrote it: a CLI flag, a spec's key, a keyword
