@@ -203,6 +203,9 @@ def test_report_with_mathtext_class_names(maths_run, tmp_path):
     srcs = re.findall(r'\ssrc="([^"]*)"', text)
     assert srcs and all(s.startswith("data:image/png;base64,") for s in srcs)  # still one self-contained file
     assert set(r.timings) >= {"forward pass over the test set", "summary", "confusion", "t-SNE"}
+    # class names longer than a digit: each mistake card gives its top two on lines of their own, wrapping
+    cards = re.findall(r'<div class="card" id="m\d+">.*?</div>', text)
+    assert cards and all("<span>top-2: " in c and c.count("<br>") >= 4 and "class=nw" not in c for c in cards)
 
 
 # no output into the installed package ------------------------------------------------------------

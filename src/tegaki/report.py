@@ -41,6 +41,11 @@ def saliency_png(image: np.ndarray, grad: np.ndarray, vmax: float, scale: int = 
     return encode(figures.saliency_overlay(image, grad, vmax, scale))
 
 
+def _sure(p: float) -> str:
+    """A probability for a mistake's card: a wrong answer at 0.9985 reads 99.8%, never 100%."""
+    return figures.below_one(p) if p >= 0.99 else _pct(p)
+
+
 def _pct(p: float) -> str:
     return f"{p:.0%}" if p >= 0.095 else f"{p:.1%}"
 
@@ -282,11 +287,14 @@ def _mistake_cards(c: Context, wrong: np.ndarray) -> tuple[list[str], list[str]]
     g_pred = c.look.saliency(images[wrong], pred[wrong])[:, 0]  # (W, H, W)
     g_true = c.look.saliency(images[wrong], labels[wrong])[:, 0]
     cards, sal_cards = [], []
+    short = max(len(str(k)) for k in classes) <= 3  # digits: "top-2: 6 99.8% · 5 0.1%" fits a card's line
     for j, i in enumerate(wrong):
         top2 = np.argsort(-probs[i])[:2]
-        t2 = " · ".join(f"{html.escape(classes[k])}&nbsp;{_pct(probs[i, k])}" for k in top2)
+        t2 = (" · " if short else "<br>").join(f"{html.escape(classes[k])}&nbsp;{_sure(probs[i, k])}"
+                                                for k in top2)  # long class names: one per line, not cut off
         cards.append(f'<div class="card" id="m{i}"><a href="#s{i}">{img(array_png(images[i]), f"test digit {i}")}'
-                     f'</a><br>true <b>{html.escape(classes[labels[i]])}</b><br><span class="nw">top-2: {t2}</span>'
+                     f'</a><br>true <b>{html.escape(classes[labels[i]])}</b><br>'
+                     f'<span{" class=nw" if short else ""}>top-2: {t2}</span>'
                      f'<br><a href="#s{i}">saliency</a> · #{i}</div>')
         v = max(float(np.abs(g_pred[j]).max()), float(np.abs(g_true[j]).max())) or 1.0
         sal_cards.append(
