@@ -335,6 +335,10 @@ def test_more_wrong_kinds_of_argument_are_one_line(mnist):
         NumpyNet(m)
     with pytest.raises(TegakiError, match="^a dataset is named by a string"):
         load_dataset(None)
+    from scipy import sparse
+
+    with pytest.raises(InputError, match=r"^x is a sparse matrix; pass a dense array of images \(x.toarray\(\)\)"):
+        m.predict(sparse.csr_matrix(np.zeros((3, 784))))  # it said "x holds object values"
 
 
 def test_the_glass_box_says_what_it_takes(mnist):

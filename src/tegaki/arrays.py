@@ -37,6 +37,8 @@ def _image_size(input_shape) -> tuple[int, int]:
 def as_images(x, input_shape=(1, 28, 28), what: str = "x", warn: bool = True) -> np.ndarray:
     """x as uint8 images (N, H, W) for a network whose input is `input_shape` (C, H, W) or (F,)."""
     h, w = _image_size(input_shape)
+    if hasattr(x, "toarray") and hasattr(x, "nnz"):  # a SciPy sparse matrix: np.asarray makes an object scalar
+        raise InputError(f"{what} is a sparse matrix; pass a dense array of images ({what}.toarray())")
     try:
         a = np.asarray(x)
     except (ValueError, TypeError) as e:
