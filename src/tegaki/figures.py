@@ -230,9 +230,13 @@ def _short(name, width: int = 10) -> str:
     return name if len(name) <= width else name[:width - 1] + "…"
 
 
+def thing(classes: Sequence[str]) -> str:
+    """"digit" for digit classes, "image" for any other."""
+    return "digit" if all(str(c) in "0123456789" and len(str(c)) == 1 for c in classes) else "image"
+
+
 def things(classes: Sequence[str]) -> str:
-    """"digits" for digit classes, "images" for any other."""
-    return "digits" if all(str(c) in "0123456789" and len(str(c)) == 1 for c in classes) else "images"
+    return thing(classes) + "s"
 
 
 # inside the network ----------------------------------------------------------------------------

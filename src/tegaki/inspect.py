@@ -48,10 +48,11 @@ def logits_layer(spec: S.Spec) -> str:
     return layers[-2].name if isinstance(layers[-1], S.Softmax) and len(layers) > 1 else layers[-1].name
 
 
-def block_end(spec: S.Spec, name: str) -> str:
-    """The last layer of the block a conv or dense layer starts (its pooling, activation ...)."""
+def block_end(spec: S.Spec, name: str, tail: tuple[type, ...] = _BLOCK_TAIL) -> str:
+    """The last layer of the block a conv or dense layer starts: the layers of the `tail` kinds (its pooling,
+    activation ...) that follow it, each reading the one before."""
     i, src = [l.name for l in spec.layers].index(name), spec.sources()
-    while i + 1 < len(spec.layers) and isinstance(spec.layers[i + 1], _BLOCK_TAIL) \
+    while i + 1 < len(spec.layers) and isinstance(spec.layers[i + 1], tail) \
             and not isinstance(spec.layers[i + 1], S.Softmax) and src[i + 1] == (spec.layers[i].name,):
         i += 1  # (it reads layer i alone; in a network with branches a layer may read another)
     return spec.layers[i].name

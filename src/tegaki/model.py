@@ -274,11 +274,11 @@ class Sequential:
     def save(self, path) -> Path:
         """Write a run folder (model.safetensors, model.json ...) that every tegaki command reads."""
         from tegaki.run import save_run
-        from tegaki.train import prepare_out
+        from tegaki.train import occupied, prepare_out
 
         run = self.predictor.run
         run.weights = self.predictor.engine.get_weights()  # what torch_module() users may have changed
-        if Path(path).exists() and not (Path(path).is_dir() and not any(Path(path).iterdir())):
+        if occupied(Path(path)):  # checked here too, to say it in Python's words (prepare_out names --out)
             raise TegakiError(f"{path} already exists and is not an empty folder; save to a new folder "
                               "(a run is never overwritten)")
         try:

@@ -33,6 +33,7 @@ from tegaki.calibration import status as status_of
 from tegaki.data.preprocess import MAX_PIXELS, Preprocessed, from_ink, to_mnist
 from tegaki.data.segment import MAX_DIGITS, cut_candidates, find_digits, median_height
 from tegaki.engines import make_engine
+from tegaki.inspect import block_end
 from tegaki.errors import TegakiError
 from tegaki.numerics import softmax
 from tegaki.engines.inputs import normalise
@@ -321,18 +322,8 @@ class Predictor:
     def conv_blocks(self, limit: int = 2) -> list[tuple[str, str]]:
         """The first `limit` conv layers, each with the layer whose output shows its maps best:
         the conv's output after its batch norm and activation, before any pooling."""
-        layers, src = self.spec.layers, self.spec.sources()
-        out = []
-        for i, layer in enumerate(layers):
-            if isinstance(layer, S.Conv2d):
-                j = i
-                while j + 1 < len(layers) and isinstance(layers[j + 1], (S.BatchNorm, S.Activation)) \
-                        and not isinstance(layers[j + 1], S.Softmax) and src[j + 1] == (layers[j].name,):
-                    j += 1  # (the next layer reads this one: in a network with branches it may read another)
-                out.append((layer.name, layers[j].name))
-                if len(out) == limit:
-                    break
-        return out
+        convs = [l.name for l in self.spec.layers if isinstance(l, S.Conv2d)][:limit]
+        return [(c, block_end(self.spec, c, tail=(S.BatchNorm, S.Activation))) for c in convs]
 
     def feature_maps(self, image: np.ndarray, limit: int = 2) -> list[tuple[str, str, np.ndarray]]:
         """The feature maps of the first `limit` conv layers for one (28, 28) uint8 input:

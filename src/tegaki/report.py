@@ -309,7 +309,7 @@ def _mistake_cards(c: Context, wrong: np.ndarray) -> tuple[list[str], list[str]]
 def mistakes_section(c: Context, cards: list[str]) -> str:
     head = c.page.section("mistakes", f"Misclassified test {figures.things(c.classes)}")
     if not cards:
-        return head + c.page.p(f"No test {figures.things(c.classes)[:-1]} is misclassified.", "note")
+        return head + c.page.p(f"No test {figures.thing(c.classes)} is misclassified.", "note")
     n_wrong = int((c.pred != c.labels).sum())
     note = (f"{n_wrong} of {len(c.labels):,} test {figures.things(c.classes)} are misclassified; the {len(cards)} most confident "
             "mistakes are shown. Each shows its true label and the two most probable classes; click one "
@@ -350,7 +350,7 @@ def digit_section(c: Context) -> str:
     index = c.index if 0 <= c.index < len(c.images) else 0
     x, p_one, target = c.images[index], c.probs[index], int(c.probs[index].argmax())
     page, classes = c.page, c.classes
-    out = [page.section("digit", f"Inside the network: test {figures.things(c.classes)[:-1]} #{index}"),
+    out = [page.section("digit", f"Inside the network: test {figures.thing(c.classes)} #{index}"),
            page.p(f"true {classes[c.labels[index]]}, predicted {classes[target]} ({p_one.max():.1%}).", "note")]
     maps = c.look.feature_maps(x)
     if maps:

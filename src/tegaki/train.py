@@ -138,20 +138,21 @@ class TrainConfig:
         if unknown:  # fit(..., bogus=3): name the option, not the dataclass
             raise TegakiError(f"unknown training option {unknown[0]!r}; choose from {', '.join(known)}")
 
+        def said(option: str) -> str:  # as the user wrote it: the caller's flag or keyword, or the spec's key
+            if overrides.get(option) is not None:
+                return f"--{option.replace('_', '-')}" if cli else option
+            return f"spec {spec.name!r}: training option {option}"
+
         for f in fields(cls):
             if f.name in values and not type_ok(values[f.name], str(f.type)):
-                given = overrides.get(f.name) is not None  # the caller's value, not the spec's
-                who = (f"--{f.name.replace('_', '-')}" if cli else f.name) if given else \
-                    f"spec {spec.name!r}: training option {f.name}"
-                raise TegakiError(f"{who} must be {str(f.type).replace(' | ', ' or ')}, got {values[f.name]!r}")
+                kind = str(f.type).replace(" | ", " or ")
+                raise TegakiError(f"{said(f.name)} must be {kind}, got {values[f.name]!r}")
         try:
             return cls(**values)
-        except OptionError as e:  # name the option as the user wrote it: a CLI flag, a spec's key, a keyword
+        except OptionError as e:  # out of range: Python keeps the plain field name; the command line says where
             if not cli:
                 raise
-            given = overrides.get(e.option) is not None
-            where = f"--{e.option.replace('_', '-')}" if given else f"spec {spec.name!r}: training option {e.option}"
-            raise OptionError(e.option, e.problem, where) from None
+            raise OptionError(e.option, e.problem, said(e.option)) from None
 
 
 class OptionError(TegakiError):
@@ -418,7 +419,7 @@ def _setup(spec, ds, cfg, out, log, command, bar_stream, dist, resume, split=Non
     if split is None and len(va) < cfg.valid_size:
         log(f"validation split: {len(va):,} of {len(ds.train_labels):,} training images "
             f"(--valid-size {cfg.valid_size:,} would leave too few to train on)")
-    if len(tr) < 2 and any(isinstance(l, BatchNorm) for l in spec.layers):
+    if len(tr) < 2 and _has_batch_norm(spec):
         raise TegakiError(f"a network with batch norm needs at least 2 training images (a batch's statistics), "
                           f"and {ds.name} leaves {len(tr)} to train on; give more images")
     if cfg.batch_size == 1 and any(isinstance(l, BatchNorm) and len(s) == 1 for l, s in zip(spec.layers, spec.in_shapes())):
@@ -466,12 +467,16 @@ def _resume_state(run: _Run, resume: dict) -> LoopState:
     return state
 
 
+def _has_batch_norm(spec: Spec) -> bool:
+    return any(isinstance(l, BatchNorm) for l in spec.layers)
+
+
 def steps_per_epoch(spec: Spec, n: int, batch_size: int) -> int:
     """Optimiser steps in one pass over n examples; the last batch takes the rest. A network with batch norm
     never gets a last batch of one: a batch norm after a dense layer cannot take a batch's statistics from a
     single example (PyTorch refuses it), so that example joins the batch before it."""
     steps = math.ceil(n / batch_size)
-    if n % batch_size == 1 and steps > 1 and any(isinstance(l, BatchNorm) for l in spec.layers):
+    if n % batch_size == 1 and steps > 1 and _has_batch_norm(spec):
         steps -= 1
     return steps
 
@@ -731,6 +736,11 @@ def prepare_out(out: Path | None, name: str, stamp: str) -> Path:
     out = Path(out) if out else Path("runs") / f"{stamp}-{safe}"
     if (out / "model.json").exists() or (out / CHECKPOINT).exists():
         raise TegakiError(f"--out {out} already holds a run; choose another --out, or --resume it")
-    if out.exists() and not (out.is_dir() and not any(out.iterdir())):
+    if occupied(out):
         raise TegakiError(f"--out {out} already exists and is not an empty folder; choose a new --out")
     return out
+
+
+def occupied(out: Path) -> bool:
+    """Whether `out` holds something a new run would overwrite: anything but an empty folder or nothing."""
+    return out.exists() and not (out.is_dir() and not any(out.iterdir()))

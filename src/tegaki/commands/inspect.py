@@ -61,7 +61,7 @@ def pick_input(args, ds):
     if not 0 <= index < n:
         raise TegakiError(f"--index {index} is out of range: the {ds.name} test set has {n:,} digits (0 to {n - 1})")
     return (np.asarray(ds.test_images[index]), int(ds.test_labels[index]),
-            f"test {figures.things(ds.classes)[:-1]} #{index}")
+            f"test {figures.thing(ds.classes)} #{index}")
 
 
 def default_out(run) -> Path:
