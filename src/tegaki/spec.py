@@ -59,7 +59,8 @@ TRAIN_KEYS = {
     "weight_decay": "float", "schedule": "str", "label_smoothing": "float", "patience": "int | None",
     "monitor": "str", "valid_size": "int", "seed": "int", "device": "str", "engine": "str", "dataset": "str",
     "augment": "str | None", "augment_strength": "float", "precision": "str", "compile": "bool",
-    "split_seed": "int | None", "ema": "float",
+    "split_seed": "int | None", "ema": "float", "teachers": "list | None", "distill_weight": "float",
+    "distill_temperature": "float",
 }
 
 

@@ -79,6 +79,9 @@ class TrainConfig:
     compile: bool = False  # run the torch training step through torch.compile
     split_seed: int | None = None  # seed of the validation split alone (None: `seed`); ensembles share one split
     ema: float = 0.0  # decay of a moving average of the weights, validated and saved instead of them (0: none)
+    teachers: list | None = None  # run folders whose averaged probabilities the network learns too (distillation)
+    distill_weight: float = 0.5  # the teachers' share of the training target (the labels' is the rest)
+    distill_temperature: float = 1.0  # the teachers' logits are divided by this before their softmax
 
     @property
     def validation_seed(self) -> int:
@@ -103,6 +106,15 @@ class TrainConfig:
         _check_float("label_smoothing", self.label_smoothing, 0.0, 1.0, high_open=True)
         _check_float("augment_strength", self.augment_strength, 0.0, 10.0)
         _check_float("ema", self.ema, 0.0, 1.0, high_open=True)
+        _check_float("distill_weight", self.distill_weight, 0.0, 1.0)
+        _check_float("distill_temperature", self.distill_temperature, 0.01, 100.0)
+        if self.teachers is not None:
+            if isinstance(self.teachers, (str, Path)):
+                self.teachers = [self.teachers]
+            if not isinstance(self.teachers, (list, tuple)) or not self.teachers or not all(
+                    isinstance(t, (str, Path)) for t in self.teachers):
+                raise OptionError("teachers", "must be a list of run folders")
+            self.teachers = [str(t) for t in self.teachers]
         for name, value, choices in (("optimizer", self.optimizer, OPTIMIZERS), ("schedule", self.schedule, SCHEDULES),
                                      ("monitor", self.monitor, MONITORS), ("engine", self.engine, ENGINES),
                                      ("precision", self.precision, PRECISIONS), ("device", self.device, DEVICES)):
@@ -438,12 +450,70 @@ def _setup(spec, ds, cfg, out, log, command, bar_stream, dist, resume, split=Non
     meta = make_meta(spec, ds.classes, norm, ds.provenance, cfg.seed, asdict(cfg), command)
     if resume is not None and resume.get("command"):
         meta["command"], meta["resumed_with"] = resume["command"], meta["command"]
+    targets = teacher_targets(cfg, ds, tr, va, log)
     return _Run(spec, ds, cfg, out, engine, norm, init, augment,
-                train_data=engine.prepare(ds.train_images[tr], ds.train_labels[tr], norm),
+                train_data=engine.prepare(ds.train_images[tr], ds.train_labels[tr], norm, targets),
                 valid_data=engine.prepare(ds.train_images[va], ds.train_labels[va], norm) if len(va) else None,
                 n_train=len(tr), n_valid=int(len(va)), steps=steps_per_epoch(spec, len(tr), cfg.batch_size), meta=meta,
                 prog=Progress(log, bar_stream), log=log, dist=dist, setup_seconds=time.perf_counter() - t_setup,
                 valid_labels=np.asarray(ds.train_labels[va]) if len(va) else None)
+
+
+def teacher_targets(cfg: TrainConfig, ds: Dataset, tr: np.ndarray, va: np.ndarray,
+                    log: Callable[[str], None] = print) -> np.ndarray | None:
+    """Distillation (Hinton, Vinyals and Dean 2015): the (N, classes) distribution each training image is
+    trained toward, (1 - w) x its label (smoothed as the recipe says) + w x the mean over the teachers of
+    softmax(logits / T), w = distill_weight and T = distill_temperature. The teachers see each image once,
+    undistorted; an augmented copy keeps its image's target. The student's own softmax has temperature 1.
+    None without teachers."""
+    if not cfg.teachers:
+        return None
+    from tegaki.numerics import softmax
+    from tegaki.predict import Predictor
+
+    images, labels, k = ds.train_images[tr], np.asarray(ds.train_labels[tr]), len(ds.classes)
+    mean = np.zeros((len(tr), k))
+    for ref in cfg.teachers:
+        teacher = Predictor.load(ref)
+        if list(teacher.classes) != list(ds.classes):
+            raise TegakiError(f"teacher {ref} tells apart {len(teacher.classes)} classes "
+                              f"({', '.join(map(str, teacher.classes[:4]))}...), not {ds.name}'s; "
+                              f"give teachers trained on {ds.name}")
+        if not teacher.spec.takes_images(images.shape[1:]):
+            raise TegakiError(f"teacher {ref} expects {tuple(teacher.spec.input_shape[-2:])} images, {ds.name}'s are "
+                              f"{images.shape[1:]}; give teachers trained on {ds.name}")
+        mean += softmax(teacher.logits(images).astype(np.float64) / cfg.distill_temperature)
+        seen = _seen_validation(teacher.run, ds, va)
+        if seen:
+            log(f"note: teacher {ref} was trained on {seen:,} of the {len(va):,} validation images, so the "
+                "validation figures will be optimistic; give teachers trained with the same validation split")
+    mean /= len(cfg.teachers)
+    target = np.full((len(tr), k), cfg.label_smoothing / k)
+    target[np.arange(len(tr)), labels] += 1.0 - cfg.label_smoothing
+    target = (1.0 - cfg.distill_weight) * target + cfg.distill_weight * mean
+    agree = float((mean.argmax(1) == labels).mean()) if len(tr) else 1.0
+    log(f"distillation: {plural(len(cfg.teachers), 'teacher')}, weight {cfg.distill_weight:g}, temperature "
+        f"{cfg.distill_temperature:g}; their average agrees with {agree:.2%} of the training labels")
+    return target.astype(np.float32)
+
+
+def _seen_validation(teacher, ds: Dataset, va: np.ndarray) -> int:
+    """How many of the validation images `va` the teacher run trained on: 0 when it trained on other data
+    (another dataset, other files, another number of images) or does not say how it split its data."""
+    config, m = teacher.meta.get("config"), teacher.metrics
+    if not len(va) or not isinstance(config, dict) or not isinstance(config.get("valid_size"), int):
+        return 0
+    same_data = teacher.meta.get("data", {}).get("dataset") == ds.provenance.get("dataset") and \
+        teacher.meta.get("data", {}).get("files") == ds.provenance.get("files") and \
+        m.get("train_size", -1) + m.get("valid_size", 0) == len(ds.train_labels)
+    seed = config.get("split_seed") if config.get("split_seed") is not None else config.get("seed", 0)
+    if not same_data or not isinstance(seed, int):
+        return 0
+    try:
+        their_train, _ = validation_split(ds.train_labels, config["valid_size"], seed)
+    except TegakiError:
+        return 0
+    return int(np.isin(va, their_train).sum())
 
 
 def _resume_state(run: _Run, resume: dict) -> LoopState:
@@ -496,8 +566,8 @@ def _epoch(run: _Run, state: LoopState, epoch: int) -> bool:
         lr = lr_at(cfg, (epoch - 1) * run.steps + b, run.steps * cfg.epochs, epoch - 1)
         engine.set_lr(lr)
         idx = perm[b * cfg.batch_size:(b + 1) * cfg.batch_size if b + 1 < run.steps else None]  # the last: the rest
-        x, y = engine.take(run.train_data, dist.shard(idx) if dist is not None else idx)
-        engine.train_step(run.augment(x) if run.augment is not None else x, y)
+        x, *y = engine.take(run.train_data, dist.shard(idx) if dist is not None else idx)  # y: labels[, targets]
+        engine.train_step(run.augment(x) if run.augment is not None else x, *y)
         if state.ema is not None:
             ema_update(state.ema, engine.get_weights(), cfg.ema, (epoch - 1) * run.steps + b)
         run.prog.bar(epoch, cfg.epochs, b + 1, run.steps, engine.read_stats)

@@ -15,7 +15,8 @@ DEFAULT_PRESET = "fast"
 # options a resumed run keeps from its checkpoint
 RESUME_FIXED = ("preset", "spec", "batch_size", "lr", "optimizer", "schedule", "weight_decay", "label_smoothing",
                 "patience", "monitor", "valid_size", "split_seed", "seed", "engine", "out", "augment",
-                "augment_strength", "precision", "compile", "ensemble", "tta", "ema")
+                "augment_strength", "precision", "compile", "ensemble", "tta", "ema", "teacher", "distill_weight",
+                "distill_temperature")
 
 
 def register(subparsers) -> None:
@@ -42,6 +43,12 @@ def register(subparsers) -> None:
     t.add_argument("--augment-strength", type=float, help="scale of the distortions (default 1; 0 = none)")
     t.add_argument("--ema", type=float, metavar="DECAY", help="keep a moving average of the weights (e.g. 0.999), "
                    "validated each epoch and saved instead of the last weights (default: the preset's, else none)")
+    t.add_argument("--teacher", action="append", metavar="RUN", help="distillation: also train toward this run's "
+                   "probabilities on each training image (repeat for several; their average is taken)")
+    t.add_argument("--distill-weight", type=float, metavar="W", help="the teachers' share of the training target, "
+                   "0 to 1 (default 0.5; the labels have the rest)")
+    t.add_argument("--distill-temperature", type=float, metavar="T", help="soften the teachers' probabilities: "
+                   "softmax(logits / T) (default 1)")
     t.add_argument("--valid-size", type=int, help="validation examples carved from training (default 10000)")
     t.add_argument("--seed", type=int, help="seed for split, weights, shuffling and dropout (default 0)")
     t.add_argument("--split-seed", type=int, help="seed of the validation split alone (default: --seed); runs "
@@ -126,7 +133,8 @@ def _fresh(args):
         monitor=args.monitor, split_seed=args.split_seed, valid_size=args.valid_size, engine=args.engine,
         weight_decay=args.weight_decay, label_smoothing=args.label_smoothing, dataset=args.dataset,
         augment=args.augment, augment_strength=args.augment_strength, precision=args.precision,
-        compile=args.compile, ema=args.ema)
+        compile=args.compile, ema=args.ema, teachers=args.teacher, distill_weight=args.distill_weight,
+        distill_temperature=args.distill_temperature)
     dist = distributed.setup(os.environ, cfg.device)  # one process of several under torchrun or --nproc
     if note and dist.is_main:
         err(note)

@@ -85,15 +85,15 @@ class NumpyEngine:
                 v[...] = np.asarray(weights[f"{layer.name}.{k}"])  # in place: the optimiser holds these arrays
 
     # data ----------------------------------------------------------------------------------
-    def prepare(self, images: np.ndarray, labels: np.ndarray | None, norm: dict):
-        """uint8 (N, H, W) images -> normalised (N, C, H, W) arrays in the engine's dtype."""
+    def prepare(self, images: np.ndarray, labels: np.ndarray | None, norm: dict, targets: np.ndarray | None = None):
+        """uint8 (N, H, W) images -> normalised (N, C, H, W) arrays in the engine's dtype; with `targets`,
+        (N, classes) probabilities to train toward instead of the labels (distillation)."""
         x = normalise(images, norm, self.spec.input_shape, self.dtype)
         y = None if labels is None else np.asarray(labels, np.int64)
-        return x, y
+        return (x, y) if targets is None else (x, y, np.asarray(targets, self.dtype))
 
     def take(self, data, idx: np.ndarray):
-        x, y = data
-        return x[idx], y[idx]
+        return tuple(a[idx] for a in data)
 
     # forward and backward ------------------------------------------------------------------------
     def _mode(self, training: bool) -> None:
@@ -166,7 +166,7 @@ class NumpyEngine:
 
     def evaluate(self, data, batch_size: int = 500) -> tuple[float, float, np.ndarray]:
         """(mean cross-entropy, accuracy, logits) over prepared data."""
-        x, y = data
+        x, y = data[:2]
         logits = self.logits(x, batch_size)
         loss, _ = cross_entropy(logits, y)
         return loss, float((logits.argmax(axis=1) == y).mean()), logits.astype(np.float32, copy=False)
@@ -201,12 +201,12 @@ class NumpyEngine:
         loss, correct, n = self._stats
         return loss / max(n, 1), correct / max(n, 1)
 
-    def train_step(self, x, y) -> None:
+    def train_step(self, x, y, targets=None) -> None:
         if self.opt is None:
             raise TegakiError("configure the engine (optimizer, learning rate) before training it")
         self._mode(True)
         logits = self.forward(x)  # (N, K)
-        loss, dz = cross_entropy(logits, y, self.label_smoothing)  # dz = dL/dlogits
+        loss, dz = cross_entropy(logits, y, self.label_smoothing, targets)  # dz = dL/dlogits
         self.backward(dz)
         self.opt.step([layer.grads[k] for layer, k in self.slots])
         n = len(y)

@@ -470,16 +470,21 @@ class Softmax(Layer):
         return dy
 
 
-def cross_entropy(logits: np.ndarray, y: np.ndarray, smoothing: float = 0.0) -> tuple[float, np.ndarray]:
+def cross_entropy(logits: np.ndarray, y: np.ndarray, smoothing: float = 0.0,
+                  targets: np.ndarray | None = None) -> tuple[float, np.ndarray]:
     """Mean cross-entropy of softmax(logits) against labels y, and its gradient dL/dlogits.
 
     With label smoothing s the target is q = (1 - s) one_hot(y) + s / K (PyTorch's definition).
+    `targets` (N, K), rows summing to 1, is the target distribution itself (distillation); y and s are unused.
     """
     n, k = logits.shape
     z = logits - logits.max(axis=1, keepdims=True)  # (N, K); softmax is unchanged by the shift
     logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))  # log softmax
-    q = np.full((n, k), smoothing / k, logits.dtype)  # (N, K) target distribution
-    q[np.arange(n), y] += 1.0 - smoothing
+    if targets is not None:
+        q = np.asarray(targets, logits.dtype)
+    else:
+        q = np.full((n, k), smoothing / k, logits.dtype)  # (N, K) target distribution
+        q[np.arange(n), y] += 1.0 - smoothing
     loss = float(-(q * logp).sum()) / n
     return loss, (np.exp(logp) - q) / n  # d/dz of -sum q log softmax(z) is softmax(z) - q
 

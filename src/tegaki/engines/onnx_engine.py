@@ -51,14 +51,15 @@ class OnnxEngine:
         out = [self.sess.run(["logits"], {"input": x[i:i + batch_size]})[0] for i in range(0, len(x), batch_size)]
         return np.concatenate(out) if out else np.zeros((0, self.spec.num_classes), np.float32)
 
-    def prepare(self, images: np.ndarray, labels: np.ndarray | None, norm: dict):
-        return normalise(images, norm, self.spec.input_shape), None if labels is None else np.asarray(labels, np.int64)
+    def prepare(self, images: np.ndarray, labels: np.ndarray | None, norm: dict, targets: np.ndarray | None = None):
+        data = normalise(images, norm, self.spec.input_shape), None if labels is None else np.asarray(labels, np.int64)
+        return data if targets is None else (*data, np.asarray(targets, np.float32))
 
     def take(self, data, idx: np.ndarray):
-        return data[0][idx], data[1][idx]
+        return tuple(a[idx] for a in data)
 
     def evaluate(self, data, batch_size: int = 4096) -> tuple[float, float, np.ndarray]:
-        x, y = data
+        x, y = data[:2]
         z = self.logits(x, batch_size).astype(np.float64)  # (N, classes)
         zs = z - z.max(1, keepdims=True)
         logp = zs - np.log(np.exp(zs).sum(1, keepdims=True))

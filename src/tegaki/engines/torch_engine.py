@@ -227,18 +227,20 @@ class TorchEngine:
         self.net.load_state_dict(sd)
 
     # data ----------------------------------------------------------------------------------
-    def prepare(self, images: np.ndarray, labels: np.ndarray | None, norm: dict):
-        """uint8 (N, H, W) images -> normalised float32 (N, C, H, W) tensors resident on the device."""
+    def prepare(self, images: np.ndarray, labels: np.ndarray | None, norm: dict, targets: np.ndarray | None = None):
+        """uint8 (N, H, W) images -> normalised float32 (N, C, H, W) tensors resident on the device; with
+        `targets`, (N, classes) probabilities to train toward instead of the labels (distillation)."""
         x = torch.from_numpy(normalise(images, norm, self.spec.input_shape)).to(self.device)
         if x.dim() == 4:
             x = x.contiguous(memory_format=self.memory_format)
         y = None if labels is None else torch.from_numpy(np.asarray(labels, np.int64)).to(self.device)
-        return x, y
+        if targets is None:
+            return x, y
+        return x, y, torch.from_numpy(np.asarray(targets, np.float32)).to(self.device)
 
     def take(self, data, idx: np.ndarray):
-        x, y = data
         i = torch.from_numpy(idx).to(self.device)
-        return x.index_select(0, i), y.index_select(0, i)
+        return tuple(t.index_select(0, i) for t in data)
 
     # inference -------------------------------------------------------------------------------
     def _eval(self) -> None:
@@ -275,7 +277,7 @@ class TorchEngine:
     def evaluate(self, data, batch_size: int = 2000) -> tuple[float, float, np.ndarray]:
         """(mean cross-entropy, accuracy, logits) over prepared data."""
         self._eval()
-        x, y = data
+        x, y = data[:2]
         batch_size = min(batch_size, self.batch_cap)
         logits = torch.cat([self.net(x[i:i + batch_size]) for i in range(0, len(x), batch_size)])
         loss = F.cross_entropy(logits, y).item()
@@ -315,18 +317,21 @@ class TorchEngine:
         s = self._stats.tolist()
         return s[0] / max(s[2], 1), s[1] / max(s[2], 1)
 
-    def _step(self, x, y):
+    def _step(self, x, y, targets=None):
         amp = self.amp_dtype is not None
         with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.bfloat16, enabled=amp):
             logits = self.train_net(x)  # (B, classes)
-        loss = F.cross_entropy(logits.float(), y, label_smoothing=self.label_smoothing)
+        if targets is None:
+            loss = F.cross_entropy(logits.float(), y, label_smoothing=self.label_smoothing)
+        else:  # the whole target distribution (its label smoothing is already in it)
+            loss = F.cross_entropy(logits.float(), targets)
         loss.backward()
         return loss.detach(), (logits.detach().argmax(1) == y).sum()
 
-    def train_step(self, x, y) -> None:
+    def train_step(self, x, y, targets=None) -> None:
         self.net.train()
         self.opt.zero_grad(set_to_none=True)
-        loss, correct = self.step_fn(x, y)
+        loss, correct = self.step_fn(x, y, targets)
         self.opt.step()
         with torch.no_grad():  # accumulated on the device: no synchronisation per step
             n = y.shape[0]

@@ -1,0 +1,162 @@
+"""Distillation: training toward teachers' averaged probabilities (--teacher, TrainConfig.teachers).
+
+The loss against a whole target distribution is checked against autograd and finite differences, the two
+engines take the same distilled steps, the targets are the documented mix of labels and teachers, a teacher
+that saw the validation images is named, and bad teachers or options are one line each."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from tegaki.data.dataset import validation_split
+from tegaki.engines.numpy_engine import NumpyEngine
+from tegaki.engines.numpy_layers import cross_entropy
+from tegaki.engines.torch_engine import TorchEngine
+from tegaki.errors import TegakiError
+from tegaki.numerics import softmax
+from tegaki.predict import Predictor
+from tegaki.spec import load_preset
+from tegaki.train import TrainConfig, teacher_targets
+
+NORM = {"mean": 0.13, "std": 0.31}
+
+
+def dirichlet_targets(n: int, k: int, seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).dirichlet(np.full(k, 0.5), size=n)
+
+
+def test_cross_entropy_against_a_distribution_matches_autograd():
+    rng = np.random.default_rng(1)
+    z, q = rng.normal(0, 3, size=(6, 10)), dirichlet_targets(6, 10, 2)
+    loss, dz = cross_entropy(z, np.zeros(6, np.int64), 0.3, targets=q)  # labels and smoothing are unused
+    zt = torch.from_numpy(z.copy()).requires_grad_(True)
+    lt = F.cross_entropy(zt, torch.from_numpy(q))
+    lt.backward()
+    assert abs(loss - lt.item()) <= 1e-12 * abs(lt.item())
+    np.testing.assert_allclose(dz, zt.grad.numpy(), rtol=0, atol=1e-15)
+    eps, i, j = 1e-6, 4, 7  # one entry by central differences
+    zp, zm = z.copy(), z.copy()
+    zp[i, j] += eps
+    zm[i, j] -= eps
+    numeric = (cross_entropy(zp, None, targets=q)[0] - cross_entropy(zm, None, targets=q)[0]) / (2 * eps)
+    assert abs(numeric - dz[i, j]) <= 1e-8
+
+
+def test_one_hot_targets_are_the_labels():
+    rng = np.random.default_rng(3)
+    z, y = rng.normal(size=(5, 4)), rng.integers(0, 4, 5)
+    q = np.full((5, 4), 0.1 / 4)
+    q[np.arange(5), y] += 0.9
+    plain, soft = cross_entropy(z, y, 0.1), cross_entropy(z, y, targets=q)
+    assert plain[0] == pytest.approx(soft[0], rel=1e-12)
+    np.testing.assert_allclose(plain[1], soft[1], atol=1e-15)
+
+
+def test_both_engines_take_the_same_distilled_steps():
+    spec = load_preset("lenet")
+    w = spec.init_weights(4)
+    rng = np.random.default_rng(0)
+    images, labels = rng.integers(0, 256, (24, 28, 28), dtype=np.uint8), rng.integers(0, 10, 24)
+    q = dirichlet_targets(24, 10, 5).astype(np.float32)
+    n, t, plain = NumpyEngine(spec, w), TorchEngine(spec, w), TorchEngine(spec, w)
+    for e in (n, t, plain):
+        e.configure("momentum", 0.05, label_smoothing=0.1)
+    nd, td, pd = n.prepare(images, labels, NORM, q), t.prepare(images, labels, NORM, q), plain.prepare(images, labels, NORM)
+    assert len(nd) == len(td) == 3 and len(pd) == 2
+    for step in range(3):
+        idx = np.arange(8 * step, 8 * step + 8)
+        n.train_step(*n.take(nd, idx))
+        t.train_step(*t.take(td, idx))
+        plain.train_step(*plain.take(pd, idx))
+    wn, wt, wp = n.get_weights(), t.get_weights(), plain.get_weights()
+    for k in wt:
+        np.testing.assert_allclose(wn[k], wt[k], rtol=0, atol=1e-5, err_msg=k)
+    assert max(float(np.abs(wt[k] - wp[k]).max()) for k in wt) > 1e-3, "the targets changed nothing"
+    assert abs(n.read_stats()[0] - t.read_stats()[0]) <= 1e-5
+    assert n.read_stats()[1] == t.read_stats()[1]  # accuracy still counts the labels
+
+
+@pytest.fixture(scope="module")
+def teacher(lenet_run):
+    return lenet_run  # trained on mnist_small with valid_size 4000, split seed 0
+
+
+def test_targets_are_the_labels_and_the_teachers_mixed(teacher, mnist_small):
+    tr, va = np.arange(300), np.arange(0)
+    cfg = TrainConfig(teachers=[str(teacher), teacher], distill_weight=0.3, distill_temperature=2.0,
+                      label_smoothing=0.1)
+    lines = []
+    got = teacher_targets(cfg, mnist_small, tr, va, lines.append)
+    p = softmax(Predictor.load(teacher).logits(mnist_small.train_images[:300]).astype(np.float64) / 2.0)
+    labels = mnist_small.train_labels[:300]
+    want = np.full((300, 10), 0.01)
+    want[np.arange(300), labels] += 0.9
+    want = 0.7 * want + 0.3 * p  # the same teacher twice averages to itself
+    np.testing.assert_allclose(got, want, atol=1e-6)
+    np.testing.assert_allclose(got.sum(1), 1.0, atol=1e-5)
+    agree = (p.argmax(1) == labels).mean()
+    assert lines == [f"distillation: 2 teachers, weight 0.3, temperature 2; their average agrees with {agree:.2%} "
+                     "of the training labels"]
+    assert teacher_targets(TrainConfig(), mnist_small, tr, va) is None
+
+
+def test_a_teacher_that_saw_the_validation_images_is_named(teacher, mnist_small):
+    y = mnist_small.train_labels
+    tr0, va0 = validation_split(y, 4000, 0)
+    tr1, va1 = validation_split(y, 4000, 1)
+    cfg = TrainConfig(teachers=[str(teacher)])
+    same, other = [], []
+    teacher_targets(cfg, mnist_small, tr0[:50], va0, same.append)
+    teacher_targets(cfg, mnist_small, tr1[:50], va1, other.append)
+    assert not any("validation" in s for s in same)
+    seen = len(va1) - len(np.intersect1d(va1, va0))
+    assert 0 < seen < len(va1)
+    assert f"was trained on {seen:,} of the 4,000 validation images" in other[0]
+    fewer = replace(mnist_small, train_images=mnist_small.train_images[:10000], train_labels=y[:10000])
+    _, va_fewer = validation_split(fewer.train_labels, 2000, 1)
+    elsewhere = []  # the teacher split 20,000 digits: which of these 10,000 it saw is not known from its split
+    teacher_targets(cfg, fewer, np.arange(20), va_fewer, elsewhere.append)
+    assert not any("validation" in s for s in elsewhere)
+
+
+def test_distilled_training_end_to_end_on_the_command_line(cli, teacher, tmp_path):
+    out = tmp_path / "student"
+    r = cli("train", "--preset", "ffnn", "--epochs", "1", "--teacher", teacher, "--distill-weight", "1",
+            "--valid-size", "5000", "--out", out)
+    assert r.code == 0, r.err
+    assert "distillation: 1 teacher, weight 1, temperature 1" in r.out
+    assert "was trained on" not in r.out  # the teacher's data were the first 20,000 digits: its split means nothing here
+    config = json.loads((out / "model.json").read_text())["config"]
+    assert config["teachers"] == [str(teacher)] and config["distill_weight"] == 1.0
+    assert json.loads((out / "metrics.json").read_text())["test_accuracy"] > 0.85
+    r = cli("train", "--resume", out, "--teacher", teacher)
+    assert r.code != 0 and "--teacher" in r.err
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--teacher", "no/such/run"], "no/such/run"),
+    (["--teacher", "TEACHER", "--distill-weight", "1.5"], "--distill-weight must be a number in [0, 1], got 1.5"),
+    (["--teacher", "TEACHER", "--distill-temperature", "0"], "--distill-temperature must be a number in [0.01, 100]"),
+])
+def test_bad_teachers_and_options_are_one_line(cli, teacher, tmp_path, args, words):
+    args = [str(teacher) if a == "TEACHER" else a for a in args]
+    r = cli("train", "--preset", "ffnn", "--epochs", "1", *args, "--out", tmp_path / "x")
+    assert r.code not in (0, None) and words in r.err
+    assert len(r.err.strip().splitlines()) == 1 and "Traceback" not in r.err
+    assert not (tmp_path / "x").exists()
+
+
+def test_teachers_in_python(teacher, mnist_small):
+    assert TrainConfig(teachers=teacher).teachers == [str(teacher)]  # one run folder, as a path
+    for bad in ([], [3], 3):
+        with pytest.raises(TegakiError, match="teachers must be a list of run folders"):
+            TrainConfig(teachers=bad)
+    fashion = replace(mnist_small, classes=[f"c{i}" for i in range(10)], name="other")
+    with pytest.raises(TegakiError, match="give teachers trained on other"):
+        teacher_targets(TrainConfig(teachers=[teacher]), fashion, np.arange(10), np.arange(0))
