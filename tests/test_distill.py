@@ -135,6 +135,10 @@ def test_distilled_training_end_to_end_on_the_command_line(cli, teacher, tmp_pat
     config = json.loads((out / "model.json").read_text())["config"]
     assert config["teachers"] == [str(teacher)] and config["distill_weight"] == 1.0
     assert json.loads((out / "metrics.json").read_text())["test_accuracy"] > 0.85
+    r = cli("report", out, "--tsne-sample", "10", "--out", tmp_path / "r.html")
+    assert r.code == 0, r.err
+    page = (tmp_path / "r.html").read_text(encoding="utf-8")
+    assert f"<td>distilled from</td><td>{teacher} (their share of the target 1.0, temperature 1.0)</td>" in page
     r = cli("train", "--resume", out, "--teacher", teacher)
     assert r.code != 0 and "--teacher" in r.err
 

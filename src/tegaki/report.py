@@ -209,6 +209,9 @@ def summary_section(c: Context) -> str:
               if cfg.get(k) not in (None, "")]
     if recipe:
         rows.append(("training recipe", ", ".join(recipe)))
+    if cfg.get("teachers"):
+        rows.append(("distilled from", f"{', '.join(map(str, cfg['teachers']))} (their share of the target "
+                                       f"{cfg.get('distill_weight')}, temperature {cfg.get('distill_temperature')})"))
     rows.append(("normalisation", f"mean {run.norm['mean']}, std {run.norm['std']}"))
     rows.append(("command", " ".join(map(str, run.meta.get("command", []))) or "-"))
     rows.append(("versions", ", ".join(f"{k} {v}" for k, v in run.meta.get("versions", {}).items())))
