@@ -270,6 +270,10 @@ def test_pictures_say_what_they_show():
     table = [SimpleNamespace(classifier="logreg", label="pixels", accuracy=0.90, train_size=100, dims=784)]
     low, high = figures.probe_accuracy(table, 0.70).axes[0].get_ylim()
     assert low <= 70 <= high  # the network below every probe: its line is drawn, not off the chart
+    two = table + [SimpleNamespace(classifier="svm", label="pixels", accuracy=0.95, train_size=50, dims=784)]
+    ax = figures.probe_accuracy(two, 0.99).axes[0]
+    assert not ax.patches, "bars from a cut-off axis exaggerate: the chart draws dots"
+    assert [len(line.get_xdata()) for line in ax.lines] == [1, 1, 2]  # a line of dots per classifier, and the network's
     copied = [{"epoch": e, "train_loss": 1.0 / e, "valid_loss": 1.0 / e, "train_acc": 0.9, "valid_acc": 0.9}
               for e in (1, 2)]
     assert not figures.has_validation(copied)

@@ -405,30 +405,36 @@ def embedding(z: np.ndarray, labels: np.ndarray, classes: Sequence[str], title: 
 
 
 def probe_accuracy(results: Sequence, network_accuracy: float, title: str = "") -> Figure:
-    """Grouped bars: test accuracy of each classifier on each layer (tegaki.probe results, with
-    .classifier, .label, .accuracy, .train_size, .dims), the network's own accuracy as a dashed line."""
+    """Dots: test accuracy of each classifier on each layer (tegaki.probe results, with .classifier, .label,
+    .accuracy, .train_size, .dims), one marker and colour per classifier, joined across the layers; the
+    network's own accuracy as a dashed line. Dots, not bars: the axis is zoomed to the accuracies, and a bar's
+    length from a cut-off axis would exaggerate the differences."""
     layers = list(dict.fromkeys(r.label for r in results))
     clfs = list(dict.fromkeys(r.classifier for r in results))
     by = {(r.classifier, r.label): r for r in results}
     first = {c: next(r for r in results if r.classifier == c) for c in clfs}
     fig = new_figure((1.9 * len(layers) + 1.5, 3.8), layout="constrained")
     ax = fig.subplots()
-    width = 0.8 / len(clfs)
-    for j, c in enumerate(clfs):
-        xs = [i + (j - (len(clfs) - 1) / 2) * width for i in range(len(layers))]
+    step = 0.6 / max(1, len(clfs))  # each classifier a little to the side, so labels do not collide
+    for j, (c, marker) in enumerate(zip(clfs, "osD^vP*X" * len(clfs))):
+        xs = [i + (j - (len(clfs) - 1) / 2) * step for i in range(len(layers))]
         ys = [100 * by[(c, l)].accuracy if (c, l) in by else np.nan for l in layers]
-        ax.bar(xs, ys, width * 0.92, label=plain(f"{c} ({first[c].train_size:,} training examples)"))
+        ax.plot(xs, ys, marker=marker, markersize=6, linewidth=0.8,
+                label=plain(f"{c} ({first[c].train_size:,} training examples)"))
         for x, y in zip(xs, ys):
             if np.isfinite(y):
-                ax.text(x, y + 0.15, f"{y:.1f}", ha="center", va="bottom", fontsize=7)
+                ax.annotate(f"{y:.1f}", (x, y), xytext=(0, 5), textcoords="offset points", ha="center",
+                            va="bottom", fontsize=7)
     ax.axhline(100 * network_accuracy, color="#d62728", linestyle="--", linewidth=1,
                label=f"the network's softmax ({network_accuracy:.2%})")
-    ax.set_ylim(max(0.0, min([100 * r.accuracy for r in results] + [100 * network_accuracy]) - 3), 100.4)
+    low = min([100 * r.accuracy for r in results] + [100 * network_accuracy])
+    ax.set_ylim(max(0.0, low - 1.5), min(100.4, max([100 * r.accuracy for r in results] + [100 * network_accuracy]) + 1.2))
+    ax.set_xlim(-0.5, len(layers) - 0.5)
     dims = {r.label: r.dims for r in results}
     ax.set_xticks(range(len(layers)), [plain(f"{l}\n({dims[l]:,} features)") for l in layers], fontsize=8)
-    ax.set_ylabel("test accuracy (%)")
+    ax.set_ylabel("test accuracy (%), axis cut")
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=8, loc="upper left")
+    ax.legend(fontsize=8, loc="lower right")
     ax.set_title(plain(title or "hidden layers as features for scikit-learn classifiers"), fontsize=10)
     return fig
 
