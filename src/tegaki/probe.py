@@ -7,7 +7,7 @@ raw pixels and with the network's own softmax.
     feats = extract(predictor, dataset, ["pixels", "tanh3"])      # layer -> Features
     rows = [fit(feats["tanh3"], "logreg")]
     print(table(rows, network_accuracy))
-    figures.probe_accuracy(rows, network_accuracy)              # the table as bars (tegaki.figures)
+    figures.probe_accuracy(rows, network_accuracy)              # the table as dots (tegaki.figures)
 
 Each classifier sees standardised features (a StandardScaler fitted on its training rows).
 Fitting time grows with the training set (kernel SVMs as its square), so by default each
