@@ -203,6 +203,7 @@ def test_inspect_bad_input_is_one_line(cli, lenet_run, ffnn_run, tmp_path):
         (("--only", "filters,colours"), "unknown part"),
         (("--tsne-sample", "5"), "--tsne-sample must be 0 (no t-SNE map) or at least 10, got 5"),  # as report
         (("--tsne-sample", "-1"), "--tsne-sample must be 0"),
+        (("--threads", "0"), "--threads must be at least 1, got 0"),  # as train and evaluate take it
     ]
     for extra, msg in cases:
         r = cli("inspect", lenet_run, "--out", tmp_path / "x", "--only", "maps", *extra) if extra[0] != "--only" \
@@ -218,6 +219,14 @@ def test_inspect_bad_input_is_one_line(cli, lenet_run, ffnn_run, tmp_path):
     assert r.code == 2 and "is a file" in r.err and len(r.err.strip().splitlines()) == 1
     r = cli("inspect", tmp_path / "no-run")
     assert r.code == 2 and "no such run folder" in r.err
+    r = cli("report", lenet_run, "--threads", "-2")
+    assert r.code == 2 and r.err.strip() == "tegaki: error: --threads must be at least 1, got -2"
+    before = torch.get_num_threads()
+    try:
+        r = cli("inspect", lenet_run, "--only", "diagram", "--threads", "1", "--out", tmp_path / "one")
+        assert r.code == 0 and (tmp_path / "one").is_dir() and torch.get_num_threads() == 1, r.err
+    finally:
+        torch.set_num_threads(before)  # the rest of the suite keeps its threads
 
 
 def test_inspect_a_network_without_conv_layers(cli, ffnn_run, tmp_path):

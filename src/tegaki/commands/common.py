@@ -73,12 +73,16 @@ def _env_threads(text: str) -> int:
     return n
 
 
+THREADS_HELP = "CPU threads for torch and NumPy (default: the cores other programs leave idle)"
+
+
 def add_data_engine_args(p) -> None:
-    """--dataset, --data-dir and --engine, as inspect, report and probe take them."""
+    """--dataset, --data-dir, --engine and --threads, as inspect and report take them."""
     p.add_argument("--dataset", help="default: the dataset the run was trained on")
     p.add_argument("--data-dir", help="a folder holding the dataset's four IDX files")
     p.add_argument("--engine", choices=LOOK_ENGINES, default="torch",
                    help="engine that runs the network (default torch; onnx computes logits only)")
+    p.add_argument("--threads", type=int, help=THREADS_HELP)
 
 
 def load_predictor(args):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tegaki.commands.common import (apply_threads, check_writable, default_out, load_test_data, slug,
+from tegaki.commands.common import (THREADS_HELP, apply_threads, check_writable, default_out, load_test_data, slug,
                                     trained_dataset)
 from tegaki.errors import TegakiError
 
@@ -19,7 +19,7 @@ def register(subparsers) -> None:
     e.add_argument("--data-dir", help="a folder holding the dataset's four IDX files")
     e.add_argument("--engine", choices=ENGINES, default="torch")
     e.add_argument("--out", help="where to write the pictures (default: the run folder; ./eval-bundled for the bundled model)")
-    e.add_argument("--threads", type=int, help="CPU threads for torch and NumPy (default: all cores)")
+    e.add_argument("--threads", type=int, help=THREADS_HELP)
     e.set_defaults(func=cmd_evaluate)
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from tegaki.commands.common import add_data_engine_args, check_writable, load_predictor, load_test_data
+from tegaki.commands.common import add_data_engine_args, apply_threads, check_writable, load_predictor, load_test_data
 from tegaki.errors import TegakiError
 
 PARTS = ("diagram", "filters", "maps", "activations", "saliency", "embedding")
@@ -100,6 +100,7 @@ def cmd_inspect(args) -> int:
     from tegaki import inspect as I
 
     parts = check_args(args)
+    apply_threads(args.threads)
     pred = load_predictor(args)
     run, spec = pred.run, pred.spec
     convs = I.conv_layers(spec)

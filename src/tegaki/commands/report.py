@@ -53,12 +53,13 @@ def _is_report(path: Path) -> bool:
 
 
 def cmd_report(args) -> int:
-    from tegaki.commands.common import check_writable, load_predictor, load_test_data
+    from tegaki.commands.common import apply_threads, check_writable, load_predictor, load_test_data
     from tegaki.inspect import TSNE_MIN
     from tegaki.report import build_report
 
     if args.tsne_sample < TSNE_MIN:
         raise TegakiError(f"--tsne-sample must be at least {TSNE_MIN}, got {args.tsne_sample}")
+    apply_threads(args.threads)
     if args.mistakes < 0:
         raise TegakiError(f"--mistakes must be >= 0, got {args.mistakes}")
     out = Path(args.out) if args.out else None

@@ -56,8 +56,8 @@ def register(subparsers) -> None:
     t.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], help="default auto")
     t.add_argument("--engine", choices=TRAINABLE, help="torch (default) or numpy")
     t.add_argument("--out", help="the run folder (default runs/<time>-<preset>)")
-    t.add_argument("--threads", type=int, help="CPU threads for torch and NumPy (default: all cores, or a "
-                   "share of them per --nproc process); fewer helps on a machine busy with other work")
+    t.add_argument("--threads", type=int, help="CPU threads for torch and NumPy (default: the cores other "
+                   "programs leave idle, or a share of all of them per --nproc process)")
     t.add_argument("--resume", metavar="RUN", help="continue an interrupted run from its last checkpoint")
     t.add_argument("--precision", choices=["fp32", "bf16", "auto"], help="torch engine: bf16 mixed precision, "
                    "or auto = bf16 where the CPU/GPU computes it natively (default: the preset's, else fp32)")
