@@ -1,8 +1,9 @@
-"""Distillation: training toward teachers' averaged probabilities (--teacher, TrainConfig.teachers).
+"""Distillation: learning teachers' softened probabilities beside the labels (--teacher, TrainConfig.teachers).
 
-The loss against a whole target distribution is checked against autograd and finite differences, the two
-engines take the same distilled steps, the targets are the documented mix of labels and teachers, a teacher
-that saw the validation images is named, and bad teachers or options are one line each."""
+The loss (Hinton et al.'s, written out in numpy_layers.distill_loss) is checked against autograd and finite
+differences, the two engines take the same distilled steps, the targets are the teachers' averaged softened
+probabilities, a teacher that saw the validation images is named, a resume refuses a changed teacher, and bad
+teachers or options are one line each."""
 
 from __future__ import annotations
 
@@ -16,13 +17,14 @@ import torch.nn.functional as F
 
 from tegaki.data.dataset import validation_split
 from tegaki.engines.numpy_engine import NumpyEngine
-from tegaki.engines.numpy_layers import cross_entropy
+from tegaki.engines.numpy_layers import cross_entropy, distill_loss
 from tegaki.engines.torch_engine import TorchEngine
 from tegaki.errors import TegakiError
 from tegaki.numerics import softmax
 from tegaki.predict import Predictor
 from tegaki.spec import load_preset
-from tegaki.train import TrainConfig, teacher_targets
+from tegaki.run import load_weights, save_weights
+from tegaki.train import TrainConfig, read_checkpoint, teacher_targets, train
 
 NORM = {"mean": 0.13, "std": 0.31}
 
@@ -58,6 +60,38 @@ def test_one_hot_targets_are_the_labels():
     np.testing.assert_allclose(plain[1], soft[1], atol=1e-15)
 
 
+@pytest.mark.parametrize("weight, temperature", [(0.7, 3.0), (1.0, 0.5)])
+def test_the_distillation_loss_matches_autograd(weight, temperature):
+    rng = np.random.default_rng(4)
+    z, y, q = rng.normal(0, 2, size=(5, 10)), rng.integers(0, 10, 5), dirichlet_targets(5, 10, 6)
+    loss, dz = distill_loss(z, y, 0.1, q, weight, temperature)
+    zt = torch.from_numpy(z.copy()).requires_grad_(True)
+    hard = F.cross_entropy(zt, torch.from_numpy(y), label_smoothing=0.1)
+    soft = -(torch.from_numpy(q) * F.log_softmax(zt / temperature, dim=1)).sum(1).mean()
+    lt = (1 - weight) * hard + weight * temperature ** 2 * soft  # Hinton et al. 2015, written independently
+    lt.backward()
+    assert abs(loss - lt.item()) <= 1e-12 * abs(lt.item())
+    np.testing.assert_allclose(dz, zt.grad.numpy(), rtol=0, atol=1e-14)
+    eps = 1e-6
+    zp, zm = z.copy(), z.copy()
+    zp[2, 3] += eps
+    zm[2, 3] -= eps
+    numeric = (distill_loss(zp, y, 0.1, q, weight, temperature)[0] - distill_loss(zm, y, 0.1, q, weight, temperature)[0])
+    assert abs(numeric / (2 * eps) - dz[2, 3]) <= 1e-8
+
+
+def test_at_temperature_1_it_is_the_cross_entropy_against_the_mixed_target():
+    rng = np.random.default_rng(8)
+    z, y, q = rng.normal(size=(4, 10)), rng.integers(0, 10, 4), dirichlet_targets(4, 10, 9)
+    mixed = np.full((4, 10), 0.01)
+    mixed[np.arange(4), y] += 0.9
+    mixed = 0.4 * mixed + 0.6 * q
+    loss, dz = distill_loss(z, y, 0.1, q, 0.6, 1.0)
+    ref_loss, ref_dz = cross_entropy(z, y, targets=mixed)
+    assert loss == pytest.approx(ref_loss, rel=1e-12)
+    np.testing.assert_allclose(dz, ref_dz, atol=1e-15)
+
+
 def test_both_engines_take_the_same_distilled_steps():
     spec = load_preset("lenet")
     w = spec.init_weights(4)
@@ -66,7 +100,7 @@ def test_both_engines_take_the_same_distilled_steps():
     q = dirichlet_targets(24, 10, 5).astype(np.float32)
     n, t, plain = NumpyEngine(spec, w), TorchEngine(spec, w), TorchEngine(spec, w)
     for e in (n, t, plain):
-        e.configure("momentum", 0.05, label_smoothing=0.1)
+        e.configure("momentum", 0.05, label_smoothing=0.1, distill_weight=0.7, distill_temperature=2.0)
     nd, td, pd = n.prepare(images, labels, NORM, q), t.prepare(images, labels, NORM, q), plain.prepare(images, labels, NORM)
     assert len(nd) == len(td) == 3 and len(pd) == 2
     for step in range(3):
@@ -87,23 +121,28 @@ def teacher(lenet_run):
     return lenet_run  # trained on mnist_small with valid_size 4000, split seed 0
 
 
-def test_targets_are_the_labels_and_the_teachers_mixed(teacher, mnist_small):
+def test_targets_are_the_teachers_softened_probabilities(teacher, mnist_small, tmp_path):
+    import hashlib
+    import shutil
+
+    twin = tmp_path / "twin"
+    shutil.copytree(teacher, twin)  # the same teacher under another name: its average is itself
     tr, va = np.arange(300), np.arange(0)
-    cfg = TrainConfig(teachers=[str(teacher), teacher], distill_weight=0.3, distill_temperature=2.0,
-                      label_smoothing=0.1)
+    cfg = TrainConfig(teachers=[str(teacher), twin], distill_weight=0.3, distill_temperature=2.0)
     lines = []
-    got = teacher_targets(cfg, mnist_small, tr, va, lines.append)
+    got, records = teacher_targets(cfg, mnist_small, tr, va, lines.append)
     p = softmax(Predictor.load(teacher).logits(mnist_small.train_images[:300]).astype(np.float64) / 2.0)
-    labels = mnist_small.train_labels[:300]
-    want = np.full((300, 10), 0.01)
-    want[np.arange(300), labels] += 0.9
-    want = 0.7 * want + 0.3 * p  # the same teacher twice averages to itself
-    np.testing.assert_allclose(got, want, atol=1e-6)
-    np.testing.assert_allclose(got.sum(1), 1.0, atol=1e-5)
-    agree = (p.argmax(1) == labels).mean()
+    np.testing.assert_allclose(got, p, atol=1e-6)
+    agree = (p.argmax(1) == mnist_small.train_labels[:300]).mean()
     assert lines == [f"distillation: 2 teachers, weight 0.3, temperature 2; their average agrees with {agree:.2%} "
-                     "of the training labels"]
-    assert teacher_targets(TrainConfig(), mnist_small, tr, va) is None
+                     "of the training labels (the training loss is now the distillation loss)"]
+    w = load_weights(teacher / "model.safetensors")
+    h = hashlib.sha256()
+    for name in sorted(w):
+        h.update(f"{name}|{w[name].dtype.str}|{w[name].shape}|".encode() + np.ascontiguousarray(w[name]).tobytes())
+    digest = h.hexdigest()
+    assert records == [{"run": str(teacher.resolve()), "sha256": digest}, {"run": str(twin.resolve()), "sha256": digest}]
+    assert teacher_targets(TrainConfig(), mnist_small, tr, va) == (None, [])
 
 
 def test_a_teacher_that_saw_the_validation_images_is_named(teacher, mnist_small):
@@ -118,6 +157,11 @@ def test_a_teacher_that_saw_the_validation_images_is_named(teacher, mnist_small)
     seen = len(va1) - len(np.intersect1d(va1, va0))
     assert 0 < seen < len(va1)
     assert f"was trained on {seen:,} of the 4,000 validation images" in other[0]
+    assert teacher_targets(cfg, mnist_small, tr1[:50], va1, other.append)[1][0]["validation_images_seen"] == seen
+    arrays = replace(mnist_small, provenance={"dataset": "arrays"})  # from Python arrays: which images is unknown
+    silent = []
+    teacher_targets(cfg, arrays, tr1[:50], va1, silent.append)
+    assert not any("validation" in s for s in silent)
     fewer = replace(mnist_small, train_images=mnist_small.train_images[:10000], train_labels=y[:10000])
     _, va_fewer = validation_split(fewer.train_labels, 2000, 1)
     elsewhere = []  # the teacher split 20,000 digits: which of these 10,000 it saw is not known from its split
@@ -133,12 +177,18 @@ def test_distilled_training_end_to_end_on_the_command_line(cli, teacher, tmp_pat
     assert "distillation: 1 teacher, weight 1, temperature 1" in r.out
     assert "was trained on" not in r.out  # the teacher's data were the first 20,000 digits: its split means nothing here
     config = json.loads((out / "model.json").read_text())["config"]
-    assert config["teachers"] == [str(teacher)] and config["distill_weight"] == 1.0
+    assert config["teachers"] == [str(teacher.resolve())] and config["distill_weight"] == 1.0
     assert json.loads((out / "metrics.json").read_text())["test_accuracy"] > 0.85
+    meta = json.loads((out / "model.json").read_text())
+    assert meta["teachers"][0]["run"] == str(teacher.resolve()) and "validation_images_seen" not in meta["teachers"][0]
+    meta["teachers"][0]["validation_images_seen"] = 7  # as a teacher that had seen some would be recorded
+    (out / "model.json").write_text(json.dumps(meta))
     r = cli("report", out, "--tsne-sample", "10", "--out", tmp_path / "r.html")
     assert r.code == 0, r.err
     page = (tmp_path / "r.html").read_text(encoding="utf-8")
-    assert f"<td>distilled from</td><td>{teacher} (their share of the target 1.0, temperature 1.0)</td>" in page
+    assert (f"<td>distilled from</td><td>{teacher.resolve()} (their share of the target 1.0, temperature 1.0); "
+            f"{teacher.resolve()} trained on 7 of the validation images, so the validation figures are optimistic</td>"
+            in page)
     r = cli("train", "--resume", out, "--teacher", teacher)
     assert r.code != 0 and "--teacher" in r.err
 
@@ -147,9 +197,14 @@ def test_distilled_training_end_to_end_on_the_command_line(cli, teacher, tmp_pat
     (["--teacher", "no/such/run"], "no/such/run"),
     (["--teacher", "TEACHER", "--distill-weight", "1.5"], "--distill-weight must be a number in [0, 1], got 1.5"),
     (["--teacher", "TEACHER", "--distill-temperature", "0"], "--distill-temperature must be a number in [0.01, 100]"),
+    (["--distill-weight", "0.8"], "give the teachers with --teacher RUN"),
+    (["--teacher", "TEACHER", "--teacher", "TEACHER"], "twice"),
+    (["--teacher", ""], "--teacher must be a list of run folders"),
+    (["--teacher", "ENSEMBLE"], "an ensemble's folder is not a run: give its members"),
 ])
 def test_bad_teachers_and_options_are_one_line(cli, teacher, tmp_path, args, words):
-    args = [str(teacher) if a == "TEACHER" else a for a in args]
+    (tmp_path / "ens" / "member-1").mkdir(parents=True)
+    args = [str(teacher) if a == "TEACHER" else str(tmp_path / "ens") if a == "ENSEMBLE" else a for a in args]
     r = cli("train", "--preset", "ffnn", "--epochs", "1", *args, "--out", tmp_path / "x")
     assert r.code not in (0, None) and words in r.err
     assert len(r.err.strip().splitlines()) == 1 and "Traceback" not in r.err
@@ -157,10 +212,63 @@ def test_bad_teachers_and_options_are_one_line(cli, teacher, tmp_path, args, wor
 
 
 def test_teachers_in_python(teacher, mnist_small):
-    assert TrainConfig(teachers=teacher).teachers == [str(teacher)]  # one run folder, as a path
-    for bad in ([], [3], 3):
+    assert TrainConfig(teachers=teacher).teachers == [str(teacher.resolve())]  # one run folder, as a path
+    assert TrainConfig(teachers="bundled").teachers == ["bundled"]
+    for bad in ([], [3], 3, [""]):
         with pytest.raises(TegakiError, match="teachers must be a list of run folders"):
             TrainConfig(teachers=bad)
     fashion = replace(mnist_small, classes=[f"c{i}" for i in range(10)], name="other")
-    with pytest.raises(TegakiError, match="give teachers trained on other"):
+    with pytest.raises(TegakiError, match=r"tells apart 10 classes \(0, 1, 2, 3 ...\), other has 10 classes \(c0, c1, c2, c3 ...\); give teachers "):
         teacher_targets(TrainConfig(teachers=[teacher]), fashion, np.arange(10), np.arange(0))
+
+
+def test_a_resume_refuses_a_teacher_whose_weights_changed(teacher, mnist_small, tmp_path, monkeypatch):
+    import shutil
+
+    from tegaki.spec import Spec
+
+    own = tmp_path / "teacher"
+    shutil.copytree(teacher, own)
+    data = replace(mnist_small, train_images=mnist_small.train_images[:1200], train_labels=mnist_small.train_labels[:1200],
+                   test_images=mnist_small.test_images[:200], test_labels=mnist_small.test_labels[:200])
+    spec = load_preset("ffnn")
+    cfg = TrainConfig(epochs=2, batch_size=100, valid_size=200, teachers=[own], distill_weight=0.6,
+                      distill_temperature=2.0, device="cpu")
+    ref = train(spec, data, cfg, tmp_path / "ref", log=lambda m: None)
+    steps = {"n": 0}
+    original = TorchEngine.train_step
+
+    def step(self, *args):  # Ctrl-C in the second epoch (10 steps an epoch)
+        steps["n"] += 1
+        if steps["n"] == 14:
+            raise KeyboardInterrupt
+        return original(self, *args)
+
+    monkeypatch.setattr(TorchEngine, "train_step", step)
+    assert train(spec, data, cfg, tmp_path / "r", log=lambda m: None).interrupted
+    monkeypatch.undo()
+    state = read_checkpoint(tmp_path / "r")
+    assert state["teachers"] == json.loads((tmp_path / "ref" / "model.json").read_text())["teachers"]
+    good = load_weights(own / "model.safetensors")
+    changed = {k: v + (1e-3 if k.endswith("weight") else 0) for k, v in good.items()}
+    save_weights(own / "model.safetensors", changed)
+    with pytest.raises(TegakiError, match="is not the run this training started with"):
+        train(Spec.from_dict(state["spec"]), data, TrainConfig(**state["config"]), tmp_path / "r", log=lambda m: None,
+              resume=state)
+    save_weights(own / "model.safetensors", good)
+    done = train(Spec.from_dict(state["spec"]), data, TrainConfig(**state["config"]), tmp_path / "r",
+                 log=lambda m: None, resume=read_checkpoint(tmp_path / "r"))
+    a, b = load_weights(tmp_path / "r" / "model.safetensors"), load_weights(tmp_path / "ref" / "model.safetensors")
+    assert all(np.array_equal(a[k], b[k]) for k in a) and done.metrics["test_accuracy"] == ref.metrics["test_accuracy"]
+
+
+def test_sigterm_while_the_teachers_answer_is_one_line(cli, teacher, tmp_path, monkeypatch):
+    from tegaki.errors import Terminated
+
+    def stopped(*args, **kwargs):
+        raise Terminated()  # what the command's SIGTERM handler raises
+
+    monkeypatch.setattr(Predictor, "load", stopped)
+    r = cli("train", "--preset", "ffnn", "--epochs", "1", "--teacher", teacher, "--out", tmp_path / "x")
+    assert r.code == 143 and r.err.strip() == "tegaki: stopped by SIGTERM"
+    assert not (tmp_path / "x").exists()

@@ -16,7 +16,7 @@ from tegaki import __version__
 from tegaki import threads  # noqa: F401 (first: the busy measure starts when tegaki does)
 from tegaki.commands.common import apply_threads, err  # noqa: F401 (kept for callers)
 from tegaki.commands.train import DEFAULT_PRESET, RESUME_FIXED  # noqa: F401 (kept for callers)
-from tegaki.errors import TegakiError, os_error_line
+from tegaki.errors import TegakiError, Terminated, os_error_line
 
 COMMAND_MODULES = ("data", "summary", "train", "evaluate", "inspect", "report", "probe", "predict", "serve",
                    "export", "ensemble")
@@ -50,6 +50,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         err("tegaki: interrupted")
         return 130
+    except Terminated:  # SIGTERM before training's own loop could stop cleanly (loading data, asking teachers)
+        err("tegaki: stopped by SIGTERM")
+        return 143
     except BrokenPipeError:
         return 0
     except OSError as e:  # a folder that cannot be written, a full disk ...

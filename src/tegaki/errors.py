@@ -15,6 +15,10 @@ class TegakiError(Exception):
     """A problem with the user's input (file, option, spec), explained in one line."""
 
 
+class Terminated(BaseException):
+    """SIGTERM during training (raised by the CLI's signal handler): handled like Ctrl-C."""
+
+
 _WRITABLE, _SPACE = "choose a folder you can write to", "free some disk space and try again"
 _HINTS = {errno.EROFS: _WRITABLE, errno.EACCES: _WRITABLE, errno.EPERM: _WRITABLE, errno.ENOSPC: _SPACE,
           getattr(errno, "EDQUOT", errno.ENOSPC): _SPACE, errno.EEXIST: "choose another name"}

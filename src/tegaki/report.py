@@ -210,8 +210,11 @@ def summary_section(c: Context) -> str:
     if recipe:
         rows.append(("training recipe", ", ".join(recipe)))
     if cfg.get("teachers"):
+        seen = [t for t in run.meta.get("teachers", []) if isinstance(t, dict) and t.get("validation_images_seen")]
         rows.append(("distilled from", f"{', '.join(map(str, cfg['teachers']))} (their share of the target "
-                                       f"{cfg.get('distill_weight')}, temperature {cfg.get('distill_temperature')})"))
+                                       f"{cfg.get('distill_weight')}, temperature {cfg.get('distill_temperature')})"
+                     + "".join(f"; {t.get('run')} trained on {t['validation_images_seen']:,} of the validation "
+                               "images, so the validation figures are optimistic" for t in seen)))
     rows.append(("normalisation", f"mean {run.norm['mean']}, std {run.norm['std']}"))
     rows.append(("command", " ".join(map(str, run.meta.get("command", []))) or "-"))
     rows.append(("versions", ", ".join(f"{k} {v}" for k, v in run.meta.get("versions", {}).items())))

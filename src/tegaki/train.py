@@ -27,7 +27,7 @@ import numpy as np
 from tegaki import calibration
 from tegaki.data.dataset import Dataset, validation_split
 from tegaki.engines import ENGINES, TRAINABLE, make_engine
-from tegaki.errors import TegakiError
+from tegaki.errors import TegakiError, Terminated  # noqa: F401 (Terminated: where callers have found it)
 from tegaki.fileio import TMP_GLOB
 from tegaki.run import load_weights, make_meta, norm_for, save_run, save_weights
 from tegaki.spec import TRAINING_BYTES, BatchNorm, Spec
@@ -42,6 +42,7 @@ LR_MAX = 1e3  # a learning rate above this diverges at once for every optimiser 
 MAX_EPOCHS = 100_000
 DEFAULT_VALID = 10_000  # validation examples; on a small training set, at most a fifth of it
 MAX_BATCH = 1_000_000
+FLAGS = {"teachers": "teacher"}  # training options whose command-line flag is not their name
 # each optimiser's usual learning rate, used when --optimizer changes a preset's optimiser without --lr
 USUAL_LR = {"sgd": 0.01, "momentum": 0.01, "adam": 1e-3, "adamw": 1e-3, "adadelta": 1.0}
 
@@ -109,12 +110,7 @@ class TrainConfig:
         _check_float("distill_weight", self.distill_weight, 0.0, 1.0)
         _check_float("distill_temperature", self.distill_temperature, 0.01, 100.0)
         if self.teachers is not None:
-            if isinstance(self.teachers, (str, Path)):
-                self.teachers = [self.teachers]
-            if not isinstance(self.teachers, (list, tuple)) or not self.teachers or not all(
-                    isinstance(t, (str, Path)) for t in self.teachers):
-                raise OptionError("teachers", "must be a list of run folders")
-            self.teachers = [str(t) for t in self.teachers]
+            self.teachers = _teacher_folders(self.teachers)
         for name, value, choices in (("optimizer", self.optimizer, OPTIMIZERS), ("schedule", self.schedule, SCHEDULES),
                                      ("monitor", self.monitor, MONITORS), ("engine", self.engine, ENGINES),
                                      ("precision", self.precision, PRECISIONS), ("device", self.device, DEVICES)):
@@ -152,7 +148,7 @@ class TrainConfig:
 
         def said(option: str) -> str:  # as the user wrote it: the caller's flag or keyword, or the spec's key
             if overrides.get(option) is not None:
-                return f"--{option.replace('_', '-')}" if cli else option
+                return f"--{FLAGS.get(option, option).replace('_', '-')}" if cli else option
             return f"spec {spec.name!r}: training option {option}"
 
         for f in fields(cls):
@@ -165,6 +161,21 @@ class TrainConfig:
             if not cli:
                 raise
             raise OptionError(e.option, e.problem, said(e.option)) from None
+
+
+def _teacher_folders(teachers) -> list[str]:
+    """The teachers as absolute run folders ('bundled' stays itself), so that a resume from another folder
+    finds the same runs; relative ones are read from the current folder."""
+    if isinstance(teachers, (str, Path)):
+        teachers = [teachers]
+    if not isinstance(teachers, (list, tuple)) or not teachers or not all(
+            isinstance(t, (str, Path)) and str(t).strip() for t in teachers):
+        raise OptionError("teachers", f"must be a list of run folders, got {teachers!r}")
+    folders = [str(t) if str(t) == "bundled" else str(Path(t).expanduser().resolve()) for t in teachers]
+    twice = next((t for i, t in enumerate(folders) if t in folders[:i]), None)
+    if twice is not None:
+        raise OptionError("teachers", f"name {twice} twice; give each teacher once (twice would double its weight)")
+    return folders
 
 
 class OptionError(TegakiError):
@@ -197,10 +208,6 @@ def _check_float(option: str, value, low: float, high: float, low_open=False, hi
         what = f"a positive number up to {high:g}" if low_open and low == 0 else (
             f"a number in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}")
         raise OptionError(option, f"must be {what}, got {value!r}")
-
-
-class Terminated(BaseException):
-    """SIGTERM during training (raised by the CLI's signal handler): handled like Ctrl-C."""
 
 
 def lr_at(cfg: TrainConfig, step: int, total: int, epoch: int) -> float:
@@ -443,14 +450,17 @@ def _setup(spec, ds, cfg, out, log, command, bar_stream, dist, resume, split=Non
 
     augment = Augmenter.parse(cfg.augment, background=-norm["mean"] / norm["std"], strength=cfg.augment_strength)
     engine = make_engine(cfg.engine, spec, init, device=cfg.device)
-    engine.configure(cfg.optimizer, cfg.lr, cfg.momentum, cfg.weight_decay, cfg.label_smoothing)
+    engine.configure(cfg.optimizer, cfg.lr, cfg.momentum, cfg.weight_decay, cfg.label_smoothing, cfg.distill_weight,
+                     cfg.distill_temperature)
     engine.tune(cfg.precision, cfg.compile)  # speed options (a no-op for the NumPy engine)
     if dist is not None:
         dist.wrap(engine)  # DistributedDataParallel
     meta = make_meta(spec, ds.classes, norm, ds.provenance, cfg.seed, asdict(cfg), command)
     if resume is not None and resume.get("command"):
         meta["command"], meta["resumed_with"] = resume["command"], meta["command"]
-    targets = teacher_targets(cfg, ds, tr, va, log)
+    targets, teachers = teacher_targets(cfg, ds, tr, va, log, resume.get("teachers", []) if resume else None)
+    if teachers:
+        meta["teachers"] = teachers  # which runs, by their weights' checksums (a resume checks them)
     return _Run(spec, ds, cfg, out, engine, norm, init, augment,
                 train_data=engine.prepare(ds.train_images[tr], ds.train_labels[tr], norm, targets),
                 valid_data=engine.prepare(ds.train_images[va], ds.train_labels[va], norm) if len(va) else None,
@@ -460,51 +470,94 @@ def _setup(spec, ds, cfg, out, log, command, bar_stream, dist, resume, split=Non
 
 
 def teacher_targets(cfg: TrainConfig, ds: Dataset, tr: np.ndarray, va: np.ndarray,
-                    log: Callable[[str], None] = print) -> np.ndarray | None:
-    """Distillation (Hinton, Vinyals and Dean 2015): the (N, classes) distribution each training image is
-    trained toward, (1 - w) x its label (smoothed as the recipe says) + w x the mean over the teachers of
-    softmax(logits / T), w = distill_weight and T = distill_temperature. The teachers see each image once,
-    undistorted; an augmented copy keeps its image's target. The student's own softmax has temperature 1.
-    None without teachers."""
+                    log: Callable[[str], None] = print, expect: list | None = None) -> tuple[np.ndarray | None, list]:
+    """Distillation (Hinton, Vinyals and Dean 2015): the mean over the teachers of softmax(logits / T) on each
+    training image, T = distill_temperature, which the engines learn beside the labels (numpy_layers.distill_loss:
+    (1 - w) x the labels' cross-entropy + w T^2 x the softened one, w = distill_weight). The teachers see each
+    image once, undistorted; an augmented copy keeps its image's targets.
+
+    Returns (targets or None without teachers, one record per teacher: its run folder, the sha256 of its
+    weights, and how many of the validation images `va` it trained on when that can be told). `expect`, the
+    records of the run being resumed: a teacher whose weights changed since is refused."""
     if not cfg.teachers:
-        return None
+        return None, []
     from tegaki.numerics import softmax
     from tegaki.predict import Predictor
 
     images, labels, k = ds.train_images[tr], np.asarray(ds.train_labels[tr]), len(ds.classes)
-    mean = np.zeros((len(tr), k))
-    for ref in cfg.teachers:
-        teacher = Predictor.load(ref)
+    mean, records = np.zeros((len(tr), k)), []
+    for i, ref in enumerate(cfg.teachers):
+        try:
+            teacher = Predictor.load(ref)
+        except TegakiError as e:
+            hint = (f"; an ensemble's folder is not a run: give its members ({Path(ref) / 'member-1'} ...)"
+                    if (Path(ref) / "member-1").is_dir() else "")
+            raise TegakiError(f"teacher {ref}: {e}{hint}") from None
         if list(teacher.classes) != list(ds.classes):
-            raise TegakiError(f"teacher {ref} tells apart {len(teacher.classes)} classes "
-                              f"({', '.join(map(str, teacher.classes[:4]))}...), not {ds.name}'s; "
-                              f"give teachers trained on {ds.name}")
+            raise TegakiError(f"teacher {ref} tells apart {_some(teacher.classes)}, {ds.name} has "
+                              f"{_some(ds.classes)}; give teachers trained on the same classes")
         if not teacher.spec.takes_images(images.shape[1:]):
             raise TegakiError(f"teacher {ref} expects {tuple(teacher.spec.input_shape[-2:])} images, {ds.name}'s are "
-                              f"{images.shape[1:]}; give teachers trained on {ds.name}")
+                              f"{images.shape[1:]}; give teachers trained on images of that size")
+        record = {"run": ref, "sha256": _weights_hash(teacher.run)}
+        if expect is not None:
+            before = expect[i] if i < len(expect) and isinstance(expect[i], dict) else {}
+            if before.get("sha256") != record["sha256"]:
+                raise TegakiError(f"teacher {ref} is not the run this training started with (its weights differ); "
+                                  "resume with the same teachers, or start a new run")
         mean += softmax(teacher.logits(images).astype(np.float64) / cfg.distill_temperature)
         seen = _seen_validation(teacher.run, ds, va)
         if seen:
+            record["validation_images_seen"] = seen
             log(f"note: teacher {ref} was trained on {seen:,} of the {len(va):,} validation images, so the "
                 "validation figures will be optimistic; give teachers trained with the same validation split")
+        records.append(record)
     mean /= len(cfg.teachers)
-    target = np.full((len(tr), k), cfg.label_smoothing / k)
-    target[np.arange(len(tr)), labels] += 1.0 - cfg.label_smoothing
-    target = (1.0 - cfg.distill_weight) * target + cfg.distill_weight * mean
     agree = float((mean.argmax(1) == labels).mean()) if len(tr) else 1.0
     log(f"distillation: {plural(len(cfg.teachers), 'teacher')}, weight {cfg.distill_weight:g}, temperature "
-        f"{cfg.distill_temperature:g}; their average agrees with {agree:.2%} of the training labels")
-    return target.astype(np.float32)
+        f"{cfg.distill_temperature:g}; their average agrees with {agree:.2%} of the training labels "
+        "(the training loss is now the distillation loss)")
+    return mean.astype(np.float32), records
+
+
+def _some(classes) -> str:
+    """'10 classes (0, 1, 2, 3 ...)'."""
+    names = ", ".join(map(str, list(classes)[:4])) + (" ..." if len(classes) > 4 else "")
+    return f"{len(classes):,} class{'' if len(classes) == 1 else 'es'} ({names})"
+
+
+def _weights_hash(run) -> str:
+    """sha256 over the run's weights (names, dtypes, shapes and values, in name order): the same weights give
+    the same digest whatever file holds them."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for name in sorted(run.weights):
+        a = np.ascontiguousarray(run.weights[name])
+        h.update(f"{name}|{a.dtype.str}|{a.shape}|".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def _training_files(provenance) -> tuple | None:
+    """The checksums of a dataset's two training files, which say what its training images are (None: unknown,
+    as for arrays and image folders)."""
+    files = provenance.get("files") if isinstance(provenance, dict) else None
+    if not isinstance(files, dict):
+        return None
+    sums = sorted(str(r["sha256"]) for name, r in files.items()
+                  if "train" in str(name) and isinstance(r, dict) and r.get("sha256"))
+    return tuple(sums) if len(sums) == 2 else None
 
 
 def _seen_validation(teacher, ds: Dataset, va: np.ndarray) -> int:
-    """How many of the validation images `va` the teacher run trained on: 0 when it trained on other data
-    (another dataset, other files, another number of images) or does not say how it split its data."""
+    """How many of the validation images `va` the teacher run trained on: 0 when that cannot be told (data from
+    other files, or from arrays or an image folder, a different number of images, no record of its split)."""
     config, m = teacher.meta.get("config"), teacher.metrics
     if not len(va) or not isinstance(config, dict) or not isinstance(config.get("valid_size"), int):
         return 0
-    same_data = teacher.meta.get("data", {}).get("dataset") == ds.provenance.get("dataset") and \
-        teacher.meta.get("data", {}).get("files") == ds.provenance.get("files") and \
+    mine = _training_files(ds.provenance)
+    same_data = mine is not None and mine == _training_files(teacher.meta.get("data")) and \
         m.get("train_size", -1) + m.get("valid_size", 0) == len(ds.train_labels)
     seed = config.get("split_seed") if config.get("split_seed") is not None else config.get("seed", 0)
     if not same_data or not isinstance(seed, int):
@@ -601,7 +654,8 @@ def _epoch(run: _Run, state: LoopState, epoch: int) -> bool:
         _checkpoint(run.out, engine, {"format": "tegaki-checkpoint/1", "epoch": epoch, "history": state.history,
                                       "best": state.best, "stopped_early": state.stopped_early,
                                       "config": asdict(cfg), "spec": run.spec.to_dict(), "dataset": run.ds.name,
-                                      "command": run.meta["command"]}, state.best_weights, state.ema)
+                                      "command": run.meta["command"], "teachers": run.meta.get("teachers", [])},
+                    state.best_weights, state.ema)
     if state.stopped_early:
         run.log(f"early stopping: no better validation {cfg.monitor} for {plural(cfg.patience, 'epoch')}; "
                 f"restoring the weights of epoch {state.best['epoch']}")

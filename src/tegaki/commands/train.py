@@ -126,6 +126,9 @@ def _fresh(args):
     if args.spec and args.preset:
         raise TegakiError("give --preset or --spec, not both")
     spec = Spec.from_file(args.spec) if args.spec else load_preset(args.preset or DEFAULT_PRESET)
+    if not args.teacher and (args.distill_weight is not None or args.distill_temperature is not None):
+        raise TegakiError("--distill-weight and --distill-temperature shape distillation; give the teachers "
+                          "with --teacher RUN (once per teacher), or drop them")
     lr, note = lr_for(spec.train, args.optimizer, args.lr)
     cfg = TrainConfig.for_spec(
         spec, cli=True, epochs=args.epochs, batch_size=args.batch_size, lr=lr, optimizer=args.optimizer,

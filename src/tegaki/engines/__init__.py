@@ -5,7 +5,8 @@
     engine.activations(x)       every layer's output, by layer name
     engine.get_weights() / set_weights(w)          dict "<layer>.<param>" -> np.ndarray
     engine.prepare(images_uint8, labels, norm) -> data;  engine.take(data, idx) -> (x, y)
-    engine.prepare(images_uint8, labels, norm, targets) -> data; take -> (x, y, targets)   (distillation)
+    engine.prepare(images_uint8, labels, norm, targets) -> data; take -> (x, y, targets)   (distillation:
+        targets are teachers' probabilities; configure(..., distill_weight, distill_temperature) mixes them in)
     engine.configure(optimizer, lr, ...); tune(precision, compile); set_lr(lr); seed(s); train_step(x, y[, targets])
     engine.reset_stats(); read_stats() -> (mean loss, accuracy) since the reset
     engine.evaluate(data) -> (mean loss, accuracy, logits)
@@ -61,7 +62,7 @@ class Engine(Protocol):
 
     # training
     def configure(self, optimizer: str, lr: float, momentum: float = ..., weight_decay: float = ...,
-                  label_smoothing: float = ...) -> None: ...
+                  label_smoothing: float = ..., distill_weight: float = ..., distill_temperature: float = ...) -> None: ...
     def tune(self, precision: str = ..., compile: bool = ...) -> str: ...
     def set_lr(self, lr: float) -> None: ...
     def seed(self, seed: int) -> None: ...

@@ -37,7 +37,7 @@ import numpy as np
 
 from tegaki import spec as S
 from tegaki.engines.inputs import normalise
-from tegaki.engines.numpy_layers import Dropout, Layer, build_layer, cross_entropy
+from tegaki.engines.numpy_layers import Dropout, Layer, build_layer, cross_entropy, distill_loss
 from tegaki.engines.numpy_optim import OTHER_STATE, Optimizer, make_optimizer
 from tegaki.errors import TegakiError
 
@@ -67,6 +67,7 @@ class NumpyEngine:
         self.set_weights(weights if weights is not None else spec.init_weights(0))
         self.opt: Optimizer | None = None
         self.label_smoothing = 0.0
+        self.distill = (0.0, 1.0)
         self.seed(0)
         self.reset_stats()
 
@@ -87,7 +88,7 @@ class NumpyEngine:
     # data ----------------------------------------------------------------------------------
     def prepare(self, images: np.ndarray, labels: np.ndarray | None, norm: dict, targets: np.ndarray | None = None):
         """uint8 (N, H, W) images -> normalised (N, C, H, W) arrays in the engine's dtype; with `targets`,
-        (N, classes) probabilities to train toward instead of the labels (distillation)."""
+        the teachers' (N, classes) probabilities, learnt beside the labels (distillation)."""
         x = normalise(images, norm, self.spec.input_shape, self.dtype)
         y = None if labels is None else np.asarray(labels, np.int64)
         return (x, y) if targets is None else (x, y, np.asarray(targets, self.dtype))
@@ -173,10 +174,11 @@ class NumpyEngine:
 
     # training ---------------------------------------------------------------------------------
     def configure(self, optimizer: str, lr: float, momentum: float = 0.9, weight_decay: float = 0.0,
-                  label_smoothing: float = 0.0) -> None:
+                  label_smoothing: float = 0.0, distill_weight: float = 0.0, distill_temperature: float = 1.0) -> None:
         params = [layer.params[k] for layer, k in self.slots]
         self.opt = make_optimizer(optimizer, params, lr, momentum, weight_decay)
         self.label_smoothing = label_smoothing
+        self.distill = (distill_weight, distill_temperature)  # for batches that carry teachers' targets
         self.reset_stats()
 
     def tune(self, precision: str = "fp32", compile: bool = False) -> str:
@@ -206,7 +208,10 @@ class NumpyEngine:
             raise TegakiError("configure the engine (optimizer, learning rate) before training it")
         self._mode(True)
         logits = self.forward(x)  # (N, K)
-        loss, dz = cross_entropy(logits, y, self.label_smoothing, targets)  # dz = dL/dlogits
+        if targets is None:
+            loss, dz = cross_entropy(logits, y, self.label_smoothing)  # dz = dL/dlogits
+        else:  # distillation: the labels and the teachers' softened probabilities
+            loss, dz = distill_loss(logits, y, self.label_smoothing, targets, *self.distill)
         self.backward(dz)
         self.opt.step([layer.grads[k] for layer, k in self.slots])
         n = len(y)

@@ -489,6 +489,18 @@ def cross_entropy(logits: np.ndarray, y: np.ndarray, smoothing: float = 0.0,
     return loss, (np.exp(logp) - q) / n  # d/dz of -sum q log softmax(z) is softmax(z) - q
 
 
+def distill_loss(logits: np.ndarray, y: np.ndarray, smoothing: float, targets: np.ndarray, weight: float,
+                 temperature: float) -> tuple[float, np.ndarray]:
+    """Hinton, Vinyals and Dean's (2015) loss and its gradient dL/dlogits: with w = weight and T = temperature,
+    L = (1 - w) CE(softmax(z), labels smoothed) + w T^2 CE(softmax(z / T), targets), the targets being the
+    teachers' softmax(their logits / T). The T^2 keeps the soft part's gradient, w T (softmax(z / T) - targets),
+    about as large as the hard part's whatever T is."""
+    hard, d_hard = cross_entropy(logits, y, smoothing)
+    soft, d_soft = cross_entropy(logits / temperature, y, targets=targets)  # d_soft is dL/d(z / T)
+    t2 = temperature * temperature
+    return (1 - weight) * hard + weight * t2 * soft, (1 - weight) * d_hard + weight * temperature * d_soft
+
+
 # joining layers: forward takes several inputs; backward hands back one gradient per input ----------
 class Add(Layer):
     """y = x_1 + x_2 + ...: the residual connection."""

@@ -229,7 +229,7 @@ class TorchEngine:
     # data ----------------------------------------------------------------------------------
     def prepare(self, images: np.ndarray, labels: np.ndarray | None, norm: dict, targets: np.ndarray | None = None):
         """uint8 (N, H, W) images -> normalised float32 (N, C, H, W) tensors resident on the device; with
-        `targets`, (N, classes) probabilities to train toward instead of the labels (distillation)."""
+        `targets`, the teachers' (N, classes) probabilities, learnt beside the labels (distillation)."""
         x = torch.from_numpy(normalise(images, norm, self.spec.input_shape)).to(self.device)
         if x.dim() == 4:
             x = x.contiguous(memory_format=self.memory_format)
@@ -286,7 +286,7 @@ class TorchEngine:
 
     # training ---------------------------------------------------------------------------------
     def configure(self, optimizer: str, lr: float, momentum: float = 0.9, weight_decay: float = 0.0,
-                  label_smoothing: float = 0.0) -> None:
+                  label_smoothing: float = 0.0, distill_weight: float = 0.0, distill_temperature: float = 1.0) -> None:
         params = list(self.net.parameters())
         if optimizer == "sgd":
             self.opt = torch.optim.SGD(params, lr=lr, weight_decay=weight_decay)
@@ -301,6 +301,7 @@ class TorchEngine:
         else:
             raise TegakiError(f"unknown optimizer {optimizer!r}; choose sgd, momentum, adam, adamw or adadelta")
         self.label_smoothing = label_smoothing
+        self.distill = (distill_weight, distill_temperature)  # for batches that carry teachers' targets
         self.reset_stats()
 
     def set_lr(self, lr: float) -> None:
@@ -321,10 +322,10 @@ class TorchEngine:
         amp = self.amp_dtype is not None
         with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.bfloat16, enabled=amp):
             logits = self.train_net(x)  # (B, classes)
-        if targets is None:
-            loss = F.cross_entropy(logits.float(), y, label_smoothing=self.label_smoothing)
-        else:  # the whole target distribution (its label smoothing is already in it)
-            loss = F.cross_entropy(logits.float(), targets)
+        loss = F.cross_entropy(logits.float(), y, label_smoothing=self.label_smoothing)
+        if targets is not None:  # distillation (numpy_layers.distill_loss writes the same loss out)
+            w, t = self.distill
+            loss = (1 - w) * loss + w * t * t * F.cross_entropy(logits.float() / t, targets)
         loss.backward()
         return loss.detach(), (logits.detach().argmax(1) == y).sum()
 
