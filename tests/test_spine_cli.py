@@ -273,3 +273,26 @@ def test_fallback_run_records_the_dataset_used(cli, tmp_path, monkeypatch):
     assert m["dataset"] == used and meta["config"]["dataset"] == used and meta["data"]["dataset"] == used
     assert "could not download" in meta["data"]["fallback_reason"]
     assert not (tmp_path / "cache" / "tegaki" / "mnist").exists()
+
+
+def test_a_folder_dataset_is_the_same_however_spelt(tmp_path, monkeypatch):
+    from tegaki.commands.common import same_dataset
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "d").mkdir()
+    assert same_dataset("folder:~/d", f"folder:{tmp_path / 'd'}")  # no "trained on X, not X" note
+    assert same_dataset("idx:~/d", f"idx:{tmp_path}/d/../d")
+    assert not same_dataset("folder:~/d", f"idx:{tmp_path / 'd'}")
+    assert not same_dataset("folder:~/d", "folder:~/e")
+    assert same_dataset("mnist", "mnist") and not same_dataset("mnist", "fashion-mnist")
+
+
+def test_the_next_steps_after_training_are_not_what_was_just_done(cli, subset, tmp_path):
+    for preset, said, unsaid in (("lenet", "tegaki inspect", "tegaki train --preset lenet"),
+                                 ("ffnn", "tegaki train --preset lenet", "tegaki inspect")):
+        out = tmp_path / preset
+        r = cli("train", "--preset", preset, "--epochs", "1", "--dataset", f"idx:{subset}", "--valid-size", "0",
+                "--out", out)
+        assert r.code == 0, r.err
+        nexts = r.out[r.out.index("next:"):]
+        assert said in nexts and unsaid not in nexts, nexts

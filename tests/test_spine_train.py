@@ -294,6 +294,18 @@ def test_interrupt_before_the_first_epoch_leaves_nothing(small, tmp_path, monkey
     assert res.interrupted and not (tmp_path / "r").exists()
 
 
+def test_ctrl_c_as_an_epoch_row_is_shown_finds_that_epoch_saved(small, tmp_path, monkeypatch):
+    from tegaki.train import Progress
+
+    def row(self, r):  # Ctrl-C the moment the first epoch's row appears
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Progress, "row", row)
+    res = run(load_preset("ffnn"), small, tmp_path / "r", epochs=2)
+    assert res.interrupted and [r["epoch"] for r in res.history] == [1]
+    assert read_checkpoint(tmp_path / "r")["epoch"] == 1  # the epoch on screen is the one a resume continues from
+
+
 @pytest.mark.parametrize("ema", [0.0, 0.9])  # with --ema the checkpoint carries the average too
 def test_interrupt_and_resume_in_process_equals_an_uninterrupted_run(small, tmp_path, monkeypatch, ema):
     kw = dict(epochs=3, optimizer="adam", lr=2e-3, batch_size=100, seed=1, ema=ema)  # 16 steps an epoch

@@ -236,8 +236,10 @@ class Progress:
     def legend(validating: bool, keeps_best: bool) -> str:
         """What the table's marks mean, for this run: a run without a validation split has no valid columns, and
         its best epoch is judged on the training set."""
-        parts = [("train/valid: training loss over validation loss (well below 1: the network fits the training "
-                  "set better than new data)") if validating else "-: no validation split, so no validation figures"]
+        parts = [("train/valid: training loss over validation loss; the lower it falls, the better the network "
+                  "fits its training set compared with new data (label smoothing, dropout, augmentation and "
+                  "distillation raise the training loss, so it can sit above 1)") if validating
+                 else "-: no validation split, so no validation figures"]
         if keeps_best:
             parts.append(f"*: the best {'validation' if validating else 'training'} score so far, "
                          "whose weights the run keeps")
@@ -647,15 +649,15 @@ def _epoch(run: _Run, state: LoopState, epoch: int) -> bool:
         state.best = {"loss": score_loss, "epoch": epoch, "acc": score_acc}
         if cfg.patience:
             state.best_weights = snapshot
-    run.prog.row({**row, "best": is_best and cfg.patience})
     state.history.append(row)
     state.stopped_early = bool(cfg.patience and epoch - state.best["epoch"] >= cfg.patience)
-    if run.writes:
+    if run.writes:  # before the row is shown: Ctrl-C right after it must find the epoch saved
         _checkpoint(run.out, engine, {"format": "tegaki-checkpoint/1", "epoch": epoch, "history": state.history,
                                       "best": state.best, "stopped_early": state.stopped_early,
                                       "config": asdict(cfg), "spec": run.spec.to_dict(), "dataset": run.ds.name,
                                       "command": run.meta["command"], "teachers": run.meta.get("teachers", [])},
                     state.best_weights, state.ema)
+    run.prog.row({**row, "best": is_best and cfg.patience})
     if state.stopped_early:
         run.log(f"early stopping: no better validation {cfg.monitor} for {plural(cfg.patience, 'epoch')}; "
                 f"restoring the weights of epoch {state.best['epoch']}")

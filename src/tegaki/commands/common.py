@@ -120,14 +120,21 @@ def load_test_data(args, run, name: str | None = None):
     return _measurable(ds, run)
 
 
-def _same_folder(a: str, b: str) -> bool:
-    """Whether two folder:PATH dataset names are the same folder."""
-    if not (a.startswith("folder:") and b.startswith("folder:")):
+def _same_folder(a: str, b: str, kinds: tuple[str, ...] = ("folder:",)) -> bool:
+    """Whether two folder:PATH (or, with kinds, idx:PATH) dataset names are the same folder, however spelt."""
+    kind = next((k for k in kinds if a.startswith(k)), None)
+    if kind is None or not b.startswith(kind):
         return False
     try:
-        return Path(a[7:]).expanduser().resolve() == Path(b[7:]).expanduser().resolve()
+        return Path(a[len(kind):]).expanduser().resolve() == Path(b[len(kind):]).expanduser().resolve()
     except (OSError, RuntimeError):
         return a == b
+
+
+def same_dataset(a: str, b: str) -> bool:
+    """Whether two dataset names mean the same data: equal, or the same folder:/idx: folder spelt differently
+    (folder:~/digits and the folder:/home/me/digits that loading it reports)."""
+    return a == b or _same_folder(a, b, ("folder:", "idx:"))
 
 
 def check_writable(out: Path, what: str = "--out") -> None:

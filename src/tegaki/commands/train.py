@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from tegaki.commands.common import apply_threads, check_threads, err, load_data
+from tegaki.commands.common import apply_threads, check_threads, err, load_data, same_dataset
 from tegaki.errors import TegakiError
 
 DEFAULT_PRESET = "fast"
@@ -209,9 +209,12 @@ def _single(spec, ds, cfg, out, resume, command, dist, dataset) -> int:
     print(f"\nrun saved to {out}")
     print(f"test accuracy {m['test_accuracy']:.2%} (error {m['test_error']:.2%}) on {m['test_size']:,} {ds.name} "
           f"test images; {plural(m['epochs'], 'epoch')}, {m['train_seconds']:.1f} s of training")
-    if ds.name != dataset:
+    if not same_dataset(ds.name, dataset):  # a fallback took its place
         err(f"note: trained on {ds.name}, not {dataset} (see the message above)")
     print("next: tegaki evaluate " + str(out) + "   (report, confusion matrix, mistakes)")
-    print("      tegaki train --preset lenet --epochs 3 --optimizer adam --lr 0.001 --batch-size 128")
+    if spec.name == "lenet":  # the suggestion below is what was just done: look inside instead
+        print(f"      tegaki inspect {out} --index 0   (filters, feature maps, saliency)")
+    else:
+        print("      tegaki train --preset lenet --epochs 3 --optimizer adam --lr 0.001 --batch-size 128")
     print("      tegaki summary          (every preset, one line each)")
     return 0
