@@ -34,7 +34,7 @@ def register(subparsers) -> None:
     p.add_argument("--save-features", metavar="FILE.npz",
                    help="also save the features as .npz: the training digits the classifiers saw "
                         "(--train-size 60000 for all) and the whole test set")
-    p.add_argument("--plot", metavar="FILE.png", help="also draw the table as a bar chart")
+    p.add_argument("--plot", metavar="FILE.png", help="also draw the table as a chart")
     p.add_argument("--threads", type=int, metavar="N",
                    help="threads for the network and the classifiers (default: the idle cores for the network, "
                    "1 for the classifiers, steady on a busy machine; 0: all cores)")
