@@ -148,7 +148,7 @@ def test_ctrl_c_keeps_the_model_usable(mnist, monkeypatch):
     monkeypatch.setattr(tegaki.model, "print", interrupting_print, raising=False)
     m = small_net()
     h = m.fit(mnist.train_images[:1000], mnist.train_labels[:1000], epochs=20, verbose=1)
-    # the second epoch had finished, and is saved (a run folder's checkpoint) before its row is shown: it counts
+    # the second epoch had finished, and is recorded (as a run folder's checkpoint is) before its row is shown
     assert h.interrupted and len(h.rows) == 2
     assert m.predict(mnist.test_images[:5]).shape == (5,)
 

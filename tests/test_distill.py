@@ -8,6 +8,9 @@ teachers or options are one line each."""
 from __future__ import annotations
 
 import json
+import os
+import signal
+import time
 from dataclasses import replace
 
 import numpy as np
@@ -23,6 +26,7 @@ from tegaki.errors import TegakiError
 from tegaki.numerics import softmax
 from tegaki.predict import Predictor
 from tegaki.spec import load_preset
+from tegaki.export import weights_digest
 from tegaki.run import load_weights, save_weights
 from tegaki.train import TrainConfig, read_checkpoint, teacher_targets, train
 
@@ -67,7 +71,8 @@ def test_the_distillation_loss_matches_autograd(weight, temperature):
     loss, dz = distill_loss(z, y, 0.1, q, weight, temperature)
     zt = torch.from_numpy(z.copy()).requires_grad_(True)
     hard = F.cross_entropy(zt, torch.from_numpy(y), label_smoothing=0.1)
-    soft = -(torch.from_numpy(q) * F.log_softmax(zt / temperature, dim=1)).sum(1).mean()
+    qt = torch.from_numpy(q)
+    soft = (qt * (qt.log() - F.log_softmax(zt / temperature, dim=1))).sum(1).mean()  # KL(teachers || network)
     lt = (1 - weight) * hard + weight * temperature ** 2 * soft  # Hinton et al. 2015, written independently
     lt.backward()
     assert abs(loss - lt.item()) <= 1e-12 * abs(lt.item())
@@ -80,7 +85,9 @@ def test_the_distillation_loss_matches_autograd(weight, temperature):
     assert abs(numeric / (2 * eps) - dz[2, 3]) <= 1e-8
 
 
-def test_at_temperature_1_it_is_the_cross_entropy_against_the_mixed_target():
+def test_at_temperature_1_it_learns_the_mixed_target():
+    """Hand-derived: at T = 1 the gradient is that of the cross-entropy against 0.4 label + 0.6 teachers, and the
+    loss is that cross-entropy less 0.6 x the teachers' entropy (KL, not cross-entropy, for the soft part)."""
     rng = np.random.default_rng(8)
     z, y, q = rng.normal(size=(4, 10)), rng.integers(0, 10, 4), dirichlet_targets(4, 10, 9)
     mixed = np.full((4, 10), 0.01)
@@ -88,8 +95,10 @@ def test_at_temperature_1_it_is_the_cross_entropy_against_the_mixed_target():
     mixed = 0.4 * mixed + 0.6 * q
     loss, dz = distill_loss(z, y, 0.1, q, 0.6, 1.0)
     ref_loss, ref_dz = cross_entropy(z, y, targets=mixed)
-    assert loss == pytest.approx(ref_loss, rel=1e-12)
+    entropy = -(q * np.log(q)).sum() / 4
+    assert loss == pytest.approx(ref_loss - 0.6 * entropy, rel=1e-12)
     np.testing.assert_allclose(dz, ref_dz, atol=1e-15)
+    assert distill_loss(np.log(q), y, 0.0, q, 1.0, 1.0)[0] == pytest.approx(0.0, abs=1e-12)  # matched: no loss
 
 
 def test_both_engines_take_the_same_distilled_steps():
@@ -121,28 +130,34 @@ def teacher(lenet_run):
     return lenet_run  # trained on mnist_small with valid_size 4000, split seed 0
 
 
-def test_targets_are_the_teachers_softened_probabilities(teacher, mnist_small, tmp_path):
-    import hashlib
-    import shutil
+@pytest.fixture(scope="module")
+def second_teacher(mnist_small, tmp_path_factory):
+    out = tmp_path_factory.mktemp("teachers") / "ffnn"
+    spec = load_preset("ffnn")
+    train(spec, mnist_small, TrainConfig.for_spec(spec, epochs=1, valid_size=4000, device="cpu"), out, log=lambda m: None)
+    return out
 
-    twin = tmp_path / "twin"
-    shutil.copytree(teacher, twin)  # the same teacher under another name: its average is itself
-    tr, va = np.arange(300), np.arange(0)
-    cfg = TrainConfig(teachers=[str(teacher), twin], distill_weight=0.3, distill_temperature=2.0)
+
+def test_targets_are_the_teachers_softened_probabilities(teacher, second_teacher, mnist_small):
+    tr, va = np.arange(1, 601, 2), np.arange(0)
+    cfg = TrainConfig(teachers=[str(teacher), second_teacher], distill_weight=0.3, distill_temperature=2.0)
     lines = []
     got, records = teacher_targets(cfg, mnist_small, tr, va, lines.append)
-    p = softmax(Predictor.load(teacher).logits(mnist_small.train_images[:300]).astype(np.float64) / 2.0)
-    np.testing.assert_allclose(got, p, atol=1e-6)
-    agree = (p.argmax(1) == mnist_small.train_labels[:300]).mean()
+    images = mnist_small.train_images[tr]
+    p1 = softmax(Predictor.load(teacher).logits(images).astype(np.float64) / 2.0)
+    p2 = softmax(Predictor.load(second_teacher).logits(images).astype(np.float64) / 2.0)
+    assert np.abs(p1 - p2).max() > 0.1  # two teachers that differ: an average that used one would fail below
+    np.testing.assert_allclose(got, (p1 + p2) / 2, atol=1e-6)
+    agree = (((p1 + p2) / 2).argmax(1) == mnist_small.train_labels[tr]).mean()
     assert lines == [f"distillation: 2 teachers, weight 0.3, temperature 2; their average agrees with {agree:.2%} "
                      "of the training labels (the training loss is now the distillation loss)"]
-    w = load_weights(teacher / "model.safetensors")
-    h = hashlib.sha256()
-    for name in sorted(w):
-        h.update(f"{name}|{w[name].dtype.str}|{w[name].shape}|".encode() + np.ascontiguousarray(w[name]).tobytes())
-    digest = h.hexdigest()
-    assert records == [{"run": str(teacher.resolve()), "sha256": digest}, {"run": str(twin.resolve()), "sha256": digest}]
+    assert records == [{"run": str(t.resolve()), "sha256": weights_digest(load_weights(t / "model.safetensors"))}
+                       for t in (teacher, second_teacher)]
     assert teacher_targets(TrainConfig(), mnist_small, tr, va) == (None, [])
+    quiet = []  # weight 0: nothing to learn from them, so they are not asked
+    assert teacher_targets(TrainConfig(teachers=[teacher], distill_weight=0.0), mnist_small, tr, va, quiet.append) \
+        == (None, [])
+    assert quiet == ["distillation weight 0: the teachers are not asked (the labels alone are learnt)"]
 
 
 def test_a_teacher_that_saw_the_validation_images_is_named(teacher, mnist_small):
@@ -186,20 +201,18 @@ def test_distilled_training_end_to_end_on_the_command_line(cli, teacher, tmp_pat
     r = cli("report", out, "--tsne-sample", "10", "--out", tmp_path / "r.html")
     assert r.code == 0, r.err
     page = (tmp_path / "r.html").read_text(encoding="utf-8")
-    assert (f"<td>distilled from</td><td>{teacher.resolve()} (their share of the target 1.0, temperature 1.0); "
+    assert (f"<td>distilled from</td><td>{teacher.resolve()} (weight 1.0, temperature 1.0); "
             f"{teacher.resolve()} trained on 7 of the validation images, so the validation figures are optimistic</td>"
             in page)
-    r = cli("train", "--resume", out, "--teacher", teacher)
-    assert r.code != 0 and "--teacher" in r.err
 
 
 @pytest.mark.parametrize("args, words", [
     (["--teacher", "no/such/run"], "no/such/run"),
     (["--teacher", "TEACHER", "--distill-weight", "1.5"], "--distill-weight must be a number in [0, 1], got 1.5"),
     (["--teacher", "TEACHER", "--distill-temperature", "0"], "--distill-temperature must be a number in [0.01, 100]"),
-    (["--distill-weight", "0.8"], "give the teachers with --teacher RUN"),
-    (["--teacher", "TEACHER", "--teacher", "TEACHER"], "twice"),
-    (["--teacher", ""], "--teacher must be a list of run folders"),
+    (["--distill-weight", "0.8"], "--distill-weight shapes distillation, which needs teachers; give them with --teacher"),
+    (["--teacher", "TEACHER", "--teacher", "TEACHER"], "twice; give each teacher once"),
+    (["--teacher", ""], "--teacher got an empty name"),
     (["--teacher", "ENSEMBLE"], "an ensemble's folder is not a run: give its members"),
 ])
 def test_bad_teachers_and_options_are_one_line(cli, teacher, tmp_path, args, words):
@@ -214,9 +227,14 @@ def test_bad_teachers_and_options_are_one_line(cli, teacher, tmp_path, args, wor
 def test_teachers_in_python(teacher, mnist_small):
     assert TrainConfig(teachers=teacher).teachers == [str(teacher.resolve())]  # one run folder, as a path
     assert TrainConfig(teachers="bundled").teachers == ["bundled"]
-    for bad in ([], [3], 3, [""]):
-        with pytest.raises(TegakiError, match="teachers must be a list of run folders"):
+    for bad in ([], [3], 3):
+        with pytest.raises(TegakiError, match="teachers must be a run folder or a list of them"):
             TrainConfig(teachers=bad)
+    with pytest.raises(TegakiError, match="teachers got an empty name"):
+        TrainConfig(teachers=[""])
+    with pytest.raises(TegakiError, match="distill_weight shapes distillation, which needs teachers; give them with "
+                                          "teachers="):
+        TrainConfig.for_spec(load_preset("ffnn"), distill_weight=0.5)
     fashion = replace(mnist_small, classes=[f"c{i}" for i in range(10)], name="other")
     with pytest.raises(TegakiError, match=r"tells apart 10 classes \(0, 1, 2, 3 ...\), other has 10 classes \(c0, c1, c2, c3 ...\); give teachers "):
         teacher_targets(TrainConfig(teachers=[teacher]), fashion, np.arange(10), np.arange(0))
@@ -263,12 +281,67 @@ def test_a_resume_refuses_a_teacher_whose_weights_changed(teacher, mnist_small, 
 
 
 def test_sigterm_while_the_teachers_answer_is_one_line(cli, teacher, tmp_path, monkeypatch):
-    from tegaki.errors import Terminated
-
-    def stopped(*args, **kwargs):
-        raise Terminated()  # what the command's SIGTERM handler raises
+    def stopped(*args, **kwargs):  # a real SIGTERM while the first teacher loads: the command's own handler
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)
+        raise AssertionError("the SIGTERM handler did not stop the command")
 
     monkeypatch.setattr(Predictor, "load", stopped)
     r = cli("train", "--preset", "ffnn", "--epochs", "1", "--teacher", teacher, "--out", tmp_path / "x")
     assert r.code == 143 and r.err.strip() == "tegaki: stopped by SIGTERM"
     assert not (tmp_path / "x").exists()
+
+
+def test_a_resume_finds_a_moved_teacher_by_its_weights(cli, teacher, mnist_small, tmp_path, monkeypatch):
+    import shutil
+
+    from conftest import write_idx_subset
+
+    data = write_idx_subset(tmp_path / "data", mnist_small, 1200, 200)
+    own = tmp_path / "teacher"
+    shutil.copytree(teacher, own)
+    common = ["--preset", "ffnn", "--epochs", "2", "--batch-size", "100", "--valid-size", "200", "--dataset",
+              f"idx:{data}", "--distill-weight", "0.6", "--distill-temperature", "2"]
+    assert cli("train", *common, "--teacher", own, "--out", tmp_path / "ref").code == 0
+    steps, original = {"n": 0}, TorchEngine.train_step
+
+    def step(self, *args):  # Ctrl-C in the second epoch (10 steps an epoch)
+        steps["n"] += 1
+        if steps["n"] == 14:
+            raise KeyboardInterrupt
+        return original(self, *args)
+
+    monkeypatch.setattr(TorchEngine, "train_step", step)
+    assert cli("train", *common, "--teacher", own, "--out", tmp_path / "r").code == 130
+    monkeypatch.undo()
+    own.rename(tmp_path / "moved")
+    r = cli("train", "--resume", tmp_path / "r")
+    assert r.code == 2 and "if it moved, resume with --teacher NEW_FOLDER" in r.err
+    r = cli("train", "--resume", tmp_path / "r", "--teacher", tmp_path / "moved", "--teacher", teacher)
+    assert r.code == 2 and "this run learnt from 1 teacher(s); give --teacher once for each" in r.err
+    r = cli("train", "--resume", tmp_path / "r", "--teacher", teacher.parent / "no-such")
+    assert r.code == 2 and "no such run folder" in r.err
+    r = cli("train", "--resume", tmp_path / "r", "--teacher", tmp_path / "moved")
+    assert r.code == 0, r.err
+    a, b = load_weights(tmp_path / "r" / "model.safetensors"), load_weights(tmp_path / "ref" / "model.safetensors")
+    assert all(np.array_equal(a[k], b[k]) for k in a)  # the same run as one never interrupted
+    config = json.loads((tmp_path / "r" / "model.json").read_text())["config"]
+    assert config["teachers"] == [str((tmp_path / "moved").resolve())]
+
+
+def test_a_teacher_that_held_out_another_test_set_of_a_folder_is_refused(cli, mnist_small, tmp_path):
+    from PIL import Image
+
+    root = tmp_path / "digits"
+    counts = {}  # 6 real digits of each class, as PNG files in class folders
+    for img, label in zip(mnist_small.train_images, mnist_small.train_labels):
+        if counts.get(int(label), 0) < 6:
+            (root / str(label)).mkdir(parents=True, exist_ok=True)
+            Image.fromarray(img).save(root / str(label) / f"{counts.get(int(label), 0)}.png")
+            counts[int(label)] = counts.get(int(label), 0) + 1
+    base = ["--preset", "ffnn", "--epochs", "1", "--dataset", f"folder:{root}", "--valid-size", "0"]
+    assert cli("train", *base, "--seed", "0", "--out", tmp_path / "t").code == 0
+    r = cli("train", *base, "--seed", "1", "--teacher", tmp_path / "t", "--out", tmp_path / "s")
+    assert r.code == 2 and "held out another test set" in r.err and "train with --seed 0" in r.err, r.err
+    assert not (tmp_path / "s").exists()
+    assert cli("train", *base, "--seed", "0", "--teacher", tmp_path / "t", "--out", tmp_path / "s").code == 0

@@ -225,8 +225,11 @@ def test_inspect_bad_input_is_one_line(cli, lenet_run, ffnn_run, tmp_path):
     try:
         r = cli("inspect", lenet_run, "--only", "diagram", "--threads", "1", "--out", tmp_path / "one")
         assert r.code == 0 and (tmp_path / "one").is_dir() and torch.get_num_threads() == 1, r.err
-    finally:
-        torch.set_num_threads(before)  # the rest of the suite keeps its threads
+    finally:  # the rest of the suite keeps its threads: torch's, and the BLAS pools' (threadpoolctl's limits)
+        torch.set_num_threads(before)
+        from tegaki import threads
+
+        threads._LIMITS.pop().restore_original_limits()
 
 
 def test_inspect_a_network_without_conv_layers(cli, ffnn_run, tmp_path):

@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         err("tegaki: interrupted")
         return 130
-    except Terminated:  # SIGTERM before training's own loop could stop cleanly (loading data, asking teachers)
+    except Terminated:  # SIGTERM before training's own loop could stop cleanly (while the teachers answer)
         err("tegaki: stopped by SIGTERM")
         return 143
     except BrokenPipeError:

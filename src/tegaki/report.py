@@ -211,7 +211,7 @@ def summary_section(c: Context) -> str:
         rows.append(("training recipe", ", ".join(recipe)))
     if cfg.get("teachers"):
         seen = [t for t in run.meta.get("teachers", []) if isinstance(t, dict) and t.get("validation_images_seen")]
-        rows.append(("distilled from", f"{', '.join(map(str, cfg['teachers']))} (their share of the target "
+        rows.append(("distilled from", f"{', '.join(map(str, cfg['teachers']))} (weight "
                                        f"{cfg.get('distill_weight')}, temperature {cfg.get('distill_temperature')})"
                      + "".join(f"; {t.get('run')} trained on {t['validation_images_seen']:,} of the validation "
                                "images, so the validation figures are optimistic" for t in seen)))

@@ -29,6 +29,7 @@ from tegaki.data.dataset import Dataset, validation_split
 from tegaki.engines import ENGINES, TRAINABLE, make_engine
 from tegaki.errors import TegakiError, Terminated  # noqa: F401 (Terminated: where callers have found it)
 from tegaki.fileio import TMP_GLOB
+from tegaki.export import weights_digest
 from tegaki.run import load_weights, make_meta, norm_for, save_run, save_weights
 from tegaki.spec import TRAINING_BYTES, BatchNorm, Spec
 
@@ -110,7 +111,7 @@ class TrainConfig:
         _check_float("distill_weight", self.distill_weight, 0.0, 1.0)
         _check_float("distill_temperature", self.distill_temperature, 0.01, 100.0)
         if self.teachers is not None:
-            self.teachers = _teacher_folders(self.teachers)
+            self.teachers = teacher_folders(self.teachers)
         for name, value, choices in (("optimizer", self.optimizer, OPTIMIZERS), ("schedule", self.schedule, SCHEDULES),
                                      ("monitor", self.monitor, MONITORS), ("engine", self.engine, ENGINES),
                                      ("precision", self.precision, PRECISIONS), ("device", self.device, DEVICES)):
@@ -151,6 +152,10 @@ class TrainConfig:
                 return f"--{FLAGS.get(option, option).replace('_', '-')}" if cli else option
             return f"spec {spec.name!r}: training option {option}"
 
+        lone = [k for k in ("distill_weight", "distill_temperature") if overrides.get(k) is not None]
+        if lone and values.get("teachers") is None:
+            raise TegakiError(f"{said(lone[0])} shapes distillation, which needs teachers; give them with "
+                              f"{'--teacher RUN (once per teacher)' if cli else 'teachers=[run folders]'}, or drop it")
         for f in fields(cls):
             if f.name in values and not type_ok(values[f.name], str(f.type)):
                 kind = str(f.type).replace(" | ", " or ")
@@ -163,18 +168,19 @@ class TrainConfig:
             raise OptionError(e.option, e.problem, said(e.option)) from None
 
 
-def _teacher_folders(teachers) -> list[str]:
+def teacher_folders(teachers) -> list[str]:
     """The teachers as absolute run folders ('bundled' stays itself), so that a resume from another folder
     finds the same runs; relative ones are read from the current folder."""
     if isinstance(teachers, (str, Path)):
         teachers = [teachers]
-    if not isinstance(teachers, (list, tuple)) or not teachers or not all(
-            isinstance(t, (str, Path)) and str(t).strip() for t in teachers):
-        raise OptionError("teachers", f"must be a list of run folders, got {teachers!r}")
+    if not isinstance(teachers, (list, tuple)) or not teachers or not all(isinstance(t, (str, Path)) for t in teachers):
+        raise OptionError("teachers", f"must be a run folder or a list of them, got {teachers!r}")
+    if not all(str(t).strip() for t in teachers):
+        raise OptionError("teachers", "got an empty name; give each teacher's run folder")
     folders = [str(t) if str(t) == "bundled" else str(Path(t).expanduser().resolve()) for t in teachers]
     twice = next((t for i, t in enumerate(folders) if t in folders[:i]), None)
     if twice is not None:
-        raise OptionError("teachers", f"name {twice} twice; give each teacher once (twice would double its weight)")
+        raise OptionError("teachers", f"gave {twice} twice; give each teacher once (twice would double its weight)")
     return folders
 
 
@@ -460,7 +466,8 @@ def _setup(spec, ds, cfg, out, log, command, bar_stream, dist, resume, split=Non
     meta = make_meta(spec, ds.classes, norm, ds.provenance, cfg.seed, asdict(cfg), command)
     if resume is not None and resume.get("command"):
         meta["command"], meta["resumed_with"] = resume["command"], meta["command"]
-    targets, teachers = teacher_targets(cfg, ds, tr, va, log, resume.get("teachers", []) if resume else None)
+    targets, teachers = teacher_targets(cfg, ds, tr, va, log, resume.get("teachers", []) if resume else None,
+                                        device=str(engine.device) if cfg.engine == "torch" else "cpu")
     if teachers:
         meta["teachers"] = teachers  # which runs, by their weights' checksums (a resume checks them)
     return _Run(spec, ds, cfg, out, engine, norm, init, augment,
@@ -472,7 +479,8 @@ def _setup(spec, ds, cfg, out, log, command, bar_stream, dist, resume, split=Non
 
 
 def teacher_targets(cfg: TrainConfig, ds: Dataset, tr: np.ndarray, va: np.ndarray,
-                    log: Callable[[str], None] = print, expect: list | None = None) -> tuple[np.ndarray | None, list]:
+                    log: Callable[[str], None] = print, expect: list | None = None,
+                    device: str = "cpu") -> tuple[np.ndarray | None, list]:
     """Distillation (Hinton, Vinyals and Dean 2015): the mean over the teachers of softmax(logits / T) on each
     training image, T = distill_temperature, which the engines learn beside the labels (numpy_layers.distill_loss:
     (1 - w) x the labels' cross-entropy + w T^2 x the softened one, w = distill_weight). The teachers see each
@@ -483,6 +491,9 @@ def teacher_targets(cfg: TrainConfig, ds: Dataset, tr: np.ndarray, va: np.ndarra
     records of the run being resumed: a teacher whose weights changed since is refused."""
     if not cfg.teachers:
         return None, []
+    if cfg.distill_weight == 0:
+        log("distillation weight 0: the teachers are not asked (the labels alone are learnt)")
+        return None, []
     from tegaki.numerics import softmax
     from tegaki.predict import Predictor
 
@@ -490,10 +501,12 @@ def teacher_targets(cfg: TrainConfig, ds: Dataset, tr: np.ndarray, va: np.ndarra
     mean, records = np.zeros((len(tr), k)), []
     for i, ref in enumerate(cfg.teachers):
         try:
-            teacher = Predictor.load(ref)
+            teacher = Predictor.load(ref, device=device)  # where the network trains (a GPU answers faster)
         except TegakiError as e:
             hint = (f"; an ensemble's folder is not a run: give its members ({Path(ref) / 'member-1'} ...)"
-                    if (Path(ref) / "member-1").is_dir() else "")
+                    if (Path(ref) / "member-1").is_dir() else
+                    "; if it moved, resume with --teacher NEW_FOLDER for each teacher, in order" if expect is not None
+                    else "")
             raise TegakiError(f"teacher {ref}: {e}{hint}") from None
         if list(teacher.classes) != list(ds.classes):
             raise TegakiError(f"teacher {ref} tells apart {_some(teacher.classes)}, {ds.name} has "
@@ -501,7 +514,8 @@ def teacher_targets(cfg: TrainConfig, ds: Dataset, tr: np.ndarray, va: np.ndarra
         if not teacher.spec.takes_images(images.shape[1:]):
             raise TegakiError(f"teacher {ref} expects {tuple(teacher.spec.input_shape[-2:])} images, {ds.name}'s are "
                               f"{images.shape[1:]}; give teachers trained on images of that size")
-        record = {"run": ref, "sha256": _weights_hash(teacher.run)}
+        _check_test_split(ref, teacher.run, ds)
+        record = {"run": ref, "sha256": weights_digest(teacher.run.weights)}
         if expect is not None:
             before = expect[i] if i < len(expect) and isinstance(expect[i], dict) else {}
             if before.get("sha256") != record["sha256"]:
@@ -528,17 +542,18 @@ def _some(classes) -> str:
     return f"{len(classes):,} class{'' if len(classes) == 1 else 'es'} ({names})"
 
 
-def _weights_hash(run) -> str:
-    """sha256 over the run's weights (names, dtypes, shapes and values, in name order): the same weights give
-    the same digest whatever file holds them."""
-    import hashlib
-
-    h = hashlib.sha256()
-    for name in sorted(run.weights):
-        a = np.ascontiguousarray(run.weights[name])
-        h.update(f"{name}|{a.dtype.str}|{a.shape}|".encode())
-        h.update(a.tobytes())
-    return h.hexdigest()
+def _check_test_split(ref: str, teacher, ds: Dataset) -> None:
+    """An image folder without train/ and test/ sub-folders holds out a seeded 20% as its test set: a teacher
+    that split the same folder with another seed trained on some of this run's test images. Refused."""
+    mine = ds.provenance.get("split_seed") if isinstance(ds.provenance, dict) else None
+    data = teacher.meta.get("data") if isinstance(teacher.meta.get("data"), dict) else {}
+    if mine is None or data.get("dataset") != ds.provenance.get("dataset"):
+        return
+    theirs = data.get("split_seed", (teacher.meta.get("config") or {}).get("seed"))
+    if theirs != mine:
+        raise TegakiError(f"teacher {ref} held out another test set of {ds.name} (seed {theirs}; this run's is "
+                          f"{mine}), so it trained on some of this run's test images; train with --seed {theirs}, "
+                          f"or give teachers trained with --seed {mine}")
 
 
 def _training_files(provenance) -> tuple | None:

@@ -59,7 +59,6 @@ def cmd_report(args) -> int:
 
     if args.tsne_sample < TSNE_MIN:
         raise TegakiError(f"--tsne-sample must be at least {TSNE_MIN}, got {args.tsne_sample}")
-    apply_threads(args.threads)
     if args.mistakes < 0:
         raise TegakiError(f"--mistakes must be >= 0, got {args.mistakes}")
     out = Path(args.out) if args.out else None
@@ -73,6 +72,7 @@ def cmd_report(args) -> int:
         if out.exists() and not _is_report(out):
             raise TegakiError(f"--out {out} exists and is not a tegaki report; choose another name (nothing "
                               "was overwritten)")
+    apply_threads(args.threads)  # after the checks that need no work
     pred = load_predictor(args)
     ds = load_test_data(args, pred.run)
     n = len(ds.test_labels)

@@ -15,8 +15,8 @@ DEFAULT_PRESET = "fast"
 # options a resumed run keeps from its checkpoint
 RESUME_FIXED = ("preset", "spec", "batch_size", "lr", "optimizer", "schedule", "weight_decay", "label_smoothing",
                 "patience", "monitor", "valid_size", "split_seed", "seed", "engine", "out", "augment",
-                "augment_strength", "precision", "compile", "ensemble", "tta", "ema", "teacher", "distill_weight",
-                "distill_temperature")
+                "augment_strength", "precision", "compile", "ensemble", "tta", "ema", "distill_weight",
+                "distill_temperature")  # --teacher may name a teacher's new folder (its weights are checked)
 
 
 def register(subparsers) -> None:
@@ -43,11 +43,12 @@ def register(subparsers) -> None:
     t.add_argument("--augment-strength", type=float, help="scale of the distortions (default 1; 0 = none)")
     t.add_argument("--ema", type=float, metavar="DECAY", help="keep a moving average of the weights (e.g. 0.999), "
                    "validated each epoch and saved instead of the last weights (default: the preset's, else none)")
-    t.add_argument("--teacher", action="append", metavar="RUN", help="distillation: also train toward this run's "
+    t.add_argument("--teacher", action="append", metavar="RUN", help="distillation: also learn this run's "
                    "probabilities on each training image (repeat for several; their average is taken)")
     t.add_argument("--distill-weight", type=float, metavar="W", help="the teachers' share of the training target, "
                    "0 to 1 (default 0.5; the labels have the rest)")
-    t.add_argument("--distill-temperature", type=float, metavar="T", help="soften the teachers' probabilities: "
+    t.add_argument("--distill-temperature", type=float, metavar="T", help="soften the teachers' and the network's "
+                   "probabilities for distillation: "
                    "softmax(logits / T) (default 1)")
     t.add_argument("--valid-size", type=int, help="validation examples carved from training (default 10000)")
     t.add_argument("--seed", type=int, help="seed for split, weights, shuffling and dropout (default 0)")
@@ -105,15 +106,23 @@ def cmd_train(args) -> int:
 
 
 def _resumed(args):
-    """--resume RUN: the run's own spec and settings; only --epochs, --device, --data-dir, --threads change."""
+    """--resume RUN: the run's own spec and settings; only --epochs, --device, --data-dir, --threads change,
+    and --teacher, to name where a distilled run's teachers are now (their weights must be the same)."""
     from tegaki import distributed
-    from tegaki.train import resume_config
+    from tegaki.train import resume_config, teacher_folders
 
     fixed = [f"--{k.replace('_', '-')}" for k in RESUME_FIXED if getattr(args, k, None) is not None]
     if fixed:
         raise TegakiError(f"--resume continues a run with its own settings; drop {', '.join(fixed)} "
-                          "(only --epochs, --device, --data-dir and --threads may be given)")
+                          "(only --epochs, --device, --data-dir, --threads and --teacher may be given)")
     spec, cfg, resume = resume_config(Path(args.resume), args.epochs, args.device)
+    if args.teacher:  # the teachers' folders moved: the same runs, found elsewhere (teacher_targets checks them)
+        n = len(cfg.teachers or [])
+        if len(args.teacher) != n:
+            raise TegakiError(f"this run learnt from {n} teacher(s); give --teacher once for each, in the order "
+                              f"it started with: {' '.join(cfg.teachers or [])}" if n else
+                              "this run learnt from no teachers; drop --teacher")
+        cfg.teachers = teacher_folders(args.teacher)
     return spec, cfg, resume["dataset"], Path(args.resume), resume, distributed.setup(os.environ, cfg.device)
 
 
@@ -126,9 +135,6 @@ def _fresh(args):
     if args.spec and args.preset:
         raise TegakiError("give --preset or --spec, not both")
     spec = Spec.from_file(args.spec) if args.spec else load_preset(args.preset or DEFAULT_PRESET)
-    if not args.teacher and (args.distill_weight is not None or args.distill_temperature is not None):
-        raise TegakiError("--distill-weight and --distill-temperature shape distillation; give the teachers "
-                          "with --teacher RUN (once per teacher), or drop them")
     lr, note = lr_for(spec.train, args.optimizer, args.lr)
     cfg = TrainConfig.for_spec(
         spec, cli=True, epochs=args.epochs, batch_size=args.batch_size, lr=lr, optimizer=args.optimizer,
@@ -162,7 +168,7 @@ class _sigterm_as_interrupt:
     def _raise(signum, frame):
         import signal
 
-        from tegaki.train import Terminated
+        from tegaki.errors import Terminated
 
         signal.signal(signal.SIGTERM, signal.SIG_IGN)  # once: a second SIGTERM must not cut the clean stop short
         if os.environ.get("RANK", "0") != "0":  # a helper process of --nproc: rank 0 keeps the checkpoint

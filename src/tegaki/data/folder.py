@@ -70,6 +70,8 @@ def load_folder(path: str, seed: int = 0, test_fraction: float = 0.2, all_test: 
         xtr, ytr, xte, yte = x[tr], y[tr], x[te], y[te]
     for s in skipped:
         log(f"skipped {s}")
-    return Dataset(f"folder:{root}", xtr, ytr, xte, yte, classes,
-                   {"dataset": f"folder:{root}", "source": str(root), "files": {}, "verified": False,
-                    "images": int(len(ytr) + len(yte)), "skipped": len(skipped)})
+    provenance = {"dataset": f"folder:{root}", "source": str(root), "files": {}, "verified": False,
+                  "images": int(len(ytr) + len(yte)), "skipped": len(skipped)}
+    if not (root / "train").is_dir() and not all_test:
+        provenance["split_seed"] = seed  # which images are the test set (a distillation checks its teachers')
+    return Dataset(f"folder:{root}", xtr, ytr, xte, yte, classes, provenance)

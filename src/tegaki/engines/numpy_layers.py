@@ -492,11 +492,14 @@ def cross_entropy(logits: np.ndarray, y: np.ndarray, smoothing: float = 0.0,
 def distill_loss(logits: np.ndarray, y: np.ndarray, smoothing: float, targets: np.ndarray, weight: float,
                  temperature: float) -> tuple[float, np.ndarray]:
     """Hinton, Vinyals and Dean's (2015) loss and its gradient dL/dlogits: with w = weight and T = temperature,
-    L = (1 - w) CE(softmax(z), labels smoothed) + w T^2 CE(softmax(z / T), targets), the targets being the
+    L = (1 - w) CE(softmax(z), labels smoothed) + w T^2 KL(targets || softmax(z / T)), the targets being the
     teachers' softmax(their logits / T). The T^2 keeps the soft part's gradient, w T (softmax(z / T) - targets),
-    about as large as the hard part's whatever T is."""
+    about as large as the hard part's whatever T is. KL is the soft cross-entropy less the targets' own entropy:
+    the same gradient, and a loss that reaches 0 where the network matches its teachers."""
     hard, d_hard = cross_entropy(logits, y, smoothing)
     soft, d_soft = cross_entropy(logits / temperature, y, targets=targets)  # d_soft is dL/d(z / T)
+    q = np.asarray(targets, np.float64)
+    soft += float(np.where(q > 0, q * np.log(np.where(q > 0, q, 1.0)), 0.0).sum()) / len(q)  # - entropy: KL
     t2 = temperature * temperature
     return (1 - weight) * hard + weight * t2 * soft, (1 - weight) * d_hard + weight * temperature * d_soft
 

@@ -325,7 +325,8 @@ class TorchEngine:
         loss = F.cross_entropy(logits.float(), y, label_smoothing=self.label_smoothing)
         if targets is not None:  # distillation (numpy_layers.distill_loss writes the same loss out)
             w, t = self.distill
-            loss = (1 - w) * loss + w * t * t * F.cross_entropy(logits.float() / t, targets)
+            soft = F.kl_div(F.log_softmax(logits.float() / t, dim=1), targets, reduction="batchmean")
+            loss = (1 - w) * loss + w * t * t * soft
         loss.backward()
         return loss.detach(), (logits.detach().argmax(1) == y).sum()
 
