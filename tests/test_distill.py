@@ -345,3 +345,22 @@ def test_a_teacher_that_held_out_another_test_set_of_a_folder_is_refused(cli, mn
     assert r.code == 2 and "held out another test set" in r.err and "train with --seed 0" in r.err, r.err
     assert not (tmp_path / "s").exists()
     assert cli("train", *base, "--seed", "0", "--teacher", tmp_path / "t", "--out", tmp_path / "s").code == 0
+
+
+def test_the_teachers_answer_once_for_the_members_of_an_ensemble(teacher, mnist_small, monkeypatch):
+    calls = []
+    original = Predictor.logits
+
+    def counted(self, images):
+        calls.append(len(images))
+        return original(self, images)
+
+    monkeypatch.setattr(Predictor, "logits", counted)
+    cfg = TrainConfig(teachers=[teacher], distill_temperature=3.0)
+    first, _ = teacher_targets(cfg, mnist_small, np.arange(100, 400), np.arange(0), lambda m: None)
+    again, _ = teacher_targets(cfg, mnist_small, np.arange(100, 400), np.arange(0), lambda m: None)
+    assert calls == [300] and np.array_equal(first, again)  # the same images: asked once
+    other, _ = teacher_targets(cfg, mnist_small, np.arange(99, 399), np.arange(0), lambda m: None)
+    assert calls == [300, 300] and not np.array_equal(first, other)  # other images: asked again
+    teacher_targets(replace(cfg, distill_temperature=2.0), mnist_small, np.arange(99, 399), np.arange(0), lambda m: None)
+    assert calls == [300, 300, 300]  # another temperature: other answers

@@ -478,13 +478,17 @@ def _setup(spec, ds, cfg, out, log, command, bar_stream, dist, resume, split=Non
                 valid_labels=np.asarray(ds.train_labels[va]) if len(va) else None)
 
 
+_ANSWERS: dict = {}  # the teachers' softened answers on one set of training images: {"images": digest, key: (N, K)}
+
+
 def teacher_targets(cfg: TrainConfig, ds: Dataset, tr: np.ndarray, va: np.ndarray,
                     log: Callable[[str], None] = print, expect: list | None = None,
                     device: str = "cpu") -> tuple[np.ndarray | None, list]:
     """Distillation (Hinton, Vinyals and Dean 2015): the mean over the teachers of softmax(logits / T) on each
     training image, T = distill_temperature, which the engines learn beside the labels (numpy_layers.distill_loss:
-    (1 - w) x the labels' cross-entropy + w T^2 x the softened one, w = distill_weight). The teachers see each
-    image once, undistorted; an augmented copy keeps its image's targets.
+    (1 - w) x the labels' cross-entropy + w T^2 x the KL divergence of the softened network from it, w =
+    distill_weight). The teachers see each image once, undistorted; an augmented copy keeps its image's targets.
+    Their answers are kept for the next training on the same images (the members of an ensemble share them).
 
     Returns (targets or None without teachers, one record per teacher: its run folder, the sha256 of its
     weights, and how many of the validation images `va` it trained on when that can be told). `expect`, the
@@ -499,6 +503,12 @@ def teacher_targets(cfg: TrainConfig, ds: Dataset, tr: np.ndarray, va: np.ndarra
 
     images, labels, k = ds.train_images[tr], np.asarray(ds.train_labels[tr]), len(ds.classes)
     mean, records = np.zeros((len(tr), k)), []
+    import hashlib
+
+    which = hashlib.sha256(np.ascontiguousarray(images).tobytes()).hexdigest()  # these images, in this order
+    if _ANSWERS.get("images") != which:
+        _ANSWERS.clear()
+        _ANSWERS["images"] = which
     for i, ref in enumerate(cfg.teachers):
         try:
             teacher = Predictor.load(ref, device=device)  # where the network trains (a GPU answers faster)
@@ -521,7 +531,10 @@ def teacher_targets(cfg: TrainConfig, ds: Dataset, tr: np.ndarray, va: np.ndarra
             if before.get("sha256") != record["sha256"]:
                 raise TegakiError(f"teacher {ref} is not the run this training started with (its weights differ); "
                                   "resume with the same teachers, or start a new run")
-        mean += softmax(teacher.logits(images).astype(np.float64) / cfg.distill_temperature)
+        key = (record["sha256"], cfg.distill_temperature)
+        if key not in _ANSWERS:
+            _ANSWERS[key] = softmax(teacher.logits(images).astype(np.float64) / cfg.distill_temperature)
+        mean += _ANSWERS[key]
         seen = _seen_validation(teacher.run, ds, va)
         if seen:
             record["validation_images_seen"] = seen
