@@ -12,6 +12,7 @@ run folder. Engines only do forward, backward and the optimiser step (engines/__
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import re
@@ -82,8 +83,8 @@ class TrainConfig:
     split_seed: int | None = None  # seed of the validation split alone (None: `seed`); ensembles share one split
     ema: float = 0.0  # decay of a moving average of the weights, validated and saved instead of them (0: none)
     teachers: list | None = None  # run folders whose averaged probabilities the network learns too (distillation)
-    distill_weight: float = 0.5  # the teachers' share of the training target (the labels' is the rest)
-    distill_temperature: float = 1.0  # the teachers' logits are divided by this before their softmax
+    distill_weight: float = 0.5  # the teachers' share of the loss (the labels' is the rest)
+    distill_temperature: float = 1.0  # the teachers' and the network's logits are divided by this in that share
 
     @property
     def validation_seed(self) -> int:
@@ -503,8 +504,6 @@ def teacher_targets(cfg: TrainConfig, ds: Dataset, tr: np.ndarray, va: np.ndarra
 
     images, labels, k = ds.train_images[tr], np.asarray(ds.train_labels[tr]), len(ds.classes)
     mean, records = np.zeros((len(tr), k)), []
-    import hashlib
-
     which = hashlib.sha256(np.ascontiguousarray(images).tobytes()).hexdigest()  # these images, in this order
     if _ANSWERS.get("images") != which:
         _ANSWERS.clear()

@@ -45,7 +45,7 @@ def register(subparsers) -> None:
                    "validated each epoch and saved instead of the last weights (default: the preset's, else none)")
     t.add_argument("--teacher", action="append", metavar="RUN", help="distillation: also learn this run's "
                    "probabilities on each training image (repeat for several; their average is taken)")
-    t.add_argument("--distill-weight", type=float, metavar="W", help="the teachers' share of the training target, "
+    t.add_argument("--distill-weight", type=float, metavar="W", help="the teachers' share of the loss, "
                    "0 to 1 (default 0.5; the labels have the rest)")
     t.add_argument("--distill-temperature", type=float, metavar="T", help="soften the teachers' and the network's "
                    "probabilities for distillation: "
