@@ -295,3 +295,39 @@ def test_logits_in_chunks_are_the_logits(model, mnist, monkeypatch):
     monkeypatch.setattr(predict, "CHUNK", 64)
     np.testing.assert_allclose(p.logits(x), whole, atol=1e-5)  # batch sizes may pick other kernels
     assert p.logits(x[:0]).shape == (0, 10)
+
+
+def test_a_huge_declared_image_and_an_empty_file_are_one_line_each(cli, tmp_path):
+    import struct
+    import warnings
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    big = tmp_path / "big.png"  # a header that declares 12000 x 10000 pixels: past Pillow's own warning level
+    big.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 12000, 10000, 8, 0, 0, 0, 0))
+                    + chunk(b"IDAT", zlib.compress(b"\x00" * 10)) + chunk(b"IEND", b""))
+    (tmp_path / "empty.png").write_bytes(b"")
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        r = cli("predict", big)
+    assert r.code == 2 and "image is 12000x10000 pixels, more than the 40,000,000 allowed" in r.err
+    assert not [w for w in seen if "DecompressionBomb" in type(w.message).__name__], "Pillow's warning leaked"
+    r = cli("predict", tmp_path / "empty.png")
+    assert r.code == 2 and r.err.strip().endswith("empty.png: empty file; use a PNG or JPEG image")
+
+
+def test_csv_cells_never_start_like_a_formula():
+    import io
+
+    from tegaki.commands.predict import text_cell, write_csv
+
+    assert [text_cell(s) for s in ("=HYPERLINK(1)", "+1", "-2", "@x", "\tA", "7", "digit.png")] == \
+        ["'=HYPERLINK(1)", "'+1", "'-2", "'@x", "'\tA", "7", "digit.png"]
+    row = {"file": "=cmd|' /C calc'!A0.png", "name": "=1+1", "confidence": 0.9, "error": None, "status": "ok",
+           "top": [{"name": "=1+1", "probability": 0.9}]}
+    out = io.StringIO()
+    write_csv([row], 1, out)
+    body = out.getvalue().splitlines()[1]
+    assert body == "'=cmd|' /C calc'!A0.png,'=1+1,0.900000,'=1+1,0.900000,,ok"

@@ -35,8 +35,17 @@ def _need_onnx():
         import onnx
         from onnx import helper, numpy_helper
     except ImportError:
-        raise TegakiError("ONNX export needs the onnx package: pip install 'tegaki[onnx]'") from None
+        raise TegakiError("ONNX export and the onnx engine need the onnx package: pip install 'tegaki[onnx]'") from None
     return onnx, helper, numpy_helper
+
+
+def need_onnx_engine() -> None:
+    """Refuse --engine onnx, in one line, where the onnx package or ONNX Runtime is missing."""
+    _need_onnx()
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        raise TegakiError("the onnx engine needs ONNX Runtime: pip install 'tegaki[onnx]'") from None
 
 
 def weights_digest(weights: dict[str, np.ndarray]) -> str:

@@ -156,10 +156,23 @@ def trained_dataset(run) -> str | None:
 
 
 def _measurable(ds, run):
-    """The test set, if the run can be measured on it: the same classes, images of the network's size, some."""
+    """The test set, if the run can be measured on it: the same classes (by name: a folder whose class folders
+    sort in another order has its labels renumbered to the run's), images of the network's size, some."""
     if len(ds.classes) != len(run.classes):
         raise TegakiError(f"{ds.name} has {len(ds.classes)} classes, the model {len(run.classes)}; "
                           "choose a dataset with the run's classes")
+    mine, theirs = [str(c) for c in ds.classes], [str(c) for c in run.classes]
+    if sorted(mine) != sorted(theirs):
+        raise TegakiError(f"{ds.name}'s classes ({', '.join(mine[:4])} ...) are not the model's "
+                          f"({', '.join(theirs[:4])} ...); choose a dataset with the run's classes")
+    if mine != theirs:  # the same names in another order: renumber the labels as the model numbers its outputs
+        from dataclasses import replace
+
+        import numpy as np
+
+        order = np.array([theirs.index(c) for c in mine])
+        ds = replace(ds, test_labels=order[np.asarray(ds.test_labels)], classes=list(run.classes),
+                     train_labels=order[np.asarray(ds.train_labels)] if len(ds.train_labels) else ds.train_labels)
     if not run.spec.takes_images(ds.test_images.shape[1:]):
         raise TegakiError(f"{ds.name} images are {'x'.join(map(str, ds.test_images.shape[1:]))}, the model takes "
                           f"{'x'.join(map(str, run.spec.input_shape[-2:]))}; choose a dataset of the images it was "
@@ -167,6 +180,15 @@ def _measurable(ds, run):
     if len(ds.test_labels) == 0:
         raise TegakiError(f"{ds.name} has no test images; choose a dataset with some")
     return ds
+
+
+def check_reads_pictures(run) -> None:
+    """predict and serve turn pictures into MNIST-style 28x28 digits: a network that takes another size cannot
+    read them (evaluate measures it on its own data)."""
+    if not run.spec.takes_images((28, 28)):
+        h, w = run.spec.input_shape[-2:]
+        raise TegakiError(f"{run.path}: this network takes {h}x{w} images, and pictures are read as MNIST's 28x28 "
+                          "digits; it can be measured with 'tegaki evaluate' on its own data, not given pictures")
 
 
 def default_out(run, kind: str, name: str | None = None) -> Path:

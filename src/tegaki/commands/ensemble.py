@@ -22,11 +22,21 @@ def _split(run) -> tuple[int, int]:
     return (cfg.get("seed", 0) if seed is None else seed), valid_size
 
 
+def _load_member(ref):
+    from tegaki.run import load_run
+
+    try:
+        return load_run(ref)
+    except TegakiError as e:
+        if (Path(ref) / "member-1").is_dir():  # `train --ensemble` wrote a folder of runs
+            raise TegakiError(f"{e}; {ref} holds an ensemble's members: give them ({Path(ref) / 'member-*'})") from None
+        raise
+
+
 def cmd_ensemble(args) -> int:
-    from tegaki.commands.common import load_data, trained_dataset
+    from tegaki.commands.common import check_writable, load_test_data
     from tegaki.ensemble import ensemble_table, measure_ensemble, overlap_text
     from tegaki.fileio import write_json
-    from tegaki.run import load_run
 
     if len(args.runs) < 2 and not args.tta:
         raise TegakiError("give two or more runs to average (or one run with --tta)")
@@ -35,14 +45,15 @@ def cmd_ensemble(args) -> int:
         print(f"note: {len(args.runs) - len(refs)} run(s) named more than once; each is counted once")
         if len(refs) < 2 and not args.tta:
             raise TegakiError("give two or more different runs to average (or one run with --tta)")
-    runs = [load_run(r) for r in refs]
+    if args.out:
+        check_writable(Path(args.out))  # before the work, not after it
+    runs = [_load_member(r) for r in refs]
     first = runs[0]
     for r in runs[1:]:
         if r.spec.input_shape != first.spec.input_shape or r.classes != first.classes:
             raise TegakiError(f"{r.path} does not fit {first.path}: input {r.spec.input_shape} vs "
                               f"{first.spec.input_shape}, classes {r.classes} vs {first.classes}")
-    name = args.dataset or trained_dataset(first) or "mnist"
-    ds = load_data(args, name)
+    ds = load_test_data(args, first)  # evaluate's checks: the runs' classes (by name) and image size
     splits = {_split(r) for r in runs}
     valid_size = 0
     split_seed = 0

@@ -24,7 +24,7 @@ import json
 import sys
 from pathlib import Path
 
-from tegaki.commands.common import columns, pad
+from tegaki.commands.common import check_reads_pictures, columns, pad
 from tegaki.errors import TegakiError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
@@ -98,6 +98,7 @@ def cmd_predict(args) -> int:
         raise TegakiError(f"--top must be at least 1, got {args.top}")
     items = expand(args.files)
     run = Predictor.find_run(args.model)
+    check_reads_pictures(run)
     predictor = Predictor(run, engine=pick_engine(args.engine, len(items), run.spec))
     k = min(args.top, len(predictor.classes))
     rows = predict_rows(predictor, items, k)
@@ -140,6 +141,12 @@ def write_json(rows: list[dict], k: int, out) -> None:
     out.write("\n")
 
 
+def text_cell(v: str) -> str:
+    """A file or class name as a CSV cell a spreadsheet shows as text: one that starts like a formula (=, +, -,
+    @, a tab or a carriage return) gets a leading apostrophe (OWASP's advice against CSV injection)."""
+    return "'" + v if v[:1] in ("=", "+", "-", "@", "\t", "\r") else v
+
+
 def write_csv(rows: list[dict], k: int, out) -> None:
     w = csv.writer(out, lineterminator="\n")
     numbers = any("number" in r for r in rows)  # the column only when some image holds a number
@@ -147,9 +154,9 @@ def write_csv(rows: list[dict], k: int, out) -> None:
                + [f"top{i + 1}_probability" for i in range(k)] + ["error", "status"] + ["number"] * numbers)
     for r in rows:
         tops = r["top"] + [None] * (k - len(r["top"]))
-        w.writerow([r["file"], "" if r["name"] is None else r["name"],
+        w.writerow([text_cell(r["file"]), "" if r["name"] is None else text_cell(r["name"]),
                     "" if r["confidence"] is None else f"{r['confidence']:.6f}"]
-                   + ["" if t is None else t["name"] for t in tops]
+                   + ["" if t is None else text_cell(t["name"]) for t in tops]
                    + ["" if t is None else f"{t['probability']:.6f}" for t in tops]
                    + [r["error"] or ("no digit" if r.get("no_digit") else ""), r["status"] or ""]
                    + [r["number"]["text"] if "number" in r else ""] * numbers)

@@ -17,6 +17,7 @@ import socket
 import sys
 from pathlib import Path
 
+from tegaki.commands.common import check_reads_pictures
 from tegaki.errors import TegakiError
 
 
@@ -92,6 +93,11 @@ def cmd_serve(args) -> int:
     if ref is None:
         raise TegakiError("no model named and no bundled model installed; pass --model RUN_FOLDER")
     run = load_run(ref)  # a bad run folder is one clear line here, not a failed server start
+    check_reads_pictures(run)
+    if args.engine == "onnx":
+        from tegaki.export import need_onnx_engine
+
+        need_onnx_engine()  # before the banner: not a traceback from the worker that builds the app
     check_port(args.host, args.port)
     mnist, where = find_mnist_test(args)
     drawings = None if args.no_save else Path(args.drawings).expanduser() if args.drawings else default_drawings()

@@ -33,6 +33,7 @@ import io
 import math
 import os
 import stat
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -99,7 +100,11 @@ def load_image(source, max_pixels: int = MAX_PIXELS, formats: tuple[str, ...] | 
         fp = io.BytesIO(source)
     else:
         fp = _open_file(source, name)
-    with fp:
+    with fp, warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # max_pixels is the limit, said in one line
+        if fp.seek(0, io.SEEK_END) == 0:
+            raise TegakiError(f"{name}: empty file; use a PNG or JPEG image")
+        fp.seek(0)
         try:
             with Image.open(fp, formats=formats) as im:
                 w, h = im.size

@@ -15,6 +15,7 @@ import asyncio
 import io
 import json
 import logging
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -196,8 +197,10 @@ def check_size(data: bytes, max_pixels: int) -> int | None:
     """Refuse an image whose header declares more than max_pixels (nothing is decoded here); its
     pixel count, or None when the header cannot be read."""
     try:
-        with Image.open(io.BytesIO(data), formats=FORMATS) as im:
-            w, h = im.size
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # max_pixels decides, below
+            with Image.open(io.BytesIO(data), formats=FORMATS) as im:
+                w, h = im.size
     except Exception:  # not an image, or a damaged header: load_image says which, in its words
         return None
     if w * h > max_pixels:
