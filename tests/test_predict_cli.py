@@ -331,3 +331,20 @@ def test_csv_cells_never_start_like_a_formula():
     write_csv([row], 1, out)
     body = out.getvalue().splitlines()[1]
     assert body == "'=cmd|' /C calc'!A0.png,'=1+1,0.900000,'=1+1,0.900000,,ok"
+
+
+def test_files_go_a_chunk_at_a_time_with_the_same_answers(model, images, monkeypatch):
+    from tegaki.commands import predict as P
+    from tegaki.predict import Predictor
+
+    predictor = Predictor.load(model)
+    root, _ = images
+    items = P.expand([str(root)])
+    assert len(items) >= 5
+    whole = P.predict_rows(predictor, items, 2)
+    calls = []
+    original = P._chunk_rows
+    monkeypatch.setattr(P, "CHUNK", 2)
+    monkeypatch.setattr(P, "_chunk_rows", lambda p, chunk, k: calls.append(len(chunk)) or original(p, chunk, k))
+    assert P.predict_rows(predictor, items, 2) == whole
+    assert max(calls) == 2 and sum(calls) == len(items)

@@ -63,9 +63,20 @@ def expand(args: list[str]) -> list[tuple[str, str | None]]:
     return out
 
 
+CHUNK = 32  # files read, preprocessed and predicted at a time: a photo's preprocessing steps take megabytes
+
+
 def predict_rows(predictor, items: list[tuple[str, str | None]], k: int) -> list[dict]:
     """One row per file: label, name, confidence and top k, or its error, or no_digit; and, where
-    two or more digits were found, the number (text, each digit's box and probabilities)."""
+    two or more digits were found, the number (text, each digit's box and probabilities). Files go CHUNK at
+    a time, so that a folder of thousands of photos holds only a chunk's pictures in memory."""
+    rows = []
+    for i in range(0, len(items), CHUNK):
+        rows += _chunk_rows(predictor, items[i:i + CHUNK], k)
+    return rows
+
+
+def _chunk_rows(predictor, items: list[tuple[str, str | None]], k: int) -> list[dict]:
     classes = predictor.classes
     found = predictor.predict_images([f for f, why in items if why is None])
     # a 28x28 image is one MNIST-like digit, as in the API
