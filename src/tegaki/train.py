@@ -500,7 +500,6 @@ def teacher_targets(cfg: TrainConfig, ds: Dataset, tr: np.ndarray, va: np.ndarra
         log("distillation weight 0: the teachers are not asked (the labels alone are learnt)")
         return None, []
     from tegaki.numerics import softmax
-    from tegaki.predict import Predictor
 
     images, labels, k = ds.train_images[tr], np.asarray(ds.train_labels[tr]), len(ds.classes)
     mean, records = np.zeros((len(tr), k)), []
@@ -509,27 +508,12 @@ def teacher_targets(cfg: TrainConfig, ds: Dataset, tr: np.ndarray, va: np.ndarra
         _ANSWERS.clear()
         _ANSWERS["images"] = which
     for i, ref in enumerate(cfg.teachers):
-        try:
-            teacher = Predictor.load(ref, device=device)  # where the network trains (a GPU answers faster)
-        except TegakiError as e:
-            hint = (f"; an ensemble's folder is not a run: give its members ({Path(ref) / 'member-1'} ...)"
-                    if (Path(ref) / "member-1").is_dir() else
-                    "; if it moved, resume with --teacher NEW_FOLDER for each teacher, in order" if expect is not None
-                    else "")
-            raise TegakiError(f"teacher {ref}: {e}{hint}") from None
-        if list(teacher.classes) != list(ds.classes):
-            raise TegakiError(f"teacher {ref} tells apart {_some(teacher.classes)}, {ds.name} has "
-                              f"{_some(ds.classes)}; give teachers trained on the same classes")
-        if not teacher.spec.takes_images(images.shape[1:]):
-            raise TegakiError(f"teacher {ref} expects {tuple(teacher.spec.input_shape[-2:])} images, {ds.name}'s are "
-                              f"{images.shape[1:]}; give teachers trained on images of that size")
-        _check_test_split(ref, teacher.run, ds)
+        before = None if expect is None else expect[i] if i < len(expect) and isinstance(expect[i], dict) else {}
+        teacher = _load_teacher(ref, ds, device, before)
         record = {"run": ref, "sha256": weights_digest(teacher.run.weights)}
-        if expect is not None:
-            before = expect[i] if i < len(expect) and isinstance(expect[i], dict) else {}
-            if before.get("sha256") != record["sha256"]:
-                raise TegakiError(f"teacher {ref} is not the run this training started with (its weights differ); "
-                                  "resume with the same teachers, or start a new run")
+        if before is not None and before.get("sha256") != record["sha256"]:
+            raise TegakiError(f"teacher {ref} is not the run this training started with (its weights differ); "
+                              "resume with the same teachers, or start a new run")
         key = (record["sha256"], cfg.distill_temperature)
         if key not in _ANSWERS:
             _ANSWERS[key] = softmax(teacher.logits(images).astype(np.float64) / cfg.distill_temperature)
@@ -546,6 +530,29 @@ def teacher_targets(cfg: TrainConfig, ds: Dataset, tr: np.ndarray, va: np.ndarra
         f"{cfg.distill_temperature:g}; their average agrees with {agree:.2%} of the training labels "
         "(the training loss is now the distillation loss)")
     return mean.astype(np.float32), records
+
+
+def _load_teacher(ref: str, ds: Dataset, device: str, resuming: dict | None):
+    """A teacher run as a Predictor, if it can teach on `ds`: the same classes, images of the same size, and
+    not trained on this run's test images. `resuming`: the run being resumed's record of it (None: a new run)."""
+    from tegaki.predict import Predictor
+
+    try:
+        teacher = Predictor.load(ref, device=device)  # where the network trains (a GPU answers faster)
+    except TegakiError as e:
+        hint = (f"; an ensemble's folder is not a run: give its members ({Path(ref) / 'member-1'} ...)"
+                if (Path(ref) / "member-1").is_dir() else
+                "; if it moved, resume with --teacher NEW_FOLDER for each teacher, in order" if resuming is not None
+                else "")
+        raise TegakiError(f"teacher {ref}: {e}{hint}") from None
+    if list(teacher.classes) != list(ds.classes):
+        raise TegakiError(f"teacher {ref} tells apart {_some(teacher.classes)}, {ds.name} has "
+                          f"{_some(ds.classes)}; give teachers trained on the same classes")
+    if not teacher.spec.takes_images(ds.train_images.shape[1:]):
+        raise TegakiError(f"teacher {ref} expects {tuple(teacher.spec.input_shape[-2:])} images, {ds.name}'s are "
+                          f"{ds.train_images.shape[1:]}; give teachers trained on images of that size")
+    _check_test_split(ref, teacher.run, ds)
+    return teacher
 
 
 def _some(classes) -> str:
