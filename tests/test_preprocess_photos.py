@@ -67,3 +67,25 @@ def test_evenly_lit_tight_crop_is_not_judged_uneven(mnist):
     info: dict = {}
     ink_map(R.drawing(R.tight(mnist.test_images[3])).astype(np.float32) / 255, info)  # a 0: ink 41% of it
     assert info["paper"] == 1.0 and info["contrast"] > 0.5
+
+
+def test_white_ink_on_a_transparent_canvas_is_read(mnist):
+    """A white pen on a transparent canvas (RGBA, alpha = ink) laid on white paper would vanish: it is laid on
+    black, and reads as the same digit as the MNIST image it was made from. Dark ink still goes on white."""
+    import io
+
+    from PIL import Image
+
+    from tegaki.data.preprocess import load_image, to_mnist
+
+    digit = mnist.test_images[0]  # a 7
+    rgba = np.zeros((28, 28, 4), np.uint8)
+    rgba[..., :3], rgba[..., 3] = 255, digit
+    buf = io.BytesIO()
+    Image.fromarray(rgba, "RGBA").save(buf, format="PNG")
+    np.testing.assert_allclose(load_image(buf.getvalue()), digit / 255.0, atol=1 / 255)
+    assert not to_mnist(buf.getvalue()).empty  # it was "no digit"
+    rgba[..., :3] = 0  # black ink, the same alpha: laid on white, so the grey image is its negative
+    buf = io.BytesIO()
+    Image.fromarray(rgba, "RGBA").save(buf, format="PNG")
+    np.testing.assert_allclose(load_image(buf.getvalue()), 1 - digit / 255.0, atol=1 / 255)

@@ -139,8 +139,13 @@ def _pil_to_grey(im: Image.Image) -> np.ndarray:
         return np.asarray(im.convert("L"), dtype=np.float32) / 255.0
     if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
         im = im.convert("RGBA")
-        white = Image.new("RGBA", im.size, (255, 255, 255, 255))
-        im = Image.alpha_composite(white, im)
+        # laid on paper that shows the ink: white under dark ink, black under light ink (a white pen on a
+        # transparent canvas, which on white would vanish)
+        grey = np.asarray(im.convert("L"), dtype=np.float64)
+        alpha = np.asarray(im.getchannel("A"), dtype=np.float64) / 255.0
+        light_ink = (grey * alpha).sum() > 127.5 * max(alpha.sum(), 1e-9)
+        paper = Image.new("RGBA", im.size, (0, 0, 0, 255) if light_ink else (255, 255, 255, 255))
+        im = Image.alpha_composite(paper, im)
     if im.mode in ("I;16", "I;16B", "I;16L", "I"):
         a = np.asarray(im, dtype=np.float64)
         return (a / max(a.max(), 1.0)).astype(np.float32)
