@@ -6,7 +6,7 @@ mass of the intensities is at the centre. `to_mnist` does the same to any image,
 round its ink is (a drawing or a photo of dark ink on light paper, or an MNIST-like white on
 black), whatever its size, colour and position, and returns every intermediate step:
 
-  grey      the image as grey levels in 0..1 (alpha composited onto white; colour -> luma;
+  grey      the image as grey levels in 0..1 (alpha composited onto white, or onto black under light ink; colour -> luma;
             photos larger than WORK_SIDE are reduced by area averaging, so thin lines fade
             but do not vanish)
   ink       ink as 1 and paper as 0: inverted when the paper is light; the paper's level is
