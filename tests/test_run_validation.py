@@ -178,3 +178,12 @@ def test_cli_says_it_in_one_line(cli, tmp_path):
 
     Image.fromarray(np.zeros((28, 28), np.uint8)).save(img)
     assert cli("predict", img, "--model", folder).code == 2
+
+
+def test_a_standard_deviation_no_training_measures_is_refused():
+    from tegaki.run import check_norm
+
+    check_norm({"mean": 0.13, "std": 1e-6}, "x")  # the smallest that training's 6 decimals give
+    for std in (1e-30, 0.0, -1.0, 1e7):
+        with pytest.raises(TegakiError, match="standard deviation from 1e-6 to 1e6"):
+            check_norm({"mean": 0.13, "std": std}, "model.json")

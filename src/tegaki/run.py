@@ -307,9 +307,10 @@ def _finite(v) -> bool:
 
 def check_norm(norm, where) -> None:
     ok = isinstance(norm, dict) and _finite(norm.get("mean")) and _finite(norm.get("std"))
-    if not ok or not 0 < norm["std"] <= 1e6 or abs(norm["mean"]) > 1e6:
+    # training measures the std to 6 decimals: below 1e-6 it is not one of tegaki's, and would blow inputs up
+    if not ok or not 1e-6 <= norm["std"] <= 1e6 or abs(norm["mean"]) > 1e6:
         raise TegakiError(f"{where}: the input normalisation must have a finite mean and a standard deviation "
-                          f"above 0, got {str(norm)[:80]}; retrain or repair the file")
+                          f"from 1e-6 to 1e6, got {str(norm)[:80]}; retrain or repair the file")
 
 
 T_MIN, T_MAX = 0.05, 20.0  # a calibration temperature outside this range is a damaged file, not a model
