@@ -106,6 +106,22 @@ def cli(capsys, monkeypatch):
     return run
 
 
+def interrupt_at(monkeypatch, calls: int) -> None:
+    """Make the torch engine's `calls`-th training step raise KeyboardInterrupt, as Ctrl-C would."""
+    from tegaki.engines.torch_engine import TorchEngine
+
+    original = TorchEngine.train_step
+    count = {"n": 0}
+
+    def step(self, *args):
+        count["n"] += 1
+        if count["n"] == calls:
+            raise KeyboardInterrupt
+        return original(self, *args)
+
+    monkeypatch.setattr(TorchEngine, "train_step", step)
+
+
 def write_idx_subset(d: Path, ds, n_train: int | None = None, n_test: int | None = None, suffix: str = "") -> Path:
     """The first n_train training and n_test test images of `ds` (all by default) as the four IDX
     files of an `idx:` folder (`suffix=".gz"` compresses them)."""

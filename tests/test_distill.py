@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import interrupt_at, write_idx_subset
 
 from tegaki.data.dataset import validation_split
 from tegaki.engines.numpy_engine import NumpyEngine
@@ -253,16 +254,7 @@ def test_a_resume_refuses_a_teacher_whose_weights_changed(teacher, mnist_small, 
     cfg = TrainConfig(epochs=2, batch_size=100, valid_size=200, teachers=[own], distill_weight=0.6,
                       distill_temperature=2.0, device="cpu")
     ref = train(spec, data, cfg, tmp_path / "ref", log=lambda m: None)
-    steps = {"n": 0}
-    original = TorchEngine.train_step
-
-    def step(self, *args):  # Ctrl-C in the second epoch (10 steps an epoch)
-        steps["n"] += 1
-        if steps["n"] == 14:
-            raise KeyboardInterrupt
-        return original(self, *args)
-
-    monkeypatch.setattr(TorchEngine, "train_step", step)
+    interrupt_at(monkeypatch, 14)  # Ctrl-C in the second epoch (10 steps an epoch)
     assert train(spec, data, cfg, tmp_path / "r", log=lambda m: None).interrupted
     monkeypatch.undo()
     state = read_checkpoint(tmp_path / "r")
@@ -295,23 +287,13 @@ def test_sigterm_while_the_teachers_answer_is_one_line(cli, teacher, tmp_path, m
 def test_a_resume_finds_a_moved_teacher_by_its_weights(cli, teacher, mnist_small, tmp_path, monkeypatch):
     import shutil
 
-    from conftest import write_idx_subset
-
     data = write_idx_subset(tmp_path / "data", mnist_small, 1200, 200)
     own = tmp_path / "teacher"
     shutil.copytree(teacher, own)
     common = ["--preset", "ffnn", "--epochs", "2", "--batch-size", "100", "--valid-size", "200", "--dataset",
               f"idx:{data}", "--distill-weight", "0.6", "--distill-temperature", "2"]
     assert cli("train", *common, "--teacher", own, "--out", tmp_path / "ref").code == 0
-    steps, original = {"n": 0}, TorchEngine.train_step
-
-    def step(self, *args):  # Ctrl-C in the second epoch (10 steps an epoch)
-        steps["n"] += 1
-        if steps["n"] == 14:
-            raise KeyboardInterrupt
-        return original(self, *args)
-
-    monkeypatch.setattr(TorchEngine, "train_step", step)
+    interrupt_at(monkeypatch, 14)  # Ctrl-C in the second epoch (10 steps an epoch)
     assert cli("train", *common, "--teacher", own, "--out", tmp_path / "r").code == 130
     monkeypatch.undo()
     own.rename(tmp_path / "moved")

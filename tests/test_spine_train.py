@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import write_idx_subset
+from conftest import interrupt_at, write_idx_subset
 from tegaki import figures
 from tegaki import spec as S
 from tegaki.engines.torch_engine import TorchEngine
@@ -272,20 +272,6 @@ def test_network_and_data_must_fit(small, tmp_path):
     with pytest.raises(TegakiError, match="7 outputs but mnist has 10 classes"):
         run(spec, small, tmp_path / "x", epochs=1)
     assert not (tmp_path / "x").exists()
-
-
-def interrupt_at(monkeypatch, calls: int):
-    """Make the engine's `calls`-th training step raise KeyboardInterrupt, as Ctrl-C would."""
-    original = TorchEngine.train_step
-    count = {"n": 0}
-
-    def step(self, x, y):
-        count["n"] += 1
-        if count["n"] == calls:
-            raise KeyboardInterrupt
-        return original(self, x, y)
-
-    monkeypatch.setattr(TorchEngine, "train_step", step)
 
 
 def test_interrupt_before_the_first_epoch_leaves_nothing(small, tmp_path, monkeypatch):

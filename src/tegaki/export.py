@@ -39,13 +39,18 @@ def _need_onnx():
     return onnx, helper, numpy_helper
 
 
+def _need_runtime():
+    try:
+        import onnxruntime
+    except ImportError:
+        raise TegakiError("the onnx engine needs ONNX Runtime: pip install 'tegaki[onnx]'") from None
+    return onnxruntime
+
+
 def need_onnx_engine() -> None:
     """Refuse --engine onnx, in one line, where the onnx package or ONNX Runtime is missing."""
     _need_onnx()
-    try:
-        import onnxruntime  # noqa: F401
-    except ImportError:
-        raise TegakiError("the onnx engine needs ONNX Runtime: pip install 'tegaki[onnx]'") from None
+    _need_runtime()
 
 
 def weights_digest(weights: dict[str, np.ndarray]) -> str:
@@ -214,10 +219,7 @@ def to_onnx(spec: S.Spec, weights: dict[str, np.ndarray], norm: dict | None = No
 
 def session(model_bytes: bytes, threads: int | None = None):
     """An ONNX Runtime CPU session for a serialised model."""
-    try:
-        import onnxruntime as ort
-    except ImportError:
-        raise TegakiError("the onnx engine needs ONNX Runtime: pip install 'tegaki[onnx]'") from None
+    ort = _need_runtime()
     so = ort.SessionOptions()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     so.log_severity_level = 3

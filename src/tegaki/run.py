@@ -232,6 +232,12 @@ def is_bundled(path: Path | None) -> bool:
     return bool(path is not None and b is not None and Path(path).resolve() == b.resolve())
 
 
+def members_hint(ref) -> str:
+    """For a folder that is not a run: the hint, when `train --ensemble` wrote it, to give its members instead."""
+    first = Path(ref) / "member-1"
+    return f"; an ensemble's folder is not a run: give its members ({first} ...)" if first.is_dir() else ""
+
+
 def load_run(ref: str | Path) -> Run:
     """Read a run folder and check every value in it, so nothing later meets a NaN weight, a zero
     standard deviation or a class list of the wrong length (each is one TegakiError here)."""

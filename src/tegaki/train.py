@@ -468,7 +468,7 @@ def _setup(spec, ds, cfg, out, log, command, bar_stream, dist, resume, split=Non
     if resume is not None and resume.get("command"):
         meta["command"], meta["resumed_with"] = resume["command"], meta["command"]
     targets, teachers = teacher_targets(cfg, ds, tr, va, log, resume.get("teachers", []) if resume else None,
-                                        device=str(engine.device) if cfg.engine == "torch" else "cpu")
+                                        device=str(engine.device))
     if teachers:
         meta["teachers"] = teachers  # which runs, by their weights' checksums (a resume checks them)
     return _Run(spec, ds, cfg, out, engine, norm, init, augment,
@@ -537,13 +537,13 @@ def _load_teacher(ref: str, ds: Dataset, device: str, resuming: dict | None):
     not trained on this run's test images. `resuming`: the run being resumed's record of it (None: a new run)."""
     from tegaki.predict import Predictor
 
+    from tegaki.run import members_hint
+
     try:
         teacher = Predictor.load(ref, device=device)  # where the network trains (a GPU answers faster)
     except TegakiError as e:
-        hint = (f"; an ensemble's folder is not a run: give its members ({Path(ref) / 'member-1'} ...)"
-                if (Path(ref) / "member-1").is_dir() else
-                "; if it moved, resume with --teacher NEW_FOLDER for each teacher, in order" if resuming is not None
-                else "")
+        hint = members_hint(ref) or (
+            "; if it moved, resume with --teacher NEW_FOLDER for each teacher, in order" if resuming is not None else "")
         raise TegakiError(f"teacher {ref}: {e}{hint}") from None
     if list(teacher.classes) != list(ds.classes):
         raise TegakiError(f"teacher {ref} tells apart {_some(teacher.classes)}, {ds.name} has "
@@ -586,6 +586,17 @@ def _training_files(provenance) -> tuple | None:
     return tuple(sums) if len(sums) == 2 else None
 
 
+def run_split(run) -> tuple[int, int]:
+    """(split seed, validation size) a run was trained with, from its model.json; (0, 0) for a run that kept
+    no validation split, whatever its seed."""
+    cfg = run.meta.get("config", {})
+    seed = cfg.get("split_seed")
+    valid_size = cfg.get("valid_size", 0)
+    if not valid_size:
+        return 0, 0
+    return (cfg.get("seed", 0) if seed is None else seed), valid_size
+
+
 def _seen_validation(teacher, ds: Dataset, va: np.ndarray) -> int:
     """How many of the validation images `va` the teacher run trained on: 0 when that cannot be told (data from
     other files, or from arrays or an image folder, a different number of images, no record of its split)."""
@@ -595,11 +606,11 @@ def _seen_validation(teacher, ds: Dataset, va: np.ndarray) -> int:
     mine = _training_files(ds.provenance)
     same_data = mine is not None and mine == _training_files(teacher.meta.get("data")) and \
         m.get("train_size", -1) + m.get("valid_size", 0) == len(ds.train_labels)
-    seed = config.get("split_seed") if config.get("split_seed") is not None else config.get("seed", 0)
+    seed, valid_size = run_split(teacher)
     if not same_data or not isinstance(seed, int):
         return 0
     try:
-        their_train, _ = validation_split(ds.train_labels, config["valid_size"], seed)
+        their_train, _ = validation_split(ds.train_labels, valid_size, seed)
     except TegakiError:
         return 0
     return int(np.isin(va, their_train).sum())

@@ -13,24 +13,13 @@ from pathlib import Path
 from tegaki.errors import TegakiError
 
 
-def _split(run) -> tuple[int, int]:
-    cfg = run.meta.get("config", {})
-    seed = cfg.get("split_seed")
-    valid_size = cfg.get("valid_size", 0)
-    if not valid_size:  # trained on the whole training set: no split, whatever its seed
-        return 0, 0
-    return (cfg.get("seed", 0) if seed is None else seed), valid_size
-
-
 def _load_member(ref):
-    from tegaki.run import load_run
+    from tegaki.run import load_run, members_hint
 
     try:
         return load_run(ref)
     except TegakiError as e:
-        if (Path(ref) / "member-1").is_dir():  # `train --ensemble` wrote a folder of runs
-            raise TegakiError(f"{e}; {ref} holds an ensemble's members: give them ({Path(ref) / 'member-*'})") from None
-        raise
+        raise TegakiError(f"{e}{members_hint(ref)}") from None
 
 
 def cmd_ensemble(args) -> int:
@@ -54,7 +43,9 @@ def cmd_ensemble(args) -> int:
             raise TegakiError(f"{r.path} does not fit {first.path}: input {r.spec.input_shape} vs "
                               f"{first.spec.input_shape}, classes {r.classes} vs {first.classes}")
     ds = load_test_data(args, first)  # evaluate's checks: the runs' classes (by name) and image size
-    splits = {_split(r) for r in runs}
+    from tegaki.train import run_split
+
+    splits = {run_split(r) for r in runs}
     valid_size = 0
     split_seed = 0
     if len(splits) == 1:

@@ -48,8 +48,7 @@ def register(subparsers) -> None:
     t.add_argument("--distill-weight", type=float, metavar="W", help="the teachers' share of the loss, "
                    "0 to 1 (default 0.5; the labels have the rest)")
     t.add_argument("--distill-temperature", type=float, metavar="T", help="soften the teachers' and the network's "
-                   "probabilities for distillation: "
-                   "softmax(logits / T) (default 1)")
+                   "probabilities for distillation: softmax(logits / T) (default 1)")
     t.add_argument("--valid-size", type=int, help="validation examples carved from training (default 10000)")
     t.add_argument("--seed", type=int, help="seed for split, weights, shuffling and dropout (default 0)")
     t.add_argument("--split-seed", type=int, help="seed of the validation split alone (default: --seed); runs "

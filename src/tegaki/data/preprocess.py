@@ -6,9 +6,9 @@ mass of the intensities is at the centre. `to_mnist` does the same to any image,
 round its ink is (a drawing or a photo of dark ink on light paper, or an MNIST-like white on
 black), whatever its size, colour and position, and returns every intermediate step:
 
-  grey      the image as grey levels in 0..1 (alpha composited onto white, or onto black under light ink; colour -> luma;
-            photos larger than WORK_SIDE are reduced by area averaging, so thin lines fade
-            but do not vanish)
+  grey      the image as grey levels in 0..1 (alpha composited onto white, or onto black under
+            light ink; colour -> luma; photos larger than WORK_SIDE are reduced by area averaging,
+            so thin lines fade but do not vanish)
   ink       ink as 1 and paper as 0: inverted when the paper is light; the paper's level is
             subtracted (estimated locally when the lighting is uneven, which is judged from that
             estimate, not from the border: a tight crop's strokes cross its border), the contrast
@@ -95,8 +95,6 @@ def load_image(source, max_pixels: int = MAX_PIXELS, formats: tuple[str, ...] | 
                           "bytes, a PIL image or an array")
     name = "upload" if isinstance(source, (bytes, bytearray, memoryview)) else str(source)
     if isinstance(source, (bytes, bytearray, memoryview)):
-        if len(source) == 0:
-            raise TegakiError(f"{name}: empty file; use a PNG or JPEG image")
         fp = io.BytesIO(source)
     else:
         fp = _open_file(source, name)
