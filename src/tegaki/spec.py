@@ -60,7 +60,7 @@ TRAIN_KEYS = {
     "monitor": "str", "valid_size": "int", "seed": "int", "device": "str", "engine": "str", "dataset": "str",
     "augment": "str | None", "augment_strength": "float", "precision": "str", "compile": "bool",
     "split_seed": "int | None", "ema": "float", "teachers": "list | None", "distill_weight": "float",
-    "distill_temperature": "float",
+    "distill_temperature": "float", "bn_refresh": "bool",
 }
 
 

@@ -85,6 +85,7 @@ class TrainConfig:
     teachers: list | None = None  # run folders whose averaged probabilities the network learns too (distillation)
     distill_weight: float = 0.5  # the teachers' share of the loss (the labels' is the rest)
     distill_temperature: float = 1.0  # the teachers' and the network's logits are divided by this in that share
+    bn_refresh: bool = False  # after the last epoch, batch-norm statistics from the undistorted training images
 
     @property
     def validation_seed(self) -> int:
@@ -153,6 +154,9 @@ class TrainConfig:
                 return f"--{FLAGS.get(option, option).replace('_', '-')}" if cli else option
             return f"spec {spec.name!r}: training option {option}"
 
+        if values.get("bn_refresh") and not _has_batch_norm(spec):
+            raise TegakiError(f"{said('bn_refresh')} recomputes batch-norm statistics, and {spec.name!r} has no "
+                              "batchnorm layer; drop it")
         lone = [k for k in ("distill_weight", "distill_temperature") if overrides.get(k) is not None]
         if lone and values.get("teachers") is None:
             raise TegakiError(f"{said(lone[0])} shapes distillation, which needs teachers; give them with "
@@ -776,6 +780,7 @@ def _finish(run: _Run, state: LoopState) -> TrainResult:
         engine.set_weights(state.best_weights)
     elif state.ema is not None:
         engine.set_weights(state.ema)
+    bn_seconds = _refresh_batchnorm(run) if cfg.bn_refresh else None
     t_test = time.perf_counter()
     n_test = len(ds.test_labels)
     test = {"test_accuracy": None, "test_error": None, "test_loss": None, "test_mistakes": None}
@@ -793,6 +798,7 @@ def _finish(run: _Run, state: LoopState) -> TrainResult:
         "stopped_early": state.stopped_early, "train_seconds": round(train_seconds, 3),
         "seconds_per_epoch": round(train_seconds / max(1, len(state.history)), 3),
         "setup_seconds": round(run.setup_seconds, 3), "test_seconds": round(time.perf_counter() - t_test, 3),
+        "bn_refresh_seconds": bn_seconds,
         "dataset": ds.name, "preset": run.spec.name, "engine": cfg.engine, "precision": engine.precision,
         "device": str(engine.device), "seed": cfg.seed,
         "train_size": run.n_train, "valid_size": run.n_valid, "test_size": n_test,
@@ -805,6 +811,19 @@ def _finish(run: _Run, state: LoopState) -> TrainResult:
         save_run(run.out, run.spec, engine.get_weights(), run.meta, state.history, metrics, initial=run.init)
         (run.out / CHECKPOINT).unlink(missing_ok=True)
     return TrainResult(run.out, metrics, state.history, False, run=_as_run(run, metrics), initial=run.init)
+
+
+def _refresh_batchnorm(run: _Run) -> float:
+    """The recipe's last step (bn_refresh): batch-norm statistics from the training images, undistorted, as
+    evaluation sees them (tegaki/batchnorm.py). Returns the seconds it took."""
+    from tegaki import batchnorm
+
+    t = time.perf_counter()
+    n = batchnorm.refresh(run.engine, run.train_data[0])
+    seconds = time.perf_counter() - t
+    run.log(f"batch norm: statistics of {plural(n, 'layer')} recomputed on the {run.n_train:,} training images, "
+            f"undistorted, without dropout ({seconds:.1f} s)")
+    return round(seconds, 3)
 
 
 def _calibration(run: _Run, valid_logits) -> dict:

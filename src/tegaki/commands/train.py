@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import sys
@@ -16,7 +17,7 @@ DEFAULT_PRESET = "fast"
 RESUME_FIXED = ("preset", "spec", "batch_size", "lr", "optimizer", "schedule", "weight_decay", "label_smoothing",
                 "patience", "monitor", "valid_size", "split_seed", "seed", "engine", "out", "augment",
                 "augment_strength", "precision", "compile", "ensemble", "tta", "ema", "distill_weight",
-                "distill_temperature")  # --teacher may name a teacher's new folder (its weights are checked)
+                "distill_temperature", "bn_refresh")  # --teacher may name a teacher's new folder (its weights are checked)
 
 
 def register(subparsers) -> None:
@@ -43,6 +44,9 @@ def register(subparsers) -> None:
     t.add_argument("--augment-strength", type=float, help="scale of the distortions (default 1; 0 = none)")
     t.add_argument("--ema", type=float, metavar="DECAY", help="keep a moving average of the weights (e.g. 0.999), "
                    "validated each epoch and saved instead of the last weights (default: the preset's, else none)")
+    t.add_argument("--bn-refresh", action=argparse.BooleanOptionalAction, default=None, help="after the last "
+                   "epoch, recompute batch-norm statistics on the training images, undistorted and without dropout, as "
+                   "evaluation sees them (default: the preset's, else off)")
     t.add_argument("--teacher", action="append", metavar="RUN", help="distillation: also learn this run's "
                    "probabilities on each training image (repeat for several; their average is taken)")
     t.add_argument("--distill-weight", type=float, metavar="W", help="the teachers' share of the loss, "
@@ -142,7 +146,7 @@ def _fresh(args):
         weight_decay=args.weight_decay, label_smoothing=args.label_smoothing, dataset=args.dataset,
         augment=args.augment, augment_strength=args.augment_strength, precision=args.precision,
         compile=args.compile, ema=args.ema, teachers=args.teacher, distill_weight=args.distill_weight,
-        distill_temperature=args.distill_temperature)
+        distill_temperature=args.distill_temperature, bn_refresh=args.bn_refresh)
     dist = distributed.setup(os.environ, cfg.device)  # one process of several under torchrun or --nproc
     if note and dist.is_main:
         err(note)

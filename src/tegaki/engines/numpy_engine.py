@@ -108,13 +108,16 @@ class NumpyEngine:
             x = layer.forward(x)
         return x
 
-    def forward_all(self, x: np.ndarray) -> dict[str, np.ndarray]:
-        """Every layer's output by name; each layer reads the outputs it names (or the previous one)."""
+    def forward_all(self, x: np.ndarray, upto: str | None = None) -> dict[str, np.ndarray]:
+        """Every layer's output by name; each layer reads the outputs it names (or the previous one). With
+        `upto`, the layers up to that one: none after it is run."""
         out, prev = {"input": x}, "input"
         for i, layer in enumerate(self.layers):
             src = self.wiring[i] if self.wiring is not None else (prev,)
             out[layer.name] = layer.forward(*(out[n] for n in src))
             prev = layer.name
+            if prev == upto:
+                break
         del out["input"]
         return out
 
@@ -152,9 +155,11 @@ class NumpyEngine:
         out = [self.forward(self._array(x[i:i + batch_size])).copy() for i in range(0, len(x), batch_size)]
         return np.concatenate(out) if out else np.zeros((0, self.spec.num_classes), self.dtype)
 
-    def activations(self, x) -> dict[str, np.ndarray]:
+    def activations(self, x, only: str | None = None) -> dict[str, np.ndarray]:
         self._mode(False)
-        out = self.forward_all(self._array(x))
+        out = self.forward_all(self._array(x), upto=only)
+        if only is not None:
+            out = {only: out[only]}
         return {k: np.array(v) for k, v in out.items()}  # copies: later calls must not change them
 
     def input_gradient(self, x: np.ndarray, target: np.ndarray) -> np.ndarray:

@@ -65,7 +65,7 @@ class OnnxEngine:
         logp = zs - np.log(np.exp(zs).sum(1, keepdims=True))
         return float(-logp[np.arange(len(y)), y].mean()), float((z.argmax(1) == y).mean()), z.astype(np.float32)
 
-    def activations(self, x):
+    def activations(self, x, only=None):
         raise TegakiError("the onnx engine gives predictions only; use --engine torch (or numpy) to look inside")
 
     def input_gradient(self, x, target):

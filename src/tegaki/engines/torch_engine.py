@@ -125,12 +125,15 @@ class TorchNet(nn.Module):
             return x
         return self.forward_all(x)[self.wiring[-1][0]]
 
-    def forward_all(self, x) -> dict[str, torch.Tensor]:
+    def forward_all(self, x, upto: str | None = None) -> dict[str, torch.Tensor]:
+        """Every layer's output by name (with `upto`, the layers up to that one: none after it is run)."""
         out, prev = {"input": x}, "input"
         for i, (name, m) in enumerate(zip(self.names, self.layers.values())):
             src = self.wiring[i][1] if self.wiring else (prev,)
             out[name] = m(*(out[n] for n in src))
             prev = name
+            if name == upto:
+                break
         del out["input"]
         return out
 
@@ -260,9 +263,12 @@ class TorchEngine:
         return np.concatenate(out) if out else np.zeros((0, self.spec.num_classes), np.float32)
 
     @torch.inference_mode()
-    def activations(self, x) -> dict[str, np.ndarray]:
+    def activations(self, x, only: str | None = None) -> dict[str, np.ndarray]:
         self._eval()
-        return {k: v.float().cpu().contiguous().numpy() for k, v in self.net.forward_all(self._tensor(x)).items()}
+        out = self.net.forward_all(self._tensor(x), upto=only)
+        if only is not None:
+            out = {only: out[only]}
+        return {k: v.float().cpu().contiguous().numpy() for k, v in out.items()}
 
     def input_gradient(self, x: np.ndarray, target: np.ndarray) -> np.ndarray:
         """d logit[target] / d input, per example (for saliency maps)."""
