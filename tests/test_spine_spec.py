@@ -226,9 +226,12 @@ def test_base_layers_replace_the_preset_layers_as_a_whole():
 
 
 def test_presets_built_on_a_base_equal_their_parent_with_the_change():
-    """deep-skip-thick.toml holds only `base = "deep-skip"` and one training option."""
+    """deep-skip-thick.toml holds only `base = "deep-skip"` and one training option; best-residual.toml only
+    `base = "deep-skip-thick"` and the batch-norm refresh."""
     thick, skip = load_preset("deep-skip-thick"), load_preset("deep-skip")
     assert thick.layers == skip.layers and thick.train == {**skip.train, "augment": "affine+thickness"}
+    res = load_preset("best-residual")
+    assert res.layers == thick.layers and res.train == {**thick.train, "bn_refresh": True}
     for name in ("deep-skip", "deep7", "deep-res"):  # deep's recipe, their own layers
         assert load_preset(name).train == load_preset("deep").train
     assert load_preset("deep").train == load_preset("best").train
@@ -257,7 +260,7 @@ def test_rejected_candidates_in_docs_specs_are_what_their_comments_say():
 
 
 @pytest.mark.parametrize("base, message", [
-    ("deeep", "mine.toml: base: unknown preset 'deeep'; choose one of best, bundled, deep"),
+    ("deeep", "mine.toml: base: unknown preset 'deeep'; choose one of best, best-residual, bundled, deep"),
     (3, "mine.toml: 'base' must be a preset name, got 3"),
 ])
 def test_bad_base_is_one_line_from_python_and_the_cli(tmp_path, cli, base, message):
