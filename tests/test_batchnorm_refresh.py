@@ -64,6 +64,10 @@ def population_gap(engine, x) -> float:
     return gap
 
 
+def calls_per_layer(n: int, chunk: int) -> int:
+    return -(-n // chunk)
+
+
 def test_the_layers_and_what_they_normalise():
     assert batchnorm.layers(spec()) == SOURCES
 
@@ -92,6 +96,7 @@ def test_the_refresh_does_not_depend_on_the_chunk_size_or_the_engine():
 
 
 def test_only_the_statistics_change_and_an_interrupted_refresh_changes_nothing(monkeypatch):
+    assert calls_per_layer(100, 40) == 3
     images, _ = digits_like(100, seed=5)
     engine = TorchEngine(spec(), spec().init_weights(6))
     before = engine.get_weights()
@@ -99,21 +104,60 @@ def test_only_the_statistics_change_and_an_interrupted_refresh_changes_nothing(m
     calls = {"n": 0}
     original = TorchEngine.activations
 
-    def stop_on_the_third(self, *a, **kw):
+    def stop_on_the_fifth(self, *a, **kw):
         calls["n"] += 1
-        if calls["n"] == 3:
+        if calls["n"] == 5:
             raise KeyboardInterrupt
         return original(self, *a, **kw)
 
-    monkeypatch.setattr(TorchEngine, "activations", stop_on_the_third)
+    monkeypatch.setattr(TorchEngine, "activations", stop_on_the_fifth)
     with pytest.raises(KeyboardInterrupt):
-        batchnorm.refresh(engine, x, chunk=40)  # 3 chunks per layer: stopped inside the first layer's pass
+        batchnorm.refresh(engine, x, chunk=40)  # 3 chunks per layer: stopped in the second layer's pass, the first set
     assert all(np.array_equal(v, before[k]) for k, v in engine.get_weights().items())
     monkeypatch.setattr(TorchEngine, "activations", original)
     batchnorm.refresh(engine, x, chunk=40)
     after = engine.get_weights()
     changed = sorted(k for k in after if not np.array_equal(after[k], before[k]))
     assert changed == sorted(f"{n}.{s}" for n, _ in SOURCES for s in ("running_mean", "running_var"))
+
+
+def test_a_batch_norm_on_the_input_or_on_a_named_layer_and_the_float64_engine():
+    """A batch norm first (it normalises the input itself) and one that names an earlier layer, not the previous."""
+    layers = [{"type": "batchnorm", "name": "b0"},
+              {"type": "conv2d", "filters": 3, "kernel": 3, "name": "c1"},
+              {"type": "relu", "name": "r1"},
+              {"type": "batchnorm", "inputs": ["c1"], "name": "b1"},
+              {"type": "add", "inputs": ["r1", "b1"], "name": "a1"},
+              {"type": "flatten", "name": "f1"}, {"type": "dense", "units": 10, "name": "d1"},
+              {"type": "softmax", "name": "s1"}]
+    s = Spec.from_dict({"input": [1, 28, 28], "layers": layers})
+    assert batchnorm.layers(s) == [("b0", "input"), ("b1", "c1")]
+    images, _ = digits_like(120, seed=8)
+    for engine in (TorchEngine(s, s.init_weights(1)), NumpyEngine(s, s.init_weights(1), dtype=np.float64)):
+        x = engine.prepare(images, None, NORM)[0]
+        batchnorm.refresh(engine, x, chunk=50)
+        w, acts = engine.get_weights(), engine.activations(x)
+        pixels = np.asarray(x if isinstance(x, np.ndarray) else x.numpy(), np.float64)
+        tol = 1e-12 if engine.precision == "fp64" else 1e-5
+        for name, a in (("b0", pixels), ("b1", acts["c1"].astype(np.float64))):
+            np.testing.assert_allclose(w[f"{name}.running_mean"], a.mean(axis=(0, 2, 3)), rtol=tol, atol=tol)
+            np.testing.assert_allclose(w[f"{name}.running_var"], a.var(axis=(0, 2, 3)), rtol=tol)
+
+
+def test_chunks_never_exceed_the_engines_inference_batch(monkeypatch):
+    images, _ = digits_like(90, seed=9)
+    engine = TorchEngine(spec(), spec().init_weights(2))
+    engine.batch_cap = 16  # as for a network whose maps would not fit a bigger batch
+    sizes = []
+    original = TorchEngine.activations
+
+    def record(self, x, only=None):
+        sizes.append(len(x))
+        return original(self, x, only)
+
+    monkeypatch.setattr(TorchEngine, "activations", record)
+    batchnorm.refresh(engine, engine.prepare(images, None, NORM)[0])
+    assert max(sizes) == 16 and len(sizes) == 3 * calls_per_layer(90, 16)
 
 
 @pytest.fixture(scope="module")
@@ -138,7 +182,8 @@ def refreshed_run(tmp_path_factory, small):
 
 def test_training_ends_with_the_refresh_on_the_undistorted_training_split(refreshed_run, small, tmp_path):
     out, result, lines = refreshed_run
-    assert any(l.startswith("batch norm: statistics of 3 layers recomputed on the 1,200 training images") for l in lines)
+    assert any(l.startswith("batch norm: recomputing the statistics of 3 layers on the 1,200 training images") for l in lines)
+    assert any(l.startswith("batch norm: statistics recomputed (") for l in lines)
     assert isinstance(result.metrics["bn_refresh_seconds"], float)
     run = load_run(out)
     assert run.meta["config"]["bn_refresh"] is True
@@ -154,6 +199,16 @@ def test_training_ends_with_the_refresh_on_the_undistorted_training_split(refres
     a, b = load_run(tmp_path / "plain").weights, run.weights
     differ = sorted(k for k in a if not np.array_equal(a[k], b[k]))
     assert differ == sorted(f"{n}.{s}" for n, _ in SOURCES for s in ("running_mean", "running_var"))
+
+
+def test_the_refresh_follows_the_best_epochs_or_the_averaged_weights(small, tmp_path):
+    """With --patience the best epoch's weights, with --ema their average, are what is refreshed and saved."""
+    tr, _ = validation_split(small.train_labels, 300, 2)
+    for options in ({"patience": 1, "monitor": "accuracy"}, {"ema": 0.9}):
+        train(spec(), small, config(bn_refresh=True, **options), tmp_path / str(len(options)), log=lambda m: None)
+        run = load_run(tmp_path / str(len(options)))
+        engine = TorchEngine(run.spec, run.weights)
+        assert population_gap(engine, engine.prepare(small.train_images[tr], None, run.norm)[0]) < 1e-5, options
 
 
 def test_ctrl_c_during_the_refresh_keeps_the_last_epoch_and_a_resume_ends_the_same(refreshed_run, small, tmp_path,
@@ -192,7 +247,9 @@ def test_a_network_without_batch_norm_refuses_it(cli):
 
 def test_a_resume_keeps_the_runs_own_choice(cli, refreshed_run):
     r = cli("train", "--resume", str(refreshed_run[0]), "--no-bn-refresh")
-    assert r.code != 0 and "drop --bn-refresh" in r.err
+    assert r.code != 0 and "drop --no-bn-refresh (only" in r.err
+    r = cli("train", "--resume", str(refreshed_run[0]), "--bn-refresh")
+    assert r.code != 0 and "drop --bn-refresh (only" in r.err
 
 
 def test_fit_in_python_takes_it_too():

@@ -42,6 +42,7 @@ def refresh(engine, x, chunk: int = CHUNK) -> int:
     todo = layers(engine.spec)
     if not todo or not len(x):
         return 0
+    chunk = max(1, min(chunk, getattr(engine, "batch_cap", chunk)))  # as evaluation does for networks with huge maps
     old = engine.get_weights()
     weights = dict(old)
     try:
@@ -49,17 +50,21 @@ def refresh(engine, x, chunk: int = CHUNK) -> int:
             n, mean, m2 = 0, 0.0, 0.0  # values seen per channel, their mean, their summed squared deviations
             for i in range(0, len(x), chunk):
                 a = _numpy(x[i:i + chunk]) if src == "input" else engine.activations(x[i:i + chunk], only=src)[src]
-                a = np.asarray(a, np.float64)
                 axes = (0, 2, 3) if a.ndim == 4 else (0,)
                 k = a.size // a.shape[1]
-                m = a.mean(axis=axes)
+                m = a.mean(axis=axes, dtype=np.float64)
+                dev = a - m.astype(a.dtype).reshape((1, -1) + (1,) * (a.ndim - 2))  # one copy, in a's own dtype
+                # the squared deviations from the chunk's own mean, summed in float64, corrected for the float32 mean
+                m2_chunk = np.square(dev, out=dev).sum(axis=axes, dtype=np.float64) - \
+                    k * np.square(m - m.astype(a.dtype).astype(np.float64))
+                del dev
                 d = m - mean  # two sets' statistics joined (Chan et al.): no cancellation, however large the mean
-                m2 = m2 + np.square(a - m.reshape((1, -1) + (1,) * (a.ndim - 2))).sum(axis=axes) + d * d * n * k / (n + k)
+                m2 = m2 + m2_chunk + d * d * n * k / (n + k)
                 mean = mean + d * k / (n + k)
                 n += k
             dtype = weights[f"{name}.running_mean"].dtype
             weights[f"{name}.running_mean"] = np.asarray(mean, dtype)
-            weights[f"{name}.running_var"] = np.asarray(m2 / n, dtype)  # biased: the population's own variance
+            weights[f"{name}.running_var"] = np.asarray(np.maximum(m2, 0.0) / n, dtype)  # biased: the population's
             engine.set_weights(weights)  # the next layer's input depends on these
     except BaseException:
         engine.set_weights(old)

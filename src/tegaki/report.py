@@ -207,6 +207,9 @@ def summary_section(c: Context) -> str:
                                                           "patience", "weight_decay", "label_smoothing", "seed",
                                                           "valid_size", "engine", "device")
               if cfg.get(k) not in (None, "")]
+    recipe += [f"augment {cfg['augment']}"] if cfg.get("augment") else []
+    recipe += [f"ema {cfg['ema']}"] if cfg.get("ema") else []
+    recipe += ["batch-norm refresh"] if cfg.get("bn_refresh") is True else []
     if recipe:
         rows.append(("training recipe", ", ".join(recipe)))
     if cfg.get("teachers"):

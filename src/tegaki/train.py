@@ -818,11 +818,13 @@ def _refresh_batchnorm(run: _Run) -> float:
     evaluation sees them (tegaki/batchnorm.py). Returns the seconds it took."""
     from tegaki import batchnorm
 
+    layers = len(batchnorm.layers(run.spec))
+    run.log(f"batch norm: recomputing the statistics of {plural(layers, 'layer')} on the {run.n_train:,} training "
+            f"images, undistorted, without dropout (a partial pass over them per layer) ...")
     t = time.perf_counter()
-    n = batchnorm.refresh(run.engine, run.train_data[0])
+    batchnorm.refresh(run.engine, run.train_data[0])
     seconds = time.perf_counter() - t
-    run.log(f"batch norm: statistics of {plural(n, 'layer')} recomputed on the {run.n_train:,} training images, "
-            f"undistorted, without dropout ({seconds:.1f} s)")
+    run.log(f"batch norm: statistics recomputed ({seconds:.1f} s)")
     return round(seconds, 3)
 
 

@@ -114,7 +114,8 @@ def _resumed(args):
     from tegaki import distributed
     from tegaki.train import resume_config, teacher_folders
 
-    fixed = [f"--{k.replace('_', '-')}" for k in RESUME_FIXED if getattr(args, k, None) is not None]
+    fixed = [f"--{'no-' if getattr(args, k) is False else ''}{k.replace('_', '-')}" for k in RESUME_FIXED
+             if getattr(args, k, None) is not None]  # as typed: --no-bn-refresh is a False
     if fixed:
         raise TegakiError(f"--resume continues a run with its own settings; drop {', '.join(fixed)} "
                           "(only --epochs, --device, --data-dir, --threads and --teacher may be given)")
