@@ -154,9 +154,6 @@ class TrainConfig:
                 return f"--{FLAGS.get(option, option).replace('_', '-')}" if cli else option
             return f"spec {spec.name!r}: training option {option}"
 
-        if values.get("bn_refresh") and not _has_batch_norm(spec):
-            raise TegakiError(f"{said('bn_refresh')} recomputes batch-norm statistics, and {spec.name!r} has no "
-                              "batchnorm layer; drop it")
         lone = [k for k in ("distill_weight", "distill_temperature") if overrides.get(k) is not None]
         if lone and values.get("teachers") is None:
             raise TegakiError(f"{said(lone[0])} shapes distillation, which needs teachers; give them with "
@@ -165,6 +162,9 @@ class TrainConfig:
             if f.name in values and not type_ok(values[f.name], str(f.type)):
                 kind = str(f.type).replace(" | ", " or ")
                 raise TegakiError(f"{said(f.name)} must be {kind}, got {values[f.name]!r}")
+        if values.get("bn_refresh") and not _has_batch_norm(spec):
+            raise TegakiError(f"{said('bn_refresh')} recomputes batch-norm statistics, and {spec.name!r} has no "
+                              "batchnorm layer; drop it")
         try:
             return cls(**values)
         except OptionError as e:  # out of range: Python keeps the plain field name; the command line says where
