@@ -260,3 +260,23 @@ def test_fit_in_python_takes_it_too():
     model.fit(images, labels, epochs=1, batch_size=50, verbose=0, augment="affine", bn_refresh=True)
     engine = TorchEngine(model.spec, model.run.weights)
     assert population_gap(engine, engine.prepare(images, None, model.run.norm)[0]) < 1e-5
+
+
+def test_ctrl_c_during_fits_refresh_says_the_statistics_are_trainings(monkeypatch, capsys):
+    import tegaki as tg
+
+    images, labels = digits_like(200, seed=8)
+    model = tg.Sequential(spec())
+    original = TorchEngine.activations
+
+    def ctrl_c(self, x, only=None):
+        if only is not None:
+            raise KeyboardInterrupt
+        return original(self, x, only)
+
+    monkeypatch.setattr(TorchEngine, "activations", ctrl_c)
+    history = model.fit(images, labels, epochs=1, batch_size=50, verbose=1, bn_refresh=True)
+    assert history.interrupted
+    said = capsys.readouterr().out
+    assert "stopped after 1 finished epoch" in said and "the batch-norm refresh did not finish" in said
+    assert model.predict(images[:3]).shape == (3,)  # still usable

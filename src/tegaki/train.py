@@ -747,8 +747,10 @@ def _interrupted(run: _Run, created: bool, state: LoopState) -> TrainResult:
     if run.out is None:  # in memory: the model keeps the weights (or with --ema their average) of the last step
         if state.ema is not None:
             run.engine.set_weights(state.ema)
+        refresh = run.cfg.bn_refresh and len(history) == run.cfg.epochs  # every epoch done: stopped in the refresh
         run.log(f"interrupted: stopped after {plural(len(history), 'finished epoch')}; the model keeps the "
-                f"{'moving average of the weights' if state.ema is not None else 'weights'} it has reached")
+                f"{'moving average of the weights' if state.ema is not None else 'weights'} it has reached"
+                + ("; the batch-norm refresh did not finish, so it keeps the statistics training left" if refresh else ""))
         return TrainResult(None, {}, list(history), interrupted=True, run=_as_run(run, {}), initial=run.init)
     if (run.out / CHECKPOINT).is_file():
         state = read_checkpoint(run.out)
