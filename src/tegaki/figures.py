@@ -427,8 +427,8 @@ def probe_accuracy(results: Sequence, network_accuracy: float, title: str = "") 
                             va="bottom", fontsize=7)
     ax.axhline(100 * network_accuracy, color="#d62728", linestyle="--", linewidth=1,
                label=f"the network's softmax ({network_accuracy:.2%})")
-    low = min([100 * r.accuracy for r in results] + [100 * network_accuracy])
-    ax.set_ylim(max(0.0, low - 1.5), min(100.4, max([100 * r.accuracy for r in results] + [100 * network_accuracy]) + 1.2))
+    accs = [100 * r.accuracy for r in results] + [100 * network_accuracy]
+    ax.set_ylim(max(0.0, min(accs) - 1.5), min(100.4, max(accs) + 1.2))
     ax.set_xlim(-0.5, len(layers) - 0.5)
     dims = {r.label: r.dims for r in results}
     ax.set_xticks(range(len(layers)), [plain(f"{l}\n({dims[l]:,} features)") for l in layers], fontsize=8)

@@ -540,7 +540,6 @@ def _load_teacher(ref: str, ds: Dataset, device: str, resuming: dict | None):
     """A teacher run as a Predictor, if it can teach on `ds`: the same classes, images of the same size, and
     not trained on this run's test images. `resuming`: the run being resumed's record of it (None: a new run)."""
     from tegaki.predict import Predictor
-
     from tegaki.run import members_hint
 
     try:

@@ -26,6 +26,7 @@ def cmd_ensemble(args) -> int:
     from tegaki.commands.common import check_writable, load_test_data
     from tegaki.ensemble import ensemble_table, measure_ensemble, overlap_text
     from tegaki.fileio import write_json
+    from tegaki.train import run_split
 
     if len(args.runs) < 2 and not args.tta:
         raise TegakiError("give two or more runs to average (or one run with --tta)")
@@ -43,8 +44,6 @@ def cmd_ensemble(args) -> int:
             raise TegakiError(f"{r.path} does not fit {first.path}: input {r.spec.input_shape} vs "
                               f"{first.spec.input_shape}, classes {r.classes} vs {first.classes}")
     ds = load_test_data(args, first)  # evaluate's checks: the runs' classes (by name) and image size
-    from tegaki.train import run_split
-
     splits = {run_split(r) for r in runs}
     valid_size = 0
     split_seed = 0

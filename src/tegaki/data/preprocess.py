@@ -34,6 +34,7 @@ import math
 import os
 import stat
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -75,6 +76,14 @@ class Preprocessed:
 
 
 # decoding --------------------------------------------------------------------------------------
+@contextmanager
+def no_bomb_warning():
+    """Pillow's DecompressionBombWarning silenced: the caller's max_pixels is the limit, said in one line."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        yield
+
+
 def load_image(source, max_pixels: int = MAX_PIXELS, formats: tuple[str, ...] | None = FORMATS,
                work_side: int | None = WORK_SIDE) -> np.ndarray:
     """Decode an image (path, bytes, PIL image or array) to grey levels in 0..1, shape (H, W).
@@ -98,8 +107,7 @@ def load_image(source, max_pixels: int = MAX_PIXELS, formats: tuple[str, ...] | 
         fp = io.BytesIO(source)
     else:
         fp = _open_file(source, name)
-    with fp, warnings.catch_warnings():
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # max_pixels is the limit, said in one line
+    with fp, no_bomb_warning():
         if fp.seek(0, io.SEEK_END) == 0:
             raise TegakiError(f"{name}: empty file; use a PNG or JPEG image")
         fp.seek(0)

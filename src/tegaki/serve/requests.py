@@ -15,7 +15,6 @@ import asyncio
 import io
 import json
 import logging
-import warnings
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -26,7 +25,7 @@ from PIL import Image
 from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import ClientDisconnect
 
-from tegaki.data.preprocess import FORMATS, Preprocessed, TooLarge, load_image
+from tegaki.data.preprocess import FORMATS, Preprocessed, TooLarge, load_image, no_bomb_warning
 from tegaki.errors import TegakiError
 from tegaki.numerics import bounded_int, json_depth
 from tegaki.serve.limits import DECODES, Limits
@@ -197,10 +196,8 @@ def check_size(data: bytes, max_pixels: int) -> int | None:
     """Refuse an image whose header declares more than max_pixels (nothing is decoded here); its
     pixel count, or None when the header cannot be read."""
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # max_pixels decides, below
-            with Image.open(io.BytesIO(data), formats=FORMATS) as im:
-                w, h = im.size
+        with no_bomb_warning(), Image.open(io.BytesIO(data), formats=FORMATS) as im:  # max_pixels decides, below
+            w, h = im.size
     except Exception:  # not an image, or a damaged header: load_image says which, in its words
         return None
     if w * h > max_pixels:
